@@ -1,0 +1,5 @@
+"""``python -m phasefeat``: the same CLI as the ``phasefeat`` console script."""
+
+from .cli import main
+
+main()

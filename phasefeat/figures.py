@@ -1,0 +1,81 @@
+"""Pictures of the maps: a radiograph beside LwPA, LPE, ELEA and the composite."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["maps_figure", "atomic_savefig"]
+
+TITLES = {"lwpa": "LwPA (local phase)", "lpe": "LPE (phase energy)", "elea": "ELEA (attenuation)"}
+
+
+def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
+    """Save a matplotlib figure so that ``path`` only ever holds a complete file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def maps_figure(cxr: np.ndarray, enh: np.ndarray, channel_order, path, title: str = ""):
+    """Write a one-row figure: CXR, each ENH channel, and the RGB composite.
+
+    Parameters
+    ----------
+    cxr : ndarray, shape (H, W)
+    enh : ndarray, shape (H, W, 3)
+        Values in [0, 1] (float) or 0..255 (uint8).
+    channel_order : sequence of str
+        Names of the ENH channels, as ``PhaseParams.channel_order``.
+    path : path-like
+        PNG to write (atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    enh = enh.astype(np.float32) / (255 if enh.dtype == np.uint8 else 1)
+    panels = [("CXR (input)", cxr, "gray")]
+    panels += [(TITLES.get(name, name), enh[..., c], "gray") for c, name in enumerate(channel_order)]
+    panels.append(("ENH composite (RGB = " + ", ".join(channel_order) + ")", enh, None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), dpi=100)
+    for ax, (label, image, cmap) in zip(axes, panels, strict=True):
+        ax.imshow(image, cmap=cmap)
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        return atomic_savefig(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def atomic_save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as a PNG, atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
