@@ -61,7 +61,7 @@ def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
     from .backend import BackendUnavailableError
     from .features import enhance as enhance_images
     from .figures import maps_figure
-    from .imageio import ImageReadError, read_grey
+    from .imageio import ImageReadError, read_grey, resize
     from .params import PhaseParams
 
     params = PhaseParams.preset(preset)
@@ -77,7 +77,7 @@ def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
             raise click.ClickException(str(exc)) from None
         label = image
         if size is not None:
-            grey = _resize(grey, size)
+            grey = resize(grey, (size, size))
     try:
         enh = enhance_images(grey, params, backend=backend, dtype=dtype, out="uint8")
     except (ValueError, BackendUnavailableError) as exc:
@@ -89,15 +89,6 @@ def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
         from .figures import atomic_save_png
 
         click.echo(f"wrote {atomic_save_png(enh, enh_png)}")
-
-
-def _resize(grey, size: int):
-    import numpy as np
-    from PIL import Image
-
-    resized = Image.fromarray(grey.astype(np.float32), mode="F").resize((size, size),
-                                                                         Image.Resampling.LANCZOS)
-    return np.asarray(resized, dtype=np.float32)
 
 
 def main(argv=None) -> None:

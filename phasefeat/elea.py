@@ -36,7 +36,9 @@ def scale_to_255(x, xp):
     lo, hi = _per_image(xp.min, x), _per_image(xp.max, x)
     span = hi - lo
     safe = xp.where(span > 0, span, 1)
-    return xp.where(span > 0, (x - lo) * (255 / safe), 0).astype(x.dtype, copy=False)
+    # Divide first: (max - lo) / span is exactly 1, so max S is exactly 255 and
+    # the airlight round(0.7 * 255 + 1e-10) cannot flip between 178 and 179.
+    return xp.where(span > 0, (x - lo) / safe * 255, 0).astype(x.dtype, copy=False)
 
 
 def airlight(scaled, params: PhaseParams, xp):

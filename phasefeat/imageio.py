@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-__all__ = ["read_grey", "to_grey", "ImageReadError"]
+__all__ = ["read_grey", "to_grey", "resize", "ImageReadError"]
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -71,3 +71,15 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     return to_grey(array)
+
+
+def resize(grey: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Antialiased (Lanczos) resize of a grey image to ``shape = (H, W)``, float32.
+
+    Works in 32-bit float so 16-bit data keep their precision.
+    """
+    from PIL import Image
+
+    h, w = shape
+    image = Image.fromarray(np.asarray(grey, dtype=np.float32), mode="F")
+    return np.asarray(image.resize((w, h), Image.Resampling.LANCZOS), dtype=np.float32)

@@ -1,0 +1,80 @@
+"""Shared fixtures: backends (GPU cases skipped cleanly), real and generated radiographs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phasefeat.backend import gpu_available
+
+REPO = Path(__file__).resolve().parents[1]
+# The shared real radiographs live beside the checkout; never copied into the project.
+REAL_DIR = Path(os.environ.get("PHASEFEAT_CXR_REAL", REPO.parent / "shared" / "data" / "cxr-real"))
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+_GPU_SKIPS: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    if gpu_available():
+        return
+    skip = pytest.mark.skip(reason="no usable CUDA GPU (CuPy missing or no device)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+            _GPU_SKIPS.append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if gpu_available():
+        terminalreporter.write_line("GPU: CuPy backend usable; gpu-marked tests ran.")
+    elif _GPU_SKIPS:
+        terminalreporter.write_line(
+            f"GPU: {len(_GPU_SKIPS)} tests marked 'gpu' were skipped: no usable CUDA GPU here. "
+            "Run `make test` on a machine with CuPy and a GPU to exercise the CuPy backend."
+        )
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def backend_name(request):
+    """Each backend in turn; the CuPy case needs a GPU."""
+    return request.param
+
+
+def real_image_paths() -> list[Path]:
+    if not REAL_DIR.is_dir():
+        return []
+    return sorted(p for p in REAL_DIR.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_real(path: Path, size: int = 299) -> np.ndarray:
+    """A shared radiograph as float64 grey, resized to ``size`` squared."""
+    from phasefeat.imageio import read_grey, resize
+
+    return resize(read_grey(path), (size, size)).astype(np.float64)
+
+
+@pytest.fixture(scope="session")
+def real_images():
+    """A few real radiographs (one per class), resized to 299x299; skip if absent."""
+    paths = real_image_paths()
+    if not paths:
+        pytest.skip(f"real radiographs not found at {REAL_DIR}")
+    by_class = {}
+    for p in paths:
+        by_class.setdefault(p.parent.name, p)
+    return [load_real(p) for p in by_class.values()]
+
+
+@pytest.fixture(scope="session")
+def radiograph():
+    """One radiograph-like image: a real one when available, else the phantom."""
+    paths = real_image_paths()
+    if paths:
+        return load_real(paths[0])
+    from phasefeat.phantom import chest_phantom
+
+    return chest_phantom(299, seed=3, dtype="float64")

@@ -1,0 +1,99 @@
+"""The `phasefeat` command line."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from phasefeat.cli import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_help_lists_commands_and_every_option_is_explained():
+    result = run("--help")
+    assert result.exit_code == 0 and "enhance" in result.output
+    result = run("enhance", "--help")
+    assert result.exit_code == 0
+    for option in ("--output", "--enh-png", "--preset", "--size", "--backend", "--dtype", "--seed"):
+        assert option in result.output
+    for param in cli.commands["enhance"].params:
+        if param.param_type_name == "option":
+            assert param.help, f"{param.name} has no help text"
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and "phasefeat, version" in result.output
+
+
+def test_python_dash_m_and_help_is_light():
+    code = ("import sys, runpy; sys.argv=['phasefeat','--help']\n"
+            "try:\n    runpy.run_module('phasefeat', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "heavy=[m for m in ('matplotlib','numba','PIL','cupy','scipy','h5py') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Commands:" in out.stdout and "HEAVY []" in out.stdout
+
+
+def test_enhance_builtin_phantom(tmp_path):
+    fig, enh = tmp_path / "fig.png", tmp_path / "sub" / "enh.png"
+    result = run("enhance", "--output", str(fig), "--enh-png", str(enh), "--size", "96",
+                 "--backend", "numpy")
+    assert result.exit_code == 0, result.output
+    with Image.open(fig) as im:
+        assert im.format == "PNG" and im.size[0] > im.size[1] > 100
+    with Image.open(enh) as im:
+        assert im.mode == "RGB" and im.size == (96, 96)
+        arr = np.asarray(im)
+    assert arr[..., 0].max() == 255 and arr[..., 0].min() == 0
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_enhance_16bit_file_and_resize(tmp_path):
+    from phasefeat.phantom import chest_phantom
+
+    src = tmp_path / "cxr16.png"
+    Image.fromarray(chest_phantom((120, 90), seed=4, dtype="uint16")).save(src)
+    result = run("enhance", str(src), "--output", str(tmp_path / "f.png"), "--size", "64",
+                 "--enh-png", str(tmp_path / "e.png"), "--preset", "lab_assd")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "e.png") as im:
+        assert im.size == (64, 64)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "not an image"), (b"hello, not a png", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not an image|unreadable image"),
+])
+def test_enhance_bad_file_gives_one_line_error(tmp_path, content, message):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    result = CliRunner().invoke(cli, ["enhance", str(bad), "-o", str(tmp_path / "x.png")])
+    assert result.exit_code != 0
+    assert "Error:" in result.output
+    assert re.search(message, result.output)
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_enhance_missing_file(tmp_path):
+    result = CliRunner().invoke(cli, ["enhance", str(tmp_path / "nope.png")])
+    assert result.exit_code != 0 and "no such file" in result.output
+
+
+def test_enhance_cupy_unavailable_is_a_clean_error(tmp_path, monkeypatch):
+    from phasefeat import backend
+
+    monkeypatch.setattr(backend, "_cupy_backend_or_reason", lambda: "CuPy is not installed (test)")
+    result = CliRunner().invoke(cli, ["enhance", "--backend", "cupy", "-o", str(tmp_path / "x.png"),
+                                      "--size", "32"])
+    assert result.exit_code != 0 and "CuPy is not installed" in result.output
+    assert "Traceback" not in result.output

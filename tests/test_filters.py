@@ -1,0 +1,95 @@
+import math
+
+import numpy as np
+import pytest
+
+from phasefeat import PhaseParams
+from phasefeat.filters import (
+    assd,
+    assd_bandwidth_octaves,
+    assd_exponent,
+    bandpass_bank,
+    frequency_grid,
+    half_amplitude_bandwidth,
+    log_gabor,
+    riesz,
+)
+
+FREQS = np.geomspace(1e-4, 0.7, 200001)
+
+
+@pytest.mark.parametrize(("sigma_onf", "octaves"), [(0.41, 3.03), (0.55, 2.03), (0.65, 1.46),
+                                                    (0.75, 0.98)])
+def test_log_gabor_bandwidth(sigma_onf, octaves):
+    g = log_gabor(FREQS, 8.0, sigma_onf)
+    assert half_amplitude_bandwidth(g, FREQS) == pytest.approx(octaves, abs=0.005)
+    # The analytic relation B = 2 sqrt(2 ln 2) |ln sigma| / ln 2.
+    assert half_amplitude_bandwidth(g, FREQS) == pytest.approx(
+        2 * math.sqrt(2 * math.log(2)) * abs(math.log(sigma_onf)) / math.log(2), rel=1e-4)
+
+
+@pytest.mark.parametrize("wavelength", [4.0, 8.0, 25.0])
+def test_log_gabor_peak_and_dc(wavelength):
+    rho = np.array([0.0, 1 / wavelength, 0.5 / wavelength, 2 / wavelength])
+    g = log_gabor(rho, wavelength, 0.65)
+    assert g[0] == 0.0
+    assert g[1] == pytest.approx(1.0, abs=1e-15)
+    assert np.all(g[2:] < 1)
+
+
+def test_assd_exponent_and_bandwidth():
+    a = assd_exponent(0.2, 4.0)
+    assert a == pytest.approx(1.8339, abs=1e-4)
+    assert assd_bandwidth_octaves(1.838, 0.2) == pytest.approx(3.995, abs=1e-3)
+    g = assd(FREQS, 25.0, 0.2, a)
+    assert half_amplitude_bandwidth(g, FREQS) == pytest.approx(4.00, abs=0.005)
+    assert FREQS[np.argmax(g)] == pytest.approx(1 / 25.0, rel=1e-3)
+    assert g.max() == pytest.approx(1.0, abs=1e-9)
+    assert assd(np.array([0.0]), 25.0, 0.2, a)[0] == 0.0
+
+
+@pytest.mark.parametrize("preset", ["kovesi", "lab_assd"])
+@pytest.mark.parametrize("shape", [(64, 64), (63, 80), (299, 299)])
+def test_bank_is_zero_at_dc_and_peaks_near_one(preset, shape):
+    params = PhaseParams.preset(preset, lowpass=None)
+    bank = bandpass_bank(shape, params, half=False)
+    assert bank.shape == (params.nscale, *shape)
+    assert np.all(bank[:, 0, 0] == 0)
+    assert np.all(bank <= 1 + 1e-12)
+
+
+def test_frequency_grid_conventions():
+    ux, uy, rho = frequency_grid((5, 6), half=False)
+    assert np.allclose(ux[0], np.fft.fftfreq(6)) and np.allclose(uy[:, 0], np.fft.fftfreq(5))
+    assert rho.max() <= math.sqrt(2) / 2
+    # Kovesi divides odd axes by N - 1 and leaves even axes alone.
+    kx, ky, _ = frequency_grid((5, 6), kovesi_odd_grid=True, half=False)
+    assert np.allclose(ky[:, 0], np.fft.fftfreq(5) * 5 / 4)
+    assert np.allclose(kx[0], np.fft.fftfreq(6))
+    hx, _, _ = frequency_grid((5, 6))
+    assert hx.shape == (5, 4)
+
+
+@pytest.mark.parametrize("shape", [(31, 31), (32, 48), (33, 40)])
+def test_riesz_is_all_pass_and_hermitian(shape):
+    h, w = shape
+    rx, ry = riesz(shape)
+    mag = np.hypot(rx, ry)
+    mask = np.ones_like(mag, dtype=bool)
+    mask[0, 0] = False
+    if w % 2 == 0:
+        mask[:, -1] = False
+    if h % 2 == 0:
+        mask[h // 2, :] = False
+    assert np.allclose(mag[mask], 1.0, atol=1e-15)
+    assert mag[0, 0] == 0
+    # Multiplier i*r applied to a real signal must give a real result: the
+    # inverse real FFT and the real part of the complex inverse agree exactly.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    spec = np.fft.rfft2(x) * 1j * rx
+    via_real = np.fft.irfft2(spec, s=shape)
+    ux, _, rho = frequency_grid(shape, half=False)
+    rfull = np.where(rho == 0, 0, ux / np.where(rho == 0, 1, rho))
+    via_complex = np.fft.ifft2(np.fft.fft2(x) * 1j * rfull).real
+    assert np.allclose(via_real, via_complex, atol=1e-12)
