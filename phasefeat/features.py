@@ -11,7 +11,8 @@ __all__ = ["enhance", "enhance_batch", "OUTPUTS"]
 
 OUTPUTS = ("float", "uint8")
 # Images per chunk: bounds the (chunk, 3 * nscale, H, W) component stack in memory.
-CHUNK = {"numpy": 8, "cupy": 256}
+# On the CPU one image at a time keeps the working set in cache (measured fastest).
+CHUNK = {"numpy": 1, "cupy": 256}
 
 
 def enhance_batch(batch, params: PhaseParams, backend):

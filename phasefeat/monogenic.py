@@ -88,8 +88,8 @@ def monogenic_components(batch, params: PhaseParams, backend):
     # makes a constant image give exact zeros.
     mean = batch.mean(axis=(-2, -1), keepdims=True, dtype="float64").astype(batch.dtype)
     batch = batch - mean
-    spectrum = xp.fft.rfft2(batch)
-    comps = xp.fft.irfft2(spectrum[:, None] * bank[None], s=shape)
+    spectrum = backend.fft.rfft2(batch)
+    comps = backend.fft.irfft2(spectrum[:, None] * bank[None], s=shape)
     if crop is not None:
         comps = comps[(crop[0], slice(None), crop[1], crop[2])]
     return comps.astype(batch.dtype, copy=False)

@@ -37,7 +37,7 @@ def test_auto_falls_back_to_numpy_and_logs(no_gpu, caplog):
 
 
 def test_auto_prefers_a_working_gpu(monkeypatch, caplog):
-    fake = backend.Backend("cupy", np, "Fake GPU")
+    fake = backend.Backend("cupy", np, np.fft, "Fake GPU")
     monkeypatch.setattr(backend, "_cupy_backend_or_reason", lambda: fake)
     with caplog.at_level(logging.INFO, logger="phasefeat"):
         assert backend.get_backend("auto") is fake
