@@ -1,4 +1,4 @@
-"""Numba-fused CPU kernels for the Kirsch bank (standard masks only).
+"""Numba-fused CPU kernels: the Kirsch bank (standard masks only) and the phase sums.
 
 They compute what :func:`phasefeat.kirsch.correlate_bank` and one shrink +
 :func:`phasefeat.kirsch.adjoint_bank` step compute, for one image, in two
@@ -130,9 +130,48 @@ def _shrink_adjoint_2d(t, thr, inv_beta, out):
                                      + b[6, i - 1, j + 1] + b[7, i, j + 1])
 
 
+def _phase_sums_2d(comps, polarity, e_sum, odd_norm, energy):
+    """Per pixel: E = sum e_s, |O| = |sum o_s|, PE = sum (pol(e_s) - |o_s|).
+
+    ``comps`` is ``(3 * nscale, H, W)`` ordered even, odd_x, odd_y per scale.
+    Row by row, so each inner loop streams a few arrays and vectorises.
+    """
+    nscale = comps.shape[0] // 3
+    h, w = comps.shape[1], comps.shape[2]
+    ox = np.empty(w, dtype=comps.dtype)
+    oy = np.empty(w, dtype=comps.dtype)
+    sign = comps.dtype.type(polarity)
+    zero = comps.dtype.type(0)
+    for i in range(h):
+        er = e_sum[i]
+        pr = energy[i]
+        for j in range(w):
+            er[j] = zero
+            pr[j] = zero
+            ox[j] = zero
+            oy[j] = zero
+        for s in range(nscale):
+            e = comps[3 * s, i]
+            o1 = comps[3 * s + 1, i]
+            o2 = comps[3 * s + 2, i]
+            if polarity == 0:
+                for j in range(w):
+                    pr[j] += abs(e[j]) - math.sqrt(o1[j] * o1[j] + o2[j] * o2[j])
+            else:
+                for j in range(w):
+                    pr[j] += sign * e[j] - math.sqrt(o1[j] * o1[j] + o2[j] * o2[j])
+            for j in range(w):
+                er[j] += e[j]
+                ox[j] += o1[j]
+                oy[j] += o2[j]
+        nr = odd_norm[i]
+        for j in range(w):
+            nr[j] = math.sqrt(ox[j] * ox[j] + oy[j] * oy[j])
+
+
 @functools.cache
 def kernels():
-    """Return ``(correlate_bank_2d, shrink_adjoint_2d)`` compiled, or None."""
+    """Return ``(correlate_bank_2d, shrink_adjoint_2d, phase_sums_2d)`` compiled, or None."""
     try:
         import numba
         import numba.extending
@@ -141,4 +180,4 @@ def kernels():
         return None
     numba.extending.register_jitable(fastmath=True)(_soft)  # callable from the kernels, still plain Python
     jit = numba.njit(cache=True, nogil=True, fastmath=True)
-    return jit(_correlate_bank_2d), jit(_shrink_adjoint_2d)
+    return jit(_correlate_bank_2d), jit(_shrink_adjoint_2d), jit(_phase_sums_2d)

@@ -28,7 +28,7 @@ def enhance_batch(batch, params: PhaseParams, backend):
     out = xp.empty((*batch.shape, 3), dtype=batch.dtype)
     for start in range(0, batch.shape[0], chunk):
         part = batch[start:start + chunk]
-        lwpa, pe, lpe, _ = phase_maps(monogenic_components(part, params, backend), params, xp)
+        lwpa, pe, lpe, _ = phase_maps(monogenic_components(part, params, backend), params, backend)
         maps = {"lwpa": scale_to_255(lwpa, xp), "lpe": scale_to_255(lpe, xp)}
         maps["elea"] = elea(lpe if params.elea_source == "lpe" else pe, params, backend)
         for c, name in enumerate(params.channel_order):

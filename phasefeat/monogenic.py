@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from ._cpu_kernels import kernels as cpu_kernels
 from ._input import prepare_images
 from .filters import filter_bank
 from .params import PhaseParams
@@ -95,22 +96,30 @@ def monogenic_components(batch, params: PhaseParams, backend):
     return comps.astype(batch.dtype, copy=False)
 
 
-def phase_maps(comps, params: PhaseParams, xp):
+def phase_maps(comps, params: PhaseParams, backend):
     """LwPA, phase energy, LPE and amplitude from stacked components.
 
     Parameters
     ----------
     comps : array, shape (N, 3 * nscale, H, W)
     """
-    even, odd_x, odd_y = comps[:, 0::3], comps[:, 1::3], comps[:, 2::3]
-    e_sum, ox_sum, oy_sum = even.sum(axis=1), odd_x.sum(axis=1), odd_y.sum(axis=1)
-    odd_norm = xp.sqrt(ox_sum * ox_sum + oy_sum * oy_sum)
-    lwpa = xp.arctan2(e_sum, odd_norm)
-    if params.polarity == 0:
-        even_term = xp.abs(even)
+    xp = backend.xp
+    fused = cpu_kernels() if backend.name == "numpy" else None
+    if fused:
+        shape = (comps.shape[0], *comps.shape[2:])
+        e_sum, odd_norm, phase_energy = (xp.empty(shape, dtype=comps.dtype) for _ in range(3))
+        for n in range(comps.shape[0]):
+            fused[2](comps[n], params.polarity, e_sum[n], odd_norm[n], phase_energy[n])
     else:
-        even_term = even if params.polarity == 1 else -even
-    phase_energy = (even_term - xp.sqrt(odd_x * odd_x + odd_y * odd_y)).sum(axis=1)
+        even, odd_x, odd_y = comps[:, 0::3], comps[:, 1::3], comps[:, 2::3]
+        e_sum, ox_sum, oy_sum = even.sum(axis=1), odd_x.sum(axis=1), odd_y.sum(axis=1)
+        odd_norm = xp.sqrt(ox_sum * ox_sum + oy_sum * oy_sum)
+        if params.polarity == 0:
+            even_term = xp.abs(even)
+        else:
+            even_term = even if params.polarity == 1 else -even
+        phase_energy = (even_term - xp.sqrt(odd_x * odd_x + odd_y * odd_y)).sum(axis=1)
+    lwpa = xp.arctan2(e_sum, odd_norm)
     amplitude = xp.sqrt(e_sum * e_sum + odd_norm * odd_norm)
     return lwpa, phase_energy, phase_energy * lwpa, amplitude
 
@@ -118,7 +127,7 @@ def phase_maps(comps, params: PhaseParams, xp):
 def monogenic_batch(batch, params: PhaseParams, backend):
     """Monogenic result of a validated ``(N, H, W)`` compute-dtype batch (backend arrays)."""
     comps = monogenic_components(batch, params, backend)
-    lwpa, pe, lpe, amplitude = phase_maps(comps, params, backend.xp)
+    lwpa, pe, lpe, amplitude = phase_maps(comps, params, backend)
     per_scale = [comps[:, k::3].swapaxes(0, 1) for k in range(3)]  # (nscale, N, H, W)
     return MonogenicResult(*per_scale, lwpa, pe, lpe, amplitude)
 
