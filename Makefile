@@ -27,6 +27,10 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check phasefeat trainer benchmarks tests
 	$(BIN)/python -m pytest
 
+## lint: style checks only
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check phasefeat trainer benchmarks tests
+
 ## bench: CPU (and, with a GPU, CuPy) feature-extraction throughput
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_features.py
