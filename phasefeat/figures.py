@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ._atomic import atomic_path
 
 __all__ = ["maps_figure", "atomic_savefig"]
 
@@ -15,17 +16,10 @@ TITLES = {"lwpa": "LwPA (local phase)", "lpe": "LPE (phase energy)", "elea": "EL
 
 def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
     """Save a matplotlib figure so that ``path`` only ever holds a complete file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    kwargs.setdefault("format", Path(path).suffix.lstrip(".") or "png")
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def maps_figure(cxr: np.ndarray, enh: np.ndarray, channel_order, path, title: str = ""):
@@ -68,14 +62,6 @@ def atomic_save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as a PNG, atomically."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)

@@ -97,3 +97,17 @@ def test_enhance_cupy_unavailable_is_a_clean_error(tmp_path, monkeypatch):
                                       "--size", "32"])
     assert result.exit_code != 0 and "CuPy is not installed" in result.output
     assert "Traceback" not in result.output
+
+
+def test_outputs_get_normal_permissions_and_failed_writes_leave_nothing(tmp_path):
+    import os
+
+    from phasefeat.figures import atomic_save_png
+
+    path = atomic_save_png(np.zeros((8, 8), dtype=np.uint8), tmp_path / "a.png")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(TypeError):
+        atomic_save_png(np.zeros((8, 8), dtype=object), tmp_path / "b.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
