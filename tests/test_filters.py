@@ -93,3 +93,19 @@ def test_riesz_is_all_pass_and_hermitian(shape):
     rfull = np.where(rho == 0, 0, ux / np.where(rho == 0, 1, rho))
     via_complex = np.fft.ifft2(np.fft.fft2(x) * 1j * rfull).real
     assert np.allclose(via_real, via_complex, atol=1e-12)
+
+
+def test_filter_bank_is_built_once_per_shape_params_dtype():
+    from phasefeat.backend import get_backend
+    from phasefeat.filters import filter_bank
+    from phasefeat.kirsch import bank_power_spectrum
+
+    be = get_backend("numpy")
+    a = filter_bank((64, 70), PhaseParams(), "float32", be)
+    assert filter_bank((64, 70), PhaseParams(), np.float32, be) is a
+    assert a.dtype == np.complex64 and a.shape == (9, 64, 36) and not a.flags.writeable
+    assert filter_bank((64, 70), PhaseParams(), "float64", be).dtype == np.complex128
+    assert filter_bank((64, 71), PhaseParams(), "float32", be) is not a
+    assert filter_bank((64, 70), PhaseParams(nscale=2), "float32", be).shape[0] == 6
+    p = bank_power_spectrum((64, 70), False, "float32", be)
+    assert bank_power_spectrum((64, 70), False, "float32", be) is p
