@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -89,6 +90,186 @@ def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
         from .figures import atomic_save_png
 
         click.echo(f"wrote {atomic_save_png(enh, enh_png)}")
+
+
+def _parse_aliases(values) -> dict[str, str]:
+    aliases = {}
+    for item in values:
+        name, sep, target = item.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            raise click.BadParameter(f"expected NAME=CLASS, got {item!r}", param_hint="--alias")
+        aliases[name.strip()] = target.strip()
+    return aliases
+
+
+def _load_params(preset: str, params_file):
+    from .params import PhaseParams
+
+    if params_file is None:
+        return PhaseParams.preset(preset)
+    try:
+        return PhaseParams.from_json(open(params_file, encoding="utf-8").read())
+    except (OSError, ValueError, TypeError) as exc:
+        raise click.BadParameter(f"{params_file}: {exc}", param_hint="--params") from None
+
+
+@cli.command()
+@click.argument("input_dir", metavar="INPUT", type=click.Path(file_okay=False, path_type=str))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="Label file instead of class folders: a CSV with path,label[,patient_id] "
+                   "columns, or a COVIDx file (patient_id filename class source). Paths are "
+                   "relative to INPUT.")
+@click.option("--classes", default=None, metavar="A,B,C",
+              help="Pin the class order (after aliasing); other classes are listed as failures. "
+                   "[default: alphanumeric, as keras image_dataset_from_directory]")
+@click.option("--alias", "aliases", multiple=True, metavar="NAME=CLASS",
+              help="Extra class-name alias, repeatable (built in: COVID-19->covid, "
+                   "Viral Pneumonia->pneumonia, No Finding->normal, ...).")
+@click.option("--size", type=click.IntRange(min=8), default=299, show_default=True,
+              help="Working size: every image becomes SIZE x SIZE before the features.")
+@click.option("--fit", "fit_mode", type=click.Choice(["stretch", "pad", "crop"]),
+              default="stretch", show_default=True,
+              help="How to reach the square size: stretch (as the study), pad (keep aspect, black "
+                   "borders) or crop (keep aspect, centre crop).")
+@click.option("--cxr-dtype", type=click.Choice(["uint8", "uint16"]), default="uint8",
+              show_default=True, help="Storage type of the resized radiograph.")
+@click.option("--enh-dtype", type=click.Choice(["uint8", "float16", "float32"]), default="uint8",
+              show_default=True, help="Storage type of ENH (uint8 0..255, floats in [0, 1]).")
+@click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none",
+              show_default=True, help="HDF5 filter (ENH maps barely compress; see docs/store-format.md).")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="kovesi", show_default=True,
+              help="Feature parameter preset.")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None,
+              help="PhaseParams as JSON (PhaseParams.to_json()); overrides --preset.")
+@click.option("--backend", type=click.Choice(["numpy", "cupy", "auto"]), default="auto",
+              show_default=True, help="Where the features are computed.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Decoding (and, on the CPU, feature) processes. [default: all cores]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per feature batch on the GPU.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=100_000_000, show_default=True,
+              help="Refuse larger images (decompression bombs) before decoding them.")
+@click.option("--piece-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Samples per resumable piece (a kill loses at most one piece per worker).")
+@click.option("--overwrite", is_flag=True,
+              help="Start over: replace an existing store and discard unfinished pieces.")
+@click.option("--strict", is_flag=True, help="Exit with status 1 if any file failed.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def convert(input_dir, output, labels, classes, aliases, size, fit_mode, cxr_dtype, enh_dtype,
+            compression, preset, params_file, backend, workers, batch_size, max_pixels, piece_size,
+            overwrite, strict, quiet):
+    """Convert a folder of radiographs into one HDF5 store of CXR and ENH.
+
+    INPUT holds class folders (INPUT/<class>/..., `masks/` ignored) or, with
+    --labels, the files a label file names. Killed at any moment, the same
+    command resumes where it stopped; the store appears under OUTPUT only when
+    complete. Every file ends up either in the store or in its failures table.
+    """
+    import os
+
+    from .backend import BackendUnavailableError
+    from .convert import ConvertError, ConvertOptions
+    from .convert import convert as run_convert
+    from .discover import DiscoveryError
+
+    params = _load_params(preset, params_file)
+    options = ConvertOptions(size=size, fit=fit_mode, cxr_dtype=cxr_dtype, enh_dtype=enh_dtype,
+                             max_pixels=max_pixels, piece_size=piece_size)
+    try:
+        summary = run_convert(
+            input_dir, output, params=params, options=options, labels=labels,
+            classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+            aliases=_parse_aliases(aliases), workers=workers or os.cpu_count() or 1,
+            backend=backend, batch_size=batch_size, overwrite=overwrite, compression=compression,
+            progress=not quiet, command_line=" ".join(["phasefeat", *sys.argv[1:]]))
+    except (ConvertError, DiscoveryError, BackendUnavailableError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"converted {summary.converted} of {summary.discovered} images into {summary.output} "
+               f"in {summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s, "
+               f"{summary.backend} on {summary.device}"
+               + (f"; resumed {summary.resumed_pieces} finished pieces" if summary.resumed_pieces else "")
+               + ")")
+    if summary.failed:
+        click.echo(f"failed {summary.failed}:")
+        for reason, n in sorted(summary.failures_by_reason.items(), key=lambda kv: -kv[1]):
+            click.echo(f"  {n:>6d}  {reason}")
+        click.echo(f"details: phasefeat inspect {summary.output}")
+        if strict:
+            sys.exit(1)
+
+
+def _open(path):
+    from .store import StoreError, open_store
+
+    try:
+        return open_store(path)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(dir_okay=False))
+@click.option("--verify", is_flag=True,
+              help="Re-hash the source files still present and report missing or changed ones "
+                   "(exit status 1 on a mismatch).")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Where the sources are now, for --verify [default: the recorded input root].")
+@click.option("--all-failures", is_flag=True, help="List every failed file, not the first 20.")
+def inspect(store_path, verify, root, all_failures):
+    """Describe a store: counts per class, shapes, parameters, provenance, failures."""
+    from .inspect_store import report, verify_sources
+
+    with _open(store_path) as store:
+        click.echo(report(store, failures_shown=10**9 if all_failures else 20))
+        if verify:
+            result = verify_sources(store, root)
+            click.echo(f"verify       {result['checked']} re-hashed under {result['root']}, "
+                       f"{len(result['missing'])} missing, {len(result['mismatched'])} changed")
+            for rel in result["mismatched"]:
+                click.echo(f"  CHANGED  {rel}")
+            for rel in result["missing"][:20]:
+                click.echo(f"  missing  {rel}")
+            if result["mismatched"]:
+                sys.exit(1)
+
+
+@cli.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="preview.png", show_default=True,
+              type=click.Path(dir_okay=False), help="PNG figure to write.")
+@click.option("--index", "indices", type=int, multiple=True,
+              help="Sample to show, repeatable [default: random samples of each class].")
+@click.option("--per-class", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Random samples per class when no --index is given.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random choice.")
+def preview(store_path, output, indices, per_class, seed):
+    """Draw samples of a store: CXR beside LwPA, LPE, ELEA and the composite (like Fig. 1)."""
+    import numpy as np
+
+    from .figures import preview_figure
+
+    with _open(store_path) as store:
+        n = len(store)
+        if indices:
+            bad = [i for i in indices if not 0 <= i < n]
+            if bad:
+                raise click.BadParameter(f"{bad} out of range for {n} samples", param_hint="--index")
+            chosen = list(indices)
+        else:
+            rng = np.random.default_rng(seed)
+            chosen = []
+            for c in range(len(store.class_names)):
+                members = np.flatnonzero(store.labels == c)
+                take = min(per_class, len(members))
+                chosen += sorted(rng.choice(members, take, replace=False).tolist())
+        if not chosen:
+            raise click.ClickException("the store holds no samples")
+        names, paths = store.class_names, store.source_paths
+        rows = [(f"#{i} {names[store.labels[i]]}\n{Path(paths[i]).name[:28]}",
+                 store.read(i, "cxr"), store.read(i, "enh")) for i in chosen]
+        order = store.params.channel_order
+    click.echo(f"wrote {preview_figure(rows, order, output, title=str(store_path))}")
 
 
 def main(argv=None) -> None:

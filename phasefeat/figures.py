@@ -65,3 +65,42 @@ def atomic_save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
     return Path(path)
+
+
+def preview_figure(rows, channel_order, path, title: str = ""):
+    """A grid in the style of the study's Fig. 1: one row per sample.
+
+    Parameters
+    ----------
+    rows : list of (label, cxr, enh)
+        ``cxr`` ``(H, W)`` or ``(H, W, 1)``; ``enh`` ``(H, W, 3)`` (uint8 or float in [0, 1]).
+    channel_order : sequence of str
+    path : path-like
+        PNG to write (atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heads = ["CXR"] + [TITLES.get(n, n) for n in channel_order] + ["ENH composite"]
+    fig, axes = plt.subplots(len(rows), 5, figsize=(13, 2.8 * len(rows)), dpi=100, squeeze=False)
+    for r, (label, cxr, enh) in enumerate(rows):
+        enh = enh.astype(np.float32) / (255 if enh.dtype == np.uint8 else 1)
+        cxr = np.squeeze(cxr)
+        images = [cxr] + [enh[..., c] for c in range(3)] + [np.clip(enh, 0, 1)]
+        for c, image in enumerate(images):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray" if c < 4 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(heads[c], fontsize=9)
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        return atomic_savefig(fig, path)
+    finally:
+        plt.close(fig)

@@ -70,8 +70,8 @@ def test_enhance_16bit_file_and_resize(tmp_path):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (b"", "not an image"), (b"hello, not a png", "not an image"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not an image|unreadable image"),
+    (b"", "empty file"), (b"hello, not a png", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "truncated or corrupt PNG"),
 ])
 def test_enhance_bad_file_gives_one_line_error(tmp_path, content, message):
     bad = tmp_path / "bad.png"

@@ -1,0 +1,329 @@
+"""``phasefeat convert``: a folder of raw radiographs -> one crash-safe HDF5 store.
+
+The sorted sample list is cut into fixed pieces (independent of the number of
+workers, so the result is too). Worker processes decode, fit and, on the CPU,
+enhance one piece at a time; with a GPU they only decode and the main process
+computes the features in batches. Each finished piece lands atomically in
+``<output>.parts/``; a manifest there records what is being converted. Killed at
+any moment, the same command resumes from the finished pieces; the final store
+is assembled into a temporary file and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_path
+from .discover import Discovery, discover
+from .imageio import DEFAULT_MAX_PIXELS, FITS, ImageReadError, fit, read_image
+from .params import PhaseParams
+from .store import COMPRESSIONS, FORMAT_VERSION, assemble, read_piece, write_piece
+
+__all__ = ["ConvertOptions", "ConvertError", "ConvertSummary", "convert", "work_dir"]
+
+CXR_DTYPES = ("uint8", "uint16")
+ENH_DTYPES = ("uint8", "float16", "float32")
+
+
+class ConvertError(RuntimeError):
+    """The conversion cannot start or go on; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertOptions:
+    """What determines the stored values (and must match to resume)."""
+
+    size: int = 299
+    fit: str = "stretch"
+    cxr_dtype: str = "uint8"
+    enh_dtype: str = "uint8"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    piece_size: int = 64
+
+    def __post_init__(self):
+        if self.size < 8:
+            raise ValueError(f"size must be at least 8, got {self.size}")
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {list(FITS)}, got {self.fit!r}")
+        if self.cxr_dtype not in CXR_DTYPES:
+            raise ValueError(f"cxr_dtype must be one of {list(CXR_DTYPES)}")
+        if self.enh_dtype not in ENH_DTYPES:
+            raise ValueError(f"enh_dtype must be one of {list(ENH_DTYPES)}")
+        if self.piece_size < 1 or self.max_pixels < 1:
+            raise ValueError("piece_size and max_pixels must be positive")
+
+
+@dataclasses.dataclass
+class ConvertSummary:
+    output: Path
+    discovered: int
+    converted: int
+    failed: int
+    failures_by_reason: dict[str, int]
+    seconds: float
+    resumed_pieces: int
+    backend: str
+    device: str
+
+    @property
+    def images_per_second(self) -> float:
+        return self.converted / self.seconds if self.seconds > 0 else float("nan")
+
+
+def work_dir(output: Path) -> Path:
+    """Folder holding the manifest and finished pieces of an unfinished conversion."""
+    return output.with_name(output.name + ".parts")
+
+
+# ---- one piece: runs in a worker process ---------------------------------------------------
+
+def _quantise(pixels: np.ndarray, dtype: str) -> np.ndarray:
+    top = np.iinfo(dtype).max
+    return np.rint(pixels * top).astype(dtype)
+
+
+def _enhance(grey: np.ndarray, params: PhaseParams, enh_dtype: str, backend: str) -> np.ndarray:
+    from .features import enhance
+
+    if enh_dtype == "uint8":
+        return enhance(grey, params, backend=backend, out="uint8")
+    return enhance(grey, params, backend=backend).astype(enh_dtype)
+
+
+def process_piece(task: dict) -> dict:
+    """Decode, fit and (optionally) enhance one piece. Top-level for pickling."""
+    opts = ConvertOptions(**task["options"])
+    root = Path(task["root"])
+    ok, failed = [], []
+    for index, rel, label, patient in task["entries"]:
+        try:
+            data = (root / rel).read_bytes()
+        except OSError as exc:
+            failed.append((index, rel, f"cannot read file ({exc.strerror or exc})"))
+            continue
+        try:
+            image = read_image(data, opts.max_pixels)
+            grey = np.clip(fit(image.pixels, opts.size, opts.fit), 0, 1)
+        except ImageReadError as exc:
+            failed.append((index, rel, str(exc)))
+            continue
+        ok.append((index, rel, label, patient, hashlib.sha256(data).hexdigest(), image, grey))
+    n, size = len(ok), opts.size
+    grey = np.stack([o[6] for o in ok]) if ok else np.zeros((0, size, size), np.float32)
+    piece = {
+        "piece_id": np.int64(task["piece_id"]),
+        "index": np.array([o[0] for o in ok], dtype=np.int64),
+        "labels": np.array([o[2] for o in ok], dtype=np.int32),
+        "source_path": np.array([o[1] for o in ok], dtype=str),
+        "patient_id": np.array([o[3] for o in ok], dtype=str),
+        "sha256": np.array([o[4] for o in ok], dtype=str),
+        "orig_width": np.array([o[5].width for o in ok], dtype=np.int32),
+        "orig_height": np.array([o[5].height for o in ok], dtype=np.int32),
+        "orig_mode": np.array([o[5].mode for o in ok], dtype=str),
+        "cxr": _quantise(grey, opts.cxr_dtype)[..., None],
+        "failed_path": np.array([f[1] for f in failed], dtype=str),
+        "failed_reason": np.array([f[2] for f in failed], dtype=str),
+    }
+    params = PhaseParams.from_json(task["params_json"])
+    if task["enhance_here"]:
+        piece["enh"] = _enhance(grey, params, opts.enh_dtype, "numpy") if n else \
+            np.zeros((0, size, size, 3), dtype=opts.enh_dtype)
+    else:
+        piece["grey"] = grey.astype(np.float32)
+    return piece
+
+
+# ---- the driver --------------------------------------------------------------------------
+
+def _file_digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
+
+
+def _identity(disc: Discovery, params: PhaseParams, options: ConvertOptions, backend: str,
+              labels) -> dict:
+    listing = []
+    for s in disc.samples:
+        st = (disc.root / s.path).stat()
+        listing.append([s.path, s.label, s.patient_id, st.st_size, st.st_mtime_ns])
+    return {"format_version": FORMAT_VERSION, "input_root": str(disc.root.resolve()),
+            "layout": disc.layout, "labels_file_sha256": _file_digest(labels),
+            "class_names": list(disc.class_names), "params": params.to_dict(),
+            "options": dataclasses.asdict(options), "backend": backend,
+            "listing": listing, "discovery_failures": [list(f) for f in disc.failures]}
+
+
+def _describe_difference(old: dict, new: dict) -> str:
+    lines = []
+    for key in ("input_root", "layout", "labels_file_sha256", "class_names", "backend", "format_version"):
+        if old.get(key) != new.get(key):
+            lines.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    for group in ("params", "options"):
+        for field in sorted(set(old.get(group, {})) | set(new.get(group, {}))):
+            a, b = old.get(group, {}).get(field), new.get(group, {}).get(field)
+            if a != b:
+                lines.append(f"{group} {field}: {a!r} -> {b!r}")
+    before = {row[0]: row for row in old.get("listing", [])}
+    after = {row[0]: row for row in new.get("listing", [])}
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(p for p in set(before) & set(after) if before[p] != after[p])
+    for what, names in (("added", added), ("removed", removed), ("changed", changed)):
+        if names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            lines.append(f"input files {what}: {len(names)} ({shown})")
+    if not lines and old != new:
+        lines.append("discovery failures differ")
+    return "; ".join(lines)
+
+
+def _prepare_work_dir(output: Path, identity: dict, overwrite: bool) -> Path:
+    work = work_dir(output)
+    if output.exists() and not overwrite:
+        raise ConvertError(f"{output} already exists; pass --overwrite to replace it")
+    if overwrite and work.exists():
+        shutil.rmtree(work)
+    manifest = work / "manifest.json"
+    if work.exists():
+        try:
+            old = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old is not None and old != identity:
+            raise ConvertError(
+                f"an unfinished conversion in {work} used different settings or input "
+                f"({_describe_difference(old, identity)}); rerun with the same ones to resume, "
+                "or pass --overwrite to start over")
+        if old is None:  # killed before the manifest landed: nothing finished yet
+            shutil.rmtree(work)
+    work.mkdir(exist_ok=True)
+    if not manifest.exists():
+        with atomic_path(manifest) as tmp:
+            tmp.write_text(json.dumps(identity))
+    return work
+
+
+def _library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("phasefeat", "numpy", "scipy", "numba", "h5py", "pillow", "pydicom", "cupy-cuda12x"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _run_pieces(tasks, workers, on_result):
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            on_result(process_piece(task))
+        return
+    import multiprocessing
+
+    # spawn: children never inherit a CUDA context or h5py handles from the parent.
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+        for result in pool.imap_unordered(process_piece, tasks):
+            on_result(result)
+
+
+def convert(input_root, output, *, params: PhaseParams | None = None,
+            options: ConvertOptions | None = None, labels=None, classes=None, aliases=None,
+            workers: int = 1, backend: str = "auto", batch_size: int = 64, overwrite: bool = False,
+            compression: str = "none", progress: bool = True,
+            command_line: str = "") -> ConvertSummary:
+    """Convert every radiograph under ``input_root`` into the store ``output``.
+
+    See ``phasefeat convert --help`` and ``docs/store-format.md``. Raises
+    :class:`ConvertError` (and ``DiscoveryError``) with a clear message for
+    unusable arguments, a missing output folder, a mismatched resume or a full disk.
+    """
+    from .backend import get_backend
+
+    params = params or PhaseParams()
+    options = options or ConvertOptions()
+    output = Path(output)
+    if compression not in COMPRESSIONS:
+        raise ConvertError(f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}")
+    if not output.parent.is_dir():
+        raise ConvertError(f"output folder {output.parent} does not exist")
+    start = time.perf_counter()
+    disc = discover(input_root, labels=labels, classes=classes, aliases=aliases)
+    be = get_backend(backend)
+    identity = _identity(disc, params, options, be.name, labels)
+    try:
+        return _convert(disc, output, params, options, be, identity, workers, batch_size,
+                        overwrite, compression, progress, command_line, start)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ConvertError(f"disk full while writing next to {output}; free some space and "
+                               "rerun the same command: it resumes from the finished pieces") from None
+        raise
+
+
+def _convert(disc, output, params, options, be, identity, workers, batch_size, overwrite,
+             compression, progress, command_line, start) -> ConvertSummary:
+    from tqdm import tqdm
+
+    work = _prepare_work_dir(output, identity, overwrite)
+    class_index = {name: i for i, name in enumerate(disc.class_names)}
+    entries = [(i, s.path, class_index[s.label], s.patient_id) for i, s in enumerate(disc.samples)]
+    size = options.piece_size
+    chunks = [entries[k:k + size] for k in range(0, len(entries), size)]
+    piece_paths = [work / f"piece-{k:06d}.npz" for k in range(len(chunks))]
+    done = [k for k, p in enumerate(piece_paths) if p.exists()]
+    base = {"root": str(disc.root), "options": dataclasses.asdict(options),
+            "params_json": params.to_json(), "enhance_here": be.name == "numpy"}
+    tasks = [{**base, "piece_id": k, "entries": chunks[k]} for k in range(len(chunks)) if k not in done]
+    bar = tqdm(total=len(entries), initial=sum(len(chunks[k]) for k in done), unit="img",
+               disable=not progress, dynamic_ncols=True, desc="convert")
+    failed_so_far = Counter()
+
+    def on_result(piece):
+        if "grey" in piece:  # features on the GPU, in batches, in this process
+            grey = piece.pop("grey")
+            parts = [_enhance(grey[k:k + batch_size], params, options.enh_dtype, be.name)
+                     for k in range(0, len(grey), batch_size)]
+            piece["enh"] = np.concatenate(parts) if parts else \
+                np.zeros((0, options.size, options.size, 3), dtype=options.enh_dtype)
+        write_piece(piece_paths[int(piece["piece_id"])], piece)
+        failed_so_far["n"] += len(piece["failed_path"])
+        bar.update(len(piece["index"]) + len(piece["failed_path"]))
+        bar.set_postfix(failed=failed_so_far["n"] + len(disc.failures), refresh=False)
+
+    try:
+        _run_pieces(tasks, workers, on_result)
+    finally:
+        bar.close()
+    failures = list(disc.failures)
+    for path in piece_paths:
+        piece = read_piece(path)
+        failures += list(zip(piece["failed_path"].tolist(), piece["failed_reason"].tolist(),
+                             strict=True))
+    failures.sort()
+    attrs = {"params_json": params.to_json(), "params_digest": params.digest(),
+             "phasefeat_version": _library_versions().get("phasefeat", "unknown"),
+             "backend": be.name, "device": be.device,
+             "library_versions": json.dumps(_library_versions()),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "input_root": str(disc.root.resolve()),
+             "command_line": command_line, "layout": disc.layout, "size": options.size,
+             "fit": options.fit, "cxr_dtype": options.cxr_dtype, "enh_dtype": options.enh_dtype,
+             "compression": compression, "discovered": disc.discovered}
+    converted = assemble(output, piece_paths, shape=(options.size, options.size),
+                         cxr_dtype=options.cxr_dtype, enh_dtype=options.enh_dtype,
+                         class_names=list(disc.class_names), failures=failures, attrs=attrs,
+                         compression=compression)
+    shutil.rmtree(work)
+    by_reason = Counter(reason.split(" (")[0] for _, reason in failures)
+    return ConvertSummary(output, disc.discovered, converted, len(failures), dict(by_reason),
+                          time.perf_counter() - start, len(done), be.name, be.device)
+

@@ -1,0 +1,232 @@
+"""The HDF5 store: the final layout, its assembly from finished pieces, and a reader.
+
+Layout (documented in ``docs/store-format.md``)::
+
+    /cxr            (N, H, W, 1) uint8 | uint16     one sample per chunk
+    /enh            (N, H, W, 3) uint8 | float16 | float32
+    /labels         (N,) int32, indices into the class names
+    /class_names    (C,) str
+    /meta/source_path, /meta/sha256, /meta/orig_width, /meta/orig_height,
+    /meta/orig_mode, /meta/patient_id                     (N,) each
+    /failures/path, /failures/reason                      (F,) each
+    attributes: format_version, params_json, params_digest, phasefeat_version,
+    backend, device, library_versions, created, input_root, command_line, ...
+
+A process killed while an HDF5 file is open for writing can leave it unreadable,
+so nothing is written into the final file until every piece is finished: the
+store is assembled into a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_path
+
+__all__ = ["FORMAT_VERSION", "StoreError", "Store", "open_store", "write_piece", "read_piece",
+           "assemble"]
+
+FORMAT_VERSION = 1
+COMPRESSIONS = ("none", "lzf", "gzip")
+
+
+class StoreError(ValueError):
+    """A file is not a readable phasefeat store; the message says why."""
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+# ---- pieces: what workers finish, written atomically, assembled at the end -------------
+
+def write_piece(path: Path, piece: dict) -> None:
+    """Write one finished piece (arrays and per-sample metadata) atomically as ``.npz``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **piece)
+
+
+def read_piece(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, class_names,
+             failures: list[tuple[str, str]], attrs: dict, compression: str = "none") -> int:
+    """Concatenate finished pieces (in order) into the final store, atomically.
+
+    Returns
+    -------
+    int
+        Number of samples written.
+    """
+    h5py = _h5py()
+    text = h5py.string_dtype()
+    total = sum(_piece_count(p) for p in pieces)
+    h, w = shape
+    opts = {} if compression == "none" else {"compression": compression}
+    with atomic_path(final) as tmp, h5py.File(tmp, "w") as f:
+        cxr = f.create_dataset("cxr", (total, h, w, 1), dtype=cxr_dtype, chunks=(1, h, w, 1), **opts)
+        enh = f.create_dataset("enh", (total, h, w, 3), dtype=enh_dtype, chunks=(1, h, w, 3), **opts)
+        columns = {k: [] for k in ("labels", "source_path", "sha256", "orig_width", "orig_height",
+                                   "orig_mode", "patient_id")}
+        row = 0
+        for path in pieces:
+            piece = read_piece(path)
+            n = piece["cxr"].shape[0]
+            cxr[row:row + n] = piece["cxr"]
+            enh[row:row + n] = piece["enh"]
+            for key in columns:
+                columns[key].append(piece[key])
+            row += n
+        joined = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in columns.items()}
+        f.create_dataset("labels", data=joined["labels"].astype(np.int32))
+        f.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=text)
+        meta = f.create_group("meta")
+        for key in ("source_path", "sha256", "orig_mode", "patient_id"):
+            meta.create_dataset(key, data=joined[key].astype(str).astype(object), dtype=text)
+        for key in ("orig_width", "orig_height"):
+            meta.create_dataset(key, data=joined[key].astype(np.int32))
+        fail = f.create_group("failures")
+        fail.create_dataset("path", data=np.array([p for p, _ in failures], dtype=object), dtype=text)
+        fail.create_dataset("reason", data=np.array([r for _, r in failures], dtype=object), dtype=text)
+        f.attrs.update({"format_version": FORMAT_VERSION, **attrs})
+    return total
+
+
+def _piece_count(path: Path) -> int:
+    with np.load(path, allow_pickle=False) as data:
+        return int(data["labels"].shape[0])
+
+
+# ---- reading -----------------------------------------------------------------------------
+
+class Store:
+    """Read-only access to a phasefeat store.
+
+    Open one per process (after any fork): h5py handles must not cross a fork.
+    Samples are read index by index, which h5py does ~40x faster than fancy
+    indexing with a list.
+
+    Examples
+    --------
+    >>> with open_store("enh.h5") as store:             # doctest: +SKIP
+    ...     x = store.read(0)                           # (H, W, 3) uint8
+    ...     batch = store.read_many([5, 2, 9], "cxr")   # (3, H, W, 1)
+    """
+
+    REQUIRED = ("cxr", "enh", "labels", "class_names", "meta/source_path", "failures/path")
+
+    def __init__(self, path: str | os.PathLike):
+        h5py = _h5py()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no such file")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise StoreError(f"{self.path}: not an HDF5 file or unreadable ({exc})") from None
+        missing = [name for name in self.REQUIRED if name not in self._file]
+        version = self._file.attrs.get("format_version")
+        if missing or version is None:
+            self._file.close()
+            raise StoreError(f"{self.path}: not a phasefeat store (missing {', '.join(missing) or 'format_version'})")
+        if int(version) > FORMAT_VERSION:
+            self._file.close()
+            raise StoreError(f"{self.path}: store format {int(version)} is newer than this phasefeat "
+                             f"reads ({FORMAT_VERSION}); upgrade phasefeat")
+        self._labels = self._file["labels"][()]
+
+    def __len__(self) -> int:
+        return int(self._labels.shape[0])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def class_names(self) -> list[str]:
+        return [s.decode() if isinstance(s, bytes) else s for s in self._file["class_names"][()]]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """All labels, ``(N,)`` int32 (small: held in memory)."""
+        return self._labels
+
+    def shape(self, what: str = "enh") -> tuple[int, ...]:
+        return tuple(self._file[what].shape)
+
+    def dtype(self, what: str = "enh") -> np.dtype:
+        return self._file[what].dtype
+
+    def read(self, index: int, what: str = "enh") -> np.ndarray:
+        """One sample, ``(H, W, C)``."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} out of range for a store of {len(self)}")
+        return self._file[what][index]
+
+    def read_many(self, indices, what: str = "enh") -> np.ndarray:
+        """Samples in the given order, ``(n, H, W, C)``, read index by index."""
+        dataset = self._file[what]
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), *dataset.shape[1:]), dtype=dataset.dtype)
+        for k, i in enumerate(indices):
+            dataset.read_direct(out, np.s_[int(i)], np.s_[k])
+        return out
+
+    def _strings(self, name: str) -> list[str]:
+        return [s.decode() if isinstance(s, bytes) else s for s in self._file[name][()]]
+
+    @property
+    def source_paths(self) -> list[str]:
+        return self._strings("meta/source_path")
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return self._strings("meta/patient_id")
+
+    @property
+    def sha256(self) -> list[str]:
+        return self._strings("meta/sha256")
+
+    def meta(self, name: str) -> np.ndarray:
+        return self._file[f"meta/{name}"][()]
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        return list(zip(self._strings("failures/path"), self._strings("failures/reason"), strict=True))
+
+    @property
+    def attrs(self) -> dict:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._file.attrs.items()}
+
+    @property
+    def params(self):
+        from .params import PhaseParams
+
+        return PhaseParams.from_json(self.attrs["params_json"])
+
+    @property
+    def provenance(self) -> dict:
+        """Creation attributes, with JSON-valued ones decoded."""
+        out = self.attrs
+        for key in ("library_versions", "params_json"):
+            if key in out:
+                out[key] = json.loads(out[key])
+        return out
+
+
+def open_store(path: str | os.PathLike) -> Store:
+    """Open a store for reading; raises :class:`StoreError` with the reason if it is not one."""
+    return Store(path)
