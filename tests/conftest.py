@@ -51,10 +51,10 @@ def real_image_paths() -> list[Path]:
 
 
 def load_real(path: Path, size: int = 299) -> np.ndarray:
-    """A shared radiograph as float64 grey, resized to ``size`` squared."""
-    from phasefeat.imageio import read_grey, resize
+    """A shared radiograph as float64 grey on a 0..255 scale, resized to ``size`` squared."""
+    from phasefeat.imageio import read_image, resize
 
-    return resize(read_grey(path), (size, size)).astype(np.float64)
+    return resize(read_image(path).pixels * 255, (size, size)).astype(np.float64)
 
 
 @pytest.fixture(scope="session")
