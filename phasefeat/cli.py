@@ -108,7 +108,7 @@ def _load_params(preset: str, params_file):
     if params_file is None:
         return PhaseParams.preset(preset)
     try:
-        return PhaseParams.from_json(open(params_file, encoding="utf-8").read())
+        return PhaseParams.from_json(Path(params_file).read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError) as exc:
         raise click.BadParameter(f"{params_file}: {exc}", param_hint="--params") from None
 

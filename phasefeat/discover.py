@@ -121,7 +121,7 @@ def _read_label_rows(label_file: Path) -> tuple[str, list[dict]]:
     rows = []
     for number, line in enumerate(lines, 1):
         parts = line.split()
-        if len(parts) < 3:
+        if len(parts) < 4:
             raise DiscoveryError(
                 f"{label_file}:{number}: expected a CSV with 'path,label' columns or COVIDx lines "
                 f"'patient_id filename class source', got {line.strip()[:80]!r}")

@@ -1,0 +1,93 @@
+"""Input layouts: class folders, CSV and COVIDx label files; aliases; pinned class order."""
+
+import pytest
+from datasets import class_folder_dataset
+
+from phasefeat.discover import DiscoveryError, discover, normalise_class
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("COVID", "covid"), ("COVID-19", "covid"), ("covid", "covid"), ("Viral Pneumonia", "pneumonia"),
+    ("PNEUMONIA", "pneumonia"), ("Normal", "normal"), ("NORMAL", "normal"), ("No Finding", "normal"),
+    ("Lung_Opacity", "lung opacity"), ("  Normal ", "normal"),
+])
+def test_alias_table(name, expected):
+    assert normalise_class(name) == expected
+
+
+def test_user_aliases_extend_the_table():
+    assert normalise_class("Lung_Opacity", {"lung opacity": "pneumonia"}) == "pneumonia"
+    assert normalise_class("NORMAL", {"Normal": "healthy-ish"}) == "healthy-ish"
+
+
+def test_class_folders_kaggle_layout(tmp_path):
+    class_folder_dataset(tmp_path, per_class=2)
+    d = discover(tmp_path)
+    assert d.layout == "class-folders"
+    assert d.class_names == ("covid", "normal", "pneumonia")
+    assert len(d.samples) == 6 and not d.failures
+    assert all("/masks/" not in s.path for s in d.samples)
+    assert [s.path for s in d.samples] == sorted(s.path for s in d.samples)
+    assert {s.label for s in d.samples if s.path.startswith("Viral Pneumonia/")} == {"pneumonia"}
+
+
+def test_pinned_class_order_and_exclusions(tmp_path):
+    class_folder_dataset(tmp_path, per_class=1)
+    d = discover(tmp_path, classes=["Normal", "COVID-19"])
+    assert d.class_names == ("normal", "covid")
+    assert [s.label for s in d.samples] == ["covid", "normal"]
+    assert d.failures == (("Viral Pneumonia/images/Viral Pneumonia 0.png",
+                           "class 'pneumonia' is not among --classes"),)
+    assert d.discovered == 3
+
+
+def test_csv_labels_with_patients(tmp_path):
+    class_folder_dataset(tmp_path, per_class=1)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label,patient_id\n"
+                   "COVID/images/COVID 0.png,COVID-19,p1\n"
+                   "Normal/images/Normal 0.png,No Finding,p2\n"
+                   "../outside.png,normal,p3\n"
+                   "Normal/images/missing.png,normal,p4\n"
+                   "Normal/images/Normal 0.png,normal,p2\n")
+    (tmp_path.parent / "outside.png").write_bytes(b"x")
+    d = discover(tmp_path, labels=csv)
+    assert d.layout == "csv"
+    assert [(s.path, s.label, s.patient_id) for s in d.samples] == [
+        ("COVID/images/COVID 0.png", "covid", "p1"), ("Normal/images/Normal 0.png", "normal", "p2")]
+    assert dict(d.failures) == {
+        "../outside.png": "listed path points outside the input root",
+        "Normal/images/missing.png": "listed in the label file but missing",
+        "Normal/images/Normal 0.png": "listed more than once in the label file"}
+
+
+def test_covidx_label_file(tmp_path):
+    class_folder_dataset(tmp_path, per_class=1)
+    (tmp_path / "train.txt").write_text("17 Normal/images/Normal_0.png normal rsna\n"
+                                        "18 nothing.png pneumonia rsna\n")
+    (tmp_path / "Normal" / "images" / "Normal_0.png").write_bytes(
+        (tmp_path / "Normal" / "images" / "Normal 0.png").read_bytes())
+    d = discover(tmp_path, labels=tmp_path / "train.txt")
+    assert d.layout == "covidx"
+    assert [(s.path, s.label, s.patient_id) for s in d.samples] == [
+        ("Normal/images/Normal_0.png", "normal", "17")]
+    assert d.failures == (("nothing.png", "listed in the label file but missing"),)
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ("missing", "does not exist"), ("empty", "no class folders"), ("no-images", "no image files"),
+    ("bad-labels", "expected a CSV"), ("empty-labels", "is empty"),
+])
+def test_unusable_inputs(tmp_path, setup, message):
+    root = tmp_path / "raw"
+    labels = None
+    if setup != "missing":
+        root.mkdir()
+    if setup == "no-images":
+        (root / "normal").mkdir()
+        (root / "normal" / "notes.txt").write_text("x")
+    if setup in ("bad-labels", "empty-labels"):
+        labels = tmp_path / "l.txt"
+        labels.write_text("just one column\n" if setup == "bad-labels" else "\n")
+    with pytest.raises(DiscoveryError, match=message):
+        discover(root, labels=labels)
