@@ -26,7 +26,7 @@ from ._atomic import atomic_path
 from .discover import Discovery, discover
 from .imageio import DEFAULT_MAX_PIXELS, FITS, ImageReadError, fit, read_image
 from .params import PhaseParams
-from .store import COMPRESSIONS, FORMAT_VERSION, assemble, read_piece, write_piece
+from .store import COMPRESSIONS, FORMAT_VERSION, assemble, read_piece_failures, write_piece
 
 __all__ = ["ConvertOptions", "ConvertError", "ConvertSummary", "convert", "work_dir"]
 
@@ -229,11 +229,20 @@ def _run_pieces(tasks, workers, on_result):
             on_result(process_piece(task))
         return
     import multiprocessing
+    from collections import deque
 
+    workers = min(workers, len(tasks))
     # spawn: children never inherit a CUDA context or h5py handles from the parent.
-    with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-        for result in pool.imap_unordered(process_piece, tasks):
-            on_result(result)
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        # At most two pieces per worker in flight, so memory stays flat however many
+        # images there are, even when this process (GPU features, writing) is the slower side.
+        pending, queue = deque(), iter(tasks)
+        for task in queue:
+            pending.append(pool.apply_async(process_piece, (task,)))
+            if len(pending) >= 2 * workers:
+                on_result(pending.popleft().get())
+        while pending:
+            on_result(pending.popleft().get())
 
 
 def convert(input_root, output, *, params: PhaseParams | None = None,
@@ -306,9 +315,7 @@ def _convert(disc, output, params, options, be, identity, workers, batch_size, o
         bar.close()
     failures = list(disc.failures)
     for path in piece_paths:
-        piece = read_piece(path)
-        failures += list(zip(piece["failed_path"].tolist(), piece["failed_reason"].tolist(),
-                             strict=True))
+        failures += read_piece_failures(path)
     failures.sort()
     attrs = {"params_json": params.to_json(), "params_digest": params.digest(),
              "phasefeat_version": _library_versions().get("phasefeat", "unknown"),

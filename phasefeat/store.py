@@ -28,7 +28,7 @@ import numpy as np
 from ._atomic import atomic_path
 
 __all__ = ["FORMAT_VERSION", "StoreError", "Store", "open_store", "write_piece", "read_piece",
-           "assemble"]
+           "read_piece_failures", "assemble"]
 
 FORMAT_VERSION = 1
 COMPRESSIONS = ("none", "lzf", "gzip")
@@ -55,6 +55,12 @@ def write_piece(path: Path, piece: dict) -> None:
 def read_piece(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
+
+
+def read_piece_failures(path: Path) -> list[tuple[str, str]]:
+    """The failed files of a piece, without loading its arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        return list(zip(data["failed_path"].tolist(), data["failed_reason"].tolist(), strict=True))
 
 
 def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, class_names,
