@@ -185,6 +185,9 @@ def convert(input_dir, output, labels, classes, aliases, size, fit_mode, cxr_dty
             progress=not quiet, command_line=" ".join(["phasefeat", *sys.argv[1:]]))
     except (ConvertError, DiscoveryError, BackendUnavailableError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; finished pieces are kept: rerun the same command "
+                                   "to resume") from None
     click.echo(f"converted {summary.converted} of {summary.discovered} images into {summary.output} "
                f"in {summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s, "
                f"{summary.backend} on {summary.device}"

@@ -116,7 +116,10 @@ def process_piece(task: dict) -> dict:
         except ImageReadError as exc:
             failed.append((index, rel, str(exc)))
             continue
-        ok.append((index, rel, label, patient, hashlib.sha256(data).hexdigest(), image, grey))
+        # Keep only what is stored: a decoded 3000 px original is 36 MB of float32.
+        ok.append((index, rel, label, patient, hashlib.sha256(data).hexdigest(),
+                   (image.width, image.height, image.mode), grey))
+        del image, data
     n, size = len(ok), opts.size
     grey = np.stack([o[6] for o in ok]) if ok else np.zeros((0, size, size), np.float32)
     piece = {
@@ -126,9 +129,9 @@ def process_piece(task: dict) -> dict:
         "source_path": np.array([o[1] for o in ok], dtype=str),
         "patient_id": np.array([o[3] for o in ok], dtype=str),
         "sha256": np.array([o[4] for o in ok], dtype=str),
-        "orig_width": np.array([o[5].width for o in ok], dtype=np.int32),
-        "orig_height": np.array([o[5].height for o in ok], dtype=np.int32),
-        "orig_mode": np.array([o[5].mode for o in ok], dtype=str),
+        "orig_width": np.array([o[5][0] for o in ok], dtype=np.int32),
+        "orig_height": np.array([o[5][1] for o in ok], dtype=np.int32),
+        "orig_mode": np.array([o[5][2] for o in ok], dtype=str),
         "cxr": _quantise(grey, opts.cxr_dtype)[..., None],
         "failed_path": np.array([f[1] for f in failed], dtype=str),
         "failed_reason": np.array([f[2] for f in failed], dtype=str),
@@ -223,6 +226,12 @@ def _library_versions() -> dict:
     return out
 
 
+def _ignore_sigint():
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_pieces(tasks, workers, on_result):
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
@@ -233,7 +242,8 @@ def _run_pieces(tasks, workers, on_result):
 
     workers = min(workers, len(tasks))
     # spawn: children never inherit a CUDA context or h5py handles from the parent.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    # Workers ignore Ctrl-C; the parent stops them, so an interrupt prints one line.
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
         # At most two pieces per worker in flight, so memory stays flat however many
         # images there are, even when this process (GPU features, writing) is the slower side.
         pending, queue = deque(), iter(tasks)

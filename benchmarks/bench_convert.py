@@ -1,0 +1,232 @@
+"""End-to-end conversion throughput with a per-stage breakdown and peak memory.
+
+Generates (once, cached under ``benchmarks/data/``) a labelled set of synthetic
+radiograph-like 8-bit PNGs at 1024x1024, then measures on this machine, with
+``--workers`` processes:
+
+* decode + resize alone (the workers' image stage, no features);
+* features alone (``enhance`` on already-fitted 299x299 images, same processes);
+* write alone (pieces + final HDF5 assembly of random arrays, one process);
+* everything together: ``phasefeat.convert.convert``;
+* peak RSS of the main and worker processes for a quarter of the set and the
+  whole set (memory must not grow with the number of images).
+
+Prints a table and writes JSON. Each measurement runs in a fresh child process
+so its peak RSS is its own.
+
+    python benchmarks/bench_convert.py                  # 2,000 images, 2 workers
+    python benchmarks/bench_convert.py --images 300     # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("covid", "normal", "pneumonia")
+STUDY_IMAGES = 18_685
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=2000, help="images in the set (default 2000)")
+    parser.add_argument("--source-size", type=int, default=1024, help="PNG side in pixels (1024)")
+    parser.add_argument("--size", type=int, default=299, help="working size (299)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (default: all cores)")
+    parser.add_argument("--data", type=Path, default=REPO / "benchmarks" / "data",
+                        help="where the generated set is cached")
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "convert-cpu.json")
+    return parser.parse_args(argv)
+
+
+# ---- the generated set ----------------------------------------------------------------------
+
+def _write_one(job):
+    import numpy as np
+    from PIL import Image
+
+    from phasefeat.phantom import chest_phantom
+
+    path, size, seed = job
+    if not Path(path).exists():
+        image = chest_phantom(size, seed=seed, dtype="uint8")
+        tmp = f"{path}.tmp"
+        Image.fromarray(np.asarray(image)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    return path
+
+
+def generated_set(folder: Path, n: int, size: int, workers: int) -> Path:
+    import multiprocessing
+
+    root = folder / f"phantoms-{size}-{n}"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    jobs = []
+    for i in range(n):
+        cls = CLASSES[i % 3]
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        jobs.append((str(root / cls / f"{i:06d}.png"), size, i))
+    print(f"generating {n} synthetic {size}x{size} PNGs in {root} (once) ...", flush=True)
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for _ in pool.imap_unordered(_write_one, jobs, chunksize=8):
+            pass
+    done.write_text("ok\n")
+    return root
+
+
+# ---- measurements, each in a fresh child process --------------------------------------------
+
+CHILD = r'''
+import json, os, resource, sys, time
+sys.path.insert(0, {repo!r})
+args = json.loads(sys.argv[1])
+stage = args["stage"]
+start = time.perf_counter()
+count = 0
+if stage == "convert":
+    from phasefeat.convert import convert, ConvertOptions
+    s = convert(args["root"], args["out"], options=ConvertOptions(size=args["size"]),
+                workers=args["workers"], backend="numpy", progress=False, overwrite=True)
+    count = s.converted
+elif stage in ("decode", "features"):
+    import multiprocessing, numpy as np
+    from benchmarks.bench_convert import decode_files, enhance_images
+    paths = [str(p) for p in sorted(__import__("pathlib").Path(args["root"]).rglob("*.png"))]
+    chunks = [paths[k:k + 64] for k in range(0, len(paths), 64)]
+    with multiprocessing.get_context("spawn").Pool(args["workers"]) as pool:
+        if stage == "features":
+            # Fitted inputs are prepared outside the timed part.
+            fitted = pool.map(decode_files, [(c, args["size"]) for c in chunks])
+            # Warm every worker (Numba cache load, filter banks) outside the timed part.
+            pool.map(enhance_images, [fitted[0][:1]] * (4 * args["workers"]), chunksize=1)
+            start = time.perf_counter()
+            count = sum(pool.map(enhance_images, fitted))
+        else:
+            count = sum(len(x) for x in pool.imap_unordered(decode_files, [(c, args["size"]) for c in chunks]))
+elif stage == "write":
+    import numpy as np
+    from pathlib import Path
+    from phasefeat.store import assemble, write_piece
+    rng = np.random.default_rng(0)
+    n, size, work = args["n"], args["size"], Path(args["out"] + ".parts")
+    work.mkdir(exist_ok=True)
+    pieces = []
+    for k in range(0, n, 64):
+        m = min(64, n - k)
+        piece = {{"labels": np.zeros(m, np.int32), "source_path": np.array(["x"] * m),
+                 "patient_id": np.array([""] * m), "sha256": np.array(["0" * 64] * m),
+                 "orig_width": np.zeros(m, np.int32), "orig_height": np.zeros(m, np.int32),
+                 "orig_mode": np.array(["L"] * m),
+                 "cxr": rng.integers(0, 255, (m, size, size, 1), dtype=np.uint8),
+                 "enh": rng.integers(0, 255, (m, size, size, 3), dtype=np.uint8)}}
+        pieces.append(work / f"p{{k:06d}}.npz")
+        write_piece(pieces[-1], piece)
+    count = assemble(Path(args["out"]), pieces, shape=(size, size), cxr_dtype="uint8",
+                     enh_dtype="uint8", class_names=["a"], failures=[], attrs={{}})
+    for p in pieces:
+        p.unlink()
+    work.rmdir()
+seconds = time.perf_counter() - start
+print(json.dumps({{"stage": stage, "images": count, "seconds": seconds,
+                  "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
+'''
+
+
+def decode_files(job):
+    """Worker: read and fit a list of files (the convert image stage, no features)."""
+    from phasefeat.imageio import fit, read_image
+
+    paths, size = job
+    return [fit(read_image(p).pixels, size) for p in paths]
+
+
+def enhance_images(images):
+    """Worker: ENH of a list of fitted images (the convert feature stage)."""
+    import numpy as np
+
+    from phasefeat.features import enhance
+
+    enhance(np.stack(images), backend="numpy", out="uint8")
+    return len(images)
+
+
+def measure(stage: str, **args) -> dict:
+    code = CHILD.format(repo=str(REPO))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps({"stage": stage, **args})],
+                         capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{stage} failed:\n{out.stderr[-3000:]}")
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    row["img_s"] = row["images"] / row["seconds"]
+    return row
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from phasefeat.backend import cpu_model
+
+    root = generated_set(args.data, args.images, args.source_size, args.workers)
+    quarter = generated_set(args.data, max(args.images // 4, 3), args.source_size, args.workers)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.data) as tmp:
+        common = {"size": args.size, "workers": args.workers}
+        rows.append({"what": "decode + resize alone", **measure("decode", root=str(root), **common)})
+        rows.append({"what": "features alone", **measure("features", root=str(root), **common)})
+        rows.append({"what": "write alone", **measure("write", out=f"{tmp}/w.h5", n=args.images,
+                                                      **common)})
+        rows.append({"what": f"convert, {len(list(quarter.rglob('*.png')))} images",
+                     **measure("convert", root=str(quarter), out=f"{tmp}/q.h5", **common)})
+        rows.append({"what": f"convert, {args.images} images (all together)",
+                     **measure("convert", root=str(root), out=f"{tmp}/all.h5", **common)})
+    stages = rows[:3]
+    slowest = min(stages, key=lambda r: r["img_s"])
+    total = rows[-1]
+    # If every stage shares the same cores, the best possible end-to-end rate is the
+    # harmonic combination of the standalone rates, not the slowest one.
+    harmonic = 1 / sum(1 / r["img_s"] for r in stages)
+    summary = {
+        "end_to_end_img_s": total["img_s"],
+        "slowest_stage": slowest["what"], "slowest_stage_img_s": slowest["img_s"],
+        "end_to_end_vs_slowest": total["img_s"] / slowest["img_s"],
+        "shared_core_bound_img_s": harmonic,
+        "end_to_end_vs_shared_core_bound": total["img_s"] / harmonic,
+        "study_18685_minutes": STUDY_IMAGES / total["img_s"] / 60,
+        "rss_main_mb_quarter_vs_all": [rows[3]["rss_main_mb"], total["rss_main_mb"]],
+        "rss_workers_mb_quarter_vs_all": [rows[3]["rss_workers_mb"], total["rss_workers_mb"]],
+    }
+    print(f"\n{args.images} synthetic {args.source_size}x{args.source_size} PNGs -> {args.size}x{args.size}; "
+          f"CPU {cpu_model()}, {os.cpu_count()} cores, {args.workers} workers\n")
+    print(f"{'measurement':40s} {'images':>7s} {'seconds':>8s} {'img/s':>8s} {'main MB':>8s} {'worker MB':>9s}")
+    for r in rows:
+        print(f"{r['what']:40s} {r['images']:7d} {r['seconds']:8.1f} {r['img_s']:8.1f} "
+              f"{r['rss_main_mb']:8.0f} {r['rss_workers_mb']:9.0f}")
+    print(f"\nend-to-end / slowest stage ({slowest['what']}): {summary['end_to_end_vs_slowest']:.0%} (target >= 85%)")
+    print(f"end-to-end / shared-core bound 1/sum(1/rate) = {harmonic:.1f} img/s: "
+          f"{summary['end_to_end_vs_shared_core_bound']:.0%}")
+    print(f"18,685 images at this rate: {summary['study_18685_minutes']:.1f} min (target <= 15)")
+    record = {"benchmark": "convert", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
+              "settings": vars(args) | {"data": str(args.data), "json": str(args.json)},
+              "rows": rows, "summary": summary}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(record, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
