@@ -15,14 +15,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,train]'
 	touch $@ $(VENV)/.installed
 
 ## demo: enhance a generated radiograph-like phantom and write a figure of its three maps
 demo: $(VENV)/.installed
 	$(BIN)/phasefeat enhance --output $(OUT)/enh-demo.png
 
-## test: lint, then the whole test suite (GPU tests are skipped without a GPU)
+## test: lint, then the whole test suite (GPU tests are skipped without a GPU; installs TensorFlow CPU)
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check phasefeat trainer benchmarks tests
 	$(BIN)/python -m pytest

@@ -1,0 +1,159 @@
+"""trainer: losses, model, streaming data, and the paired grid end to end (CPU, tiny)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+keras = pytest.importorskip("keras")
+
+from conftest import REAL_DIR, real_image_paths  # noqa: E402
+from datasets import class_folder_dataset  # noqa: E402
+
+from trainer.cli import cli  # noqa: E402
+from trainer.data import StoreBatches, channel_stats  # noqa: E402
+from trainer.losses import LOSSES, class_weights, get_loss  # noqa: E402
+from trainer.model import vgg16_classifier  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """A 32x32 store from the real radiographs (or generated phantoms where absent)."""
+    from phasefeat.convert import ConvertOptions, convert
+
+    tmp = tmp_path_factory.mktemp("store")
+    root = REAL_DIR
+    if not real_image_paths():
+        root = tmp / "raw"
+        class_folder_dataset(root, per_class=20)
+    path = tmp / "s.h5"
+    convert(root, path, options=ConvertOptions(size=32, piece_size=32), backend="numpy", progress=False)
+    return path
+
+
+def test_loss_registry():
+    assert set(LOSSES) == {"cce", "scce", "focal", "weighted_cce", "cce_ls"}
+    with pytest.raises(ValueError, match="valid: cce, scce"):
+        get_loss("hinge")
+    y = np.array([0, 2, 1])
+    p = np.array([[.7, .2, .1], [.1, .3, .6], [.2, .5, .3]], dtype=np.float32)
+    onehot = np.eye(3, dtype=np.float32)[y]
+    cce = float(get_loss("cce").build()(onehot, p))
+    scce = float(get_loss("scce").build()(y, p))
+    assert cce == pytest.approx(scce, rel=1e-6) and cce == pytest.approx(-np.log([.7, .6, .5]).mean(), rel=1e-5)
+    w = class_weights([0, 0, 0, 1], 2)
+    assert w == pytest.approx([4 / 6, 2.0])
+    weighted = float(get_loss("weighted_cce").build(weights=[1.0, 1.0, 1.0])(onehot, p))
+    assert weighted == pytest.approx(cce, rel=1e-5)
+    assert float(get_loss("cce_ls").build()(onehot, p)) > cce
+
+
+@pytest.mark.parametrize(("channels", "width"), [(1, 0.125), (3, 0.125), (3, 0.25)])
+def test_model_shapes_and_width(channels, width):
+    model = vgg16_classifier((32, 32, channels), 3, width=width)
+    assert model.output_shape == (None, 3)
+    assert model.get_layer("block1_conv1").filters == round(64 * width)
+    out = model(np.zeros((2, 32, 32, channels), np.float32))
+    assert np.allclose(np.asarray(out).sum(axis=1), 1, atol=1e-5)
+
+
+def test_imagenet_weights_are_loaded_and_summed_for_one_channel(tmp_path):
+    reference = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "vgg16_notop.weights.h5"
+    reference.save_weights(path)
+    model = vgg16_classifier((32, 32, 1), 3, weights=str(path))
+    kernel = model.get_layer("block1_conv1").get_weights()[0]
+    assert kernel.shape == (3, 3, 1, 64)
+    assert np.allclose(kernel, reference.get_layer("block1_conv1").get_weights()[0].sum(axis=2, keepdims=True))
+    assert np.array_equal(model.get_layer("block5_conv3").get_weights()[0],
+                          reference.get_layer("block5_conv3").get_weights()[0])
+    with pytest.raises(ValueError, match="width 1.0"):
+        vgg16_classifier((32, 32, 3), 3, width=0.5, weights=str(path))
+
+
+def test_streaming_batches(store):
+    from phasefeat.store import open_store
+
+    with open_store(store) as s:
+        labels = s.labels.copy()
+    idx = np.arange(0, len(labels), 2)
+    mean, std = channel_stats(store, idx, "enh")
+    assert mean.shape == (3,) and (std > 0).all()
+    ds = StoreBatches(store, idx, "enh", labels, 3, "onehot", 16, mean, std, shuffle=True, seed=5)
+    seen = []
+    for i in range(len(ds)):
+        x, y = ds[i]
+        assert x.dtype == np.float32 and x.shape[1:] == (32, 32, 3) and y.shape[1] == 3
+        seen.append(y.argmax(1))
+    first = ds._order.copy()
+    ds.on_epoch_end()
+    assert not np.array_equal(first, ds._order) and sorted(first) == sorted(ds._order)
+    again = StoreBatches(store, idx, "enh", labels, 3, "onehot", 16, mean, std, shuffle=True, seed=5)
+    assert np.array_equal(again._order, first)  # same seed, same batch order for every arm
+    cxr = StoreBatches(store, idx, "cxr", labels, 3, "int", 16, [0.5], [0.2], image_size=48)
+    x, y = cxr[0]
+    assert x.shape[1:] == (48, 48, 1) and y.dtype == np.int32
+    for d in (ds, again, cxr):
+        d.close()
+
+
+@pytest.fixture(scope="session")
+def grid(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid")
+    result = CliRunner().invoke(cli, ["compare", "--store", str(store), "--epochs", "2", "--width", "0.125",
+                                      "--repeats", "2", "--batch-size", "16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_grid_writes_consistent_tables(grid):
+    with open(grid / "runs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8 and {r["input"] for r in rows} == {"cxr", "enh"}
+    report = (grid / "report.md").read_text()
+    for r in rows:
+        assert f"| {r['run']} | {r['seed']} | {100 * float(r['val_loss']):.2f} | {100 * float(r['test_loss']):.2f} |" in report
+    for fig in ("learning_curves.png", "confusion_matrices.png", "per_seed_losses.png"):
+        assert (grid / fig).stat().st_size > 1000
+    results = json.loads((grid / "results.json").read_text())
+    assert len(results["comparisons"]) == 6
+    assert (grid / "split.json").exists()
+
+
+def test_cce_and_scce_are_bit_identical_on_the_same_seed_only(grid):
+    with open(grid / "runs.csv") as handle:
+        rows = {r["run"]: r for r in csv.DictReader(handle)}
+    for what in ("cxr", "enh"):
+        for k in (0, 1):
+            assert rows[f"{what}-cce-r{k}"]["weights_sha256"] == rows[f"{what}-scce-r{k}"]["weights_sha256"]
+            assert rows[f"{what}-cce-r{k}"]["bit_identical_to"] == "scce"
+        assert rows[f"{what}-cce-r0"]["weights_sha256"] != rows[f"{what}-cce-r1"]["weights_sha256"]
+    assert "bit-identical for seeds [0, 1]" in (grid / "report.md").read_text()
+
+
+def test_rerun_reuses_finished_runs_and_refuses_other_settings(grid, store):
+    before = {p: p.stat().st_mtime_ns for p in grid.glob("runs/*/result.json")}
+    args = ["compare", "--store", str(store), "--epochs", "2", "--width", "0.125", "--repeats", "2",
+            "--batch-size", "16", "--out", str(grid)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in grid.glob("runs/*/result.json")} == before
+    other = CliRunner().invoke(cli, [*args[:-2], "--learning-rate", "0.01", "--out", str(grid)])
+    assert other.exit_code != 0 and "other settings" in other.output
+
+
+def test_evaluate_a_saved_model(grid, store):
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(grid / "runs" / "enh-cce-r0" / "model.keras"),
+                                      "--store", str(store), "--input", "enh"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    saved = json.loads((grid / "runs" / "enh-cce-r0" / "result.json").read_text())["metrics"]
+    assert metrics["confusion_matrix"] == saved["confusion_matrix"]
+
+
+def test_clear_errors(tmp_path, store):
+    missing = CliRunner().invoke(cli, ["train", "--store", str(tmp_path / "none.h5"), "--out", str(tmp_path / "r")])
+    assert missing.exit_code != 0 and "no such file" in missing.output
+    bad = CliRunner().invoke(cli, ["compare", "--store", str(store), "--losses", "cce,hinge", "--out", str(tmp_path / "g")])
+    assert bad.exit_code != 0 and "unknown loss 'hinge'" in bad.output

@@ -1,0 +1,150 @@
+"""The ``trainer`` command line: compare, train, evaluate (heavy imports inside commands)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _common(f):
+    options = [
+        click.option("--store", required=True, type=click.Path(dir_okay=False),
+                     help="HDF5 store made by `phasefeat convert`."),
+        click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
+                     help="Maximum epochs (early stopping on validation loss)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="Training batch size."),
+        click.option("--image-size", type=click.IntRange(min=32), default=None,
+                     help="Resize inputs on the fly to SIZE x SIZE [default: the store's size]."),
+        click.option("--width", type=click.FloatRange(min=0.01, max=1.0), default=1.0, show_default=True,
+                     help="VGG16 filter-count multiplier (1/8 for quick CPU runs)."),
+        click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="Adam learning rate."),
+        click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+                     help="Early-stopping patience in epochs (best weights are restored)."),
+        click.option("--split-seed", type=int, default=0, show_default=True,
+                     help="Seed of the stratified, patient-grouped 49/21/30 split."),
+        click.option("--deterministic/--no-deterministic", default=True, show_default=True,
+                     help="Deterministic kernels (bit-reproducible on the CPU)."),
+        click.option("--jit-compile", is_flag=True, help="Compile the model with XLA (off by default, logged)."),
+        click.option("--mixed-precision", is_flag=True, help="float16 compute (GPU only)."),
+        click.option("--augment", is_flag=True, help="Random flips and shifts on training batches only."),
+        click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                     help="Local ImageNet VGG16 notop weights (.h5); width 1 only. Nothing is downloaded."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _base(kw):
+    from .experiment import RunConfig
+
+    return RunConfig(epochs=kw["epochs"], batch_size=kw["batch_size"], image_size=kw["image_size"],
+                     width=kw["width"], learning_rate=kw["learning_rate"], patience=kw["patience"],
+                     split_seed=kw["split_seed"], deterministic=kw["deterministic"],
+                     jit_compile=kw["jit_compile"], mixed_precision=kw["mixed_precision"],
+                     augment=kw["augment"], weights=kw["weights"])
+
+
+def _csv(value):
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="phasefeat", prog_name="trainer")
+def cli():
+    """Train and compare VGG16 classifiers on a phasefeat store (CXR vs ENH, CCE vs SCCE, ...)."""
+    import os
+
+    # TensorFlow's C++ start-up chatter is noise for a CLI user; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@cli.command()
+@_common
+@click.option("--inputs", default="cxr,enh", show_default=True, help="Inputs to compare (cxr, enh).")
+@click.option("--losses", default="cce,scce", show_default=True,
+              help="Losses to compare: cce, scce, focal, weighted_cce, cce_ls.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Paired repeats per arm (repeat k of every arm uses seed + k).")
+@click.option("--seed", type=int, default=0, show_default=True, help="First training seed.")
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for runs, runs.csv, results.json, report.md and figures; reused on rerun.")
+def compare(inputs, losses, repeats, seed, out, **kw):
+    """Run the paired grid inputs x losses x repeats and write the report."""
+    from .experiment import GridError, run_grid
+    from .report import write_report
+
+    try:
+        results = run_grid(kw["store"], out, inputs=_csv(inputs), losses=_csv(losses), repeats=repeats,
+                           seed=seed, base=_base(kw))
+    except (GridError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    report = write_report(results, out)
+    click.echo(f"wrote {report} and figures in {out}")
+
+
+@cli.command()
+@_common
+@click.option("--input", "what", type=click.Choice(["cxr", "enh"]), default="enh", show_default=True,
+              help="Which store images to train on.")
+@click.option("--loss", default="cce", show_default=True, help="Loss name (see `compare --help`).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+@click.option("--out", default="run", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for model.keras and result.json.")
+def train(what, loss, seed, out, **kw):
+    """Train one model and evaluate it on the test split."""
+    import dataclasses
+
+    from .experiment import GridError, train_run
+
+    cfg = dataclasses.replace(_base(kw), input=what, loss=loss, seed=seed)
+    try:
+        result = train_run(kw["store"], cfg, out)
+    except (GridError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"test loss {100 * result['test_loss']:.2f} %, accuracy {100 * result['test_accuracy']:.2f} % "
+               f"-> {out}/result.json")
+
+
+@cli.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="A saved .keras model (loaded with safe mode on).")
+@click.option("--store", required=True, type=click.Path(dir_okay=False), help="The store to evaluate on.")
+@click.option("--input", "what", type=click.Choice(["cxr", "enh"]), default="enh", show_default=True)
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the split whose test part is used.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+def evaluate(model_path, store, what, split_seed, batch_size):
+    """Accuracy and per-class metrics of a saved model on a store's test split."""
+    import json
+
+    import keras
+
+    from phasefeat.store import open_store
+
+    from .data import StoreBatches, channel_stats
+    from .experiment import GridError, RunConfig, prepare_split
+    from .metrics import classification_metrics
+
+    try:
+        split = prepare_split(store, RunConfig(input=what, split_seed=split_seed))
+    except GridError as exc:
+        raise click.ClickException(str(exc)) from None
+    with open_store(store) as s:
+        labels, names = s.labels.copy(), s.class_names
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    size = model.input_shape[1]
+    mean, std = channel_stats(store, split.train, what, image_size=size)
+    test = StoreBatches(store, split.test, what, labels, len(names), "int", batch_size, mean, std,
+                        image_size=size)
+    metrics = classification_metrics(labels[split.test], model.predict(test, verbose=0), names)
+    click.echo(json.dumps(metrics, indent=1))
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="trainer")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
