@@ -115,28 +115,9 @@ elif stage in ("decode", "features"):
         else:
             count = sum(len(x) for x in pool.imap_unordered(decode_files, [(c, args["size"]) for c in chunks]))
 elif stage == "write":
-    import numpy as np
-    from pathlib import Path
-    from phasefeat.store import assemble, write_piece
-    rng = np.random.default_rng(0)
-    n, size, work = args["n"], args["size"], Path(args["out"] + ".parts")
-    work.mkdir(exist_ok=True)
-    pieces = []
-    for k in range(0, n, 64):
-        m = min(64, n - k)
-        piece = {{"labels": np.zeros(m, np.int32), "source_path": np.array(["x"] * m),
-                 "patient_id": np.array([""] * m), "sha256": np.array(["0" * 64] * m),
-                 "orig_width": np.zeros(m, np.int32), "orig_height": np.zeros(m, np.int32),
-                 "orig_mode": np.array(["L"] * m),
-                 "cxr": rng.integers(0, 255, (m, size, size, 1), dtype=np.uint8),
-                 "enh": rng.integers(0, 255, (m, size, size, 3), dtype=np.uint8)}}
-        pieces.append(work / f"p{{k:06d}}.npz")
-        write_piece(pieces[-1], piece)
-    count = assemble(Path(args["out"]), pieces, shape=(size, size), cxr_dtype="uint8",
-                     enh_dtype="uint8", class_names=["a"], failures=[], attrs={{}})
-    for p in pieces:
-        p.unlink()
-    work.rmdir()
+    from phasefeat.store import random_store
+    count = args["n"]
+    random_store(args["out"], count, args["size"])
 seconds = time.perf_counter() - start
 print(json.dumps({{"stage": stage, "images": count, "seconds": seconds,
                   "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

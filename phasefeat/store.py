@@ -239,3 +239,34 @@ class Store:
 def open_store(path: str | os.PathLike) -> Store:
     """Open a store for reading; raises :class:`StoreError` with the reason if it is not one."""
     return Store(path)
+
+
+def random_store(path, n: int, size: int = 299, seed: int = 0) -> Path:
+    """Write a store of ``n`` random uint8 samples, 64 at a time (for benchmarks and tests).
+
+    Uncompressed reads do not depend on pixel values, so this measures I/O
+    honestly without converting thousands of images first. Never holds more
+    than one piece in memory.
+    """
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    work = path.with_name(path.name + ".parts")
+    work.mkdir(exist_ok=True)
+    pieces = []
+    for k in range(0, n, 64):
+        m = min(64, n - k)
+        piece = {"labels": rng.integers(0, 3, m).astype(np.int32), "source_path": np.array(["x"] * m),
+                 "patient_id": np.array([""] * m), "sha256": np.array(["0" * 64] * m),
+                 "orig_width": np.zeros(m, np.int32), "orig_height": np.zeros(m, np.int32),
+                 "orig_mode": np.array(["L"] * m),
+                 "cxr": rng.integers(0, 256, (m, size, size, 1), dtype=np.uint8),
+                 "enh": rng.integers(0, 256, (m, size, size, 3), dtype=np.uint8)}
+        pieces.append(work / f"piece-{k:06d}.npz")
+        write_piece(pieces[-1], piece)
+    assemble(path, pieces, shape=(size, size), cxr_dtype="uint8", enh_dtype="uint8",
+             class_names=["covid", "normal", "pneumonia"], failures=[],
+             attrs={"params_json": "{}", "synthetic": "random uint8"})
+    for p in pieces:
+        p.unlink()
+    work.rmdir()
+    return path

@@ -50,6 +50,15 @@ def test_loss_registry():
     assert float(get_loss("cce_ls").build()(onehot, p)) > cce
 
 
+def test_model_standardises_inside():
+    model = vgg16_classifier((32, 32, 3), 3, width=0.125,
+                             preprocessing={"scale": 1 / 255, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.1, 0.4]})
+    probe = keras.Model(model.input, model.get_layer("standardise").output)
+    x = np.full((1, 32, 32, 3), 51, dtype=np.uint8)
+    out = np.asarray(probe(x.astype(np.float32)))[0, 0, 0]
+    assert np.allclose(out, (0.2 - np.array([0.5, 0.4, 0.3])) / np.array([0.2, 0.1, 0.4]), atol=1e-5)
+
+
 @pytest.mark.parametrize(("channels", "width"), [(1, 0.125), (3, 0.125), (3, 0.25)])
 def test_model_shapes_and_width(channels, width):
     model = vgg16_classifier((32, 32, channels), 3, width=width)
@@ -81,20 +90,21 @@ def test_streaming_batches(store):
     idx = np.arange(0, len(labels), 2)
     mean, std = channel_stats(store, idx, "enh")
     assert mean.shape == (3,) and (std > 0).all()
-    ds = StoreBatches(store, idx, "enh", labels, 3, "onehot", 16, mean, std, shuffle=True, seed=5)
+    ds = StoreBatches(store, idx, "enh", labels, 3, "onehot", 16, shuffle=True, seed=5)
     seen = []
     for i in range(len(ds)):
         x, y = ds[i]
-        assert x.dtype == np.float32 and x.shape[1:] == (32, 32, 3) and y.shape[1] == 3
+        assert x.dtype == np.uint8 and x.shape[1:] == (32, 32, 3) and y.shape[1] == 3
         seen.append(y.argmax(1))
+    assert sorted(np.concatenate(seen).tolist()) == sorted(labels[idx].tolist())
     first = ds._order.copy()
     ds.on_epoch_end()
     assert not np.array_equal(first, ds._order) and sorted(first) == sorted(ds._order)
-    again = StoreBatches(store, idx, "enh", labels, 3, "onehot", 16, mean, std, shuffle=True, seed=5)
+    again = StoreBatches(store, idx, "enh", labels, 3, "onehot", 16, shuffle=True, seed=5)
     assert np.array_equal(again._order, first)  # same seed, same batch order for every arm
-    cxr = StoreBatches(store, idx, "cxr", labels, 3, "int", 16, [0.5], [0.2], image_size=48)
+    cxr = StoreBatches(store, idx, "cxr", labels, 3, "int", 16, image_size=48)
     x, y = cxr[0]
-    assert x.shape[1:] == (48, 48, 1) and y.dtype == np.int32
+    assert x.shape[1:] == (48, 48, 1) and y.dtype == np.int32 and x.max() > 1  # stored scale kept
     for d in (ds, again, cxr):
         d.close()
 
@@ -157,3 +167,33 @@ def test_clear_errors(tmp_path, store):
     assert missing.exit_code != 0 and "no such file" in missing.output
     bad = CliRunner().invoke(cli, ["compare", "--store", str(store), "--losses", "cce,hinge", "--out", str(tmp_path / "g")])
     assert bad.exit_code != 0 and "unknown loss 'hinge'" in bad.output
+
+
+def test_streaming_never_holds_the_whole_store(tmp_path):
+    """One epoch over a 1.2 GB store: peak memory grows by far less than the store."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import numpy as np, sys
+        from phasefeat.store import random_store
+        from trainer.data import StoreBatches
+        def status(key):
+            for line in open("/proc/self/status"):
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+        path = random_store({str(tmp_path / 'big.h5')!r}, 3400)
+        import os; size = os.path.getsize(path)
+        labels = np.zeros(3400, dtype=np.int32)
+        ds = StoreBatches(path, np.arange(3400), "enh", labels, 3, "int", 32, shuffle=True, seed=0)
+        ds[0]
+        before = status("VmRSS")
+        for i in range(len(ds)):
+            x, y = ds[i]
+        print(size, status("VmHWM") - before, status("VmHWM"))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    size, growth, peak = map(int, out.stdout.split()[-3:])
+    assert size > 1.0e9
+    assert growth < 0.05 * size, f"reading grew memory by {growth / 1e6:.0f} MB for a {size / 1e9:.1f} GB store"

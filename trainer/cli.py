@@ -19,7 +19,14 @@ def _common(f):
                      help="Resize inputs on the fly to SIZE x SIZE [default: the store's size]."),
         click.option("--width", type=click.FloatRange(min=0.01, max=1.0), default=1.0, show_default=True,
                      help="VGG16 filter-count multiplier (1/8 for quick CPU runs)."),
-        click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="Adam learning rate."),
+        click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
+                     help="Optimiser."),
+        click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="Learning rate."),
+        click.option("--head-activation", default="relu", show_default=True,
+                     help="Activation of the added dense layer (the study changed activations)."),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Reader threads feeding the model (one already delivers >2,000 images/s; "
+                          "see docs/benchmarks.md)."),
         click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
                      help="Early-stopping patience in epochs (best weights are restored)."),
         click.option("--split-seed", type=int, default=0, show_default=True,
@@ -42,6 +49,7 @@ def _base(kw):
 
     return RunConfig(epochs=kw["epochs"], batch_size=kw["batch_size"], image_size=kw["image_size"],
                      width=kw["width"], learning_rate=kw["learning_rate"], patience=kw["patience"],
+                     optimizer=kw["optimizer"], head_activation=kw["head_activation"],
                      split_seed=kw["split_seed"], deterministic=kw["deterministic"],
                      jit_compile=kw["jit_compile"], mixed_precision=kw["mixed_precision"],
                      augment=kw["augment"], weights=kw["weights"])
@@ -78,7 +86,7 @@ def compare(inputs, losses, repeats, seed, out, **kw):
 
     try:
         results = run_grid(kw["store"], out, inputs=_csv(inputs), losses=_csv(losses), repeats=repeats,
-                           seed=seed, base=_base(kw))
+                           seed=seed, base=_base(kw), workers=kw["workers"])
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     report = write_report(results, out)
@@ -101,11 +109,12 @@ def train(what, loss, seed, out, **kw):
 
     cfg = dataclasses.replace(_base(kw), input=what, loss=loss, seed=seed)
     try:
-        result = train_run(kw["store"], cfg, out)
+        result = train_run(kw["store"], cfg, out, workers=kw["workers"])
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"test loss {100 * result['test_loss']:.2f} %, accuracy {100 * result['test_accuracy']:.2f} % "
-               f"-> {out}/result.json")
+               f"({result['backend']} backend, jit_compile={result['jit_compile']}, "
+               f"mixed_precision={result['mixed_precision']}) -> {out}/result.json")
 
 
 @cli.command()
@@ -123,7 +132,7 @@ def evaluate(model_path, store, what, split_seed, batch_size):
 
     from phasefeat.store import open_store
 
-    from .data import StoreBatches, channel_stats
+    from .data import StoreBatches
     from .experiment import GridError, RunConfig, prepare_split
     from .metrics import classification_metrics
 
@@ -133,11 +142,9 @@ def evaluate(model_path, store, what, split_seed, batch_size):
         raise click.ClickException(str(exc)) from None
     with open_store(store) as s:
         labels, names = s.labels.copy(), s.class_names
-    model = keras.saving.load_model(model_path, safe_mode=True)
-    size = model.input_shape[1]
-    mean, std = channel_stats(store, split.train, what, image_size=size)
-    test = StoreBatches(store, split.test, what, labels, len(names), "int", batch_size, mean, std,
-                        image_size=size)
+    model = keras.saving.load_model(model_path, safe_mode=True)  # standardisation is inside
+    test = StoreBatches(store, split.test, what, labels, len(names), "int", batch_size,
+                        image_size=model.input_shape[1])
     metrics = classification_metrics(labels[split.test], model.predict(test, verbose=0), names)
     click.echo(json.dumps(metrics, indent=1))
 

@@ -4,16 +4,23 @@ The store is never loaded whole: each batch reads its samples index by index
 (h5py fancy indexing is ~40x slower) from a handle that every process opens for
 itself. Shuffling happens here, with a generator seeded by (seed, epoch), so
 ``fit(shuffle=False)`` and the batch order is the same for every arm.
+
+Batches carry the stored values (uint8 stays uint8): scaling and per-channel
+standardisation are the model's first layers (see :func:`trainer.model.vgg16_classifier`),
+so they run on the accelerator and the reader never writes 4-byte floats.
+Converting a 32-image 299x299x3 batch to standardised float32 in NumPy took
+14 ms here against 2 ms for reading it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 
 import numpy as np
 
-__all__ = ["StoreBatches", "channel_stats", "INPUTS", "scale"]
+__all__ = ["StoreBatches", "channel_stats", "INPUTS", "scale", "value_range"]
 
 INPUTS = ("cxr", "enh")
 
@@ -25,6 +32,12 @@ def scale(batch: np.ndarray) -> np.ndarray:
     if batch.dtype == np.uint16:
         return batch.astype(np.float32) / 65535
     return batch.astype(np.float32)
+
+
+def value_range(dtype) -> float:
+    """The stored value that means 1.0: 255 for uint8, 65535 for uint16, 1 for floats."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind == "u" else 1.0
 
 
 def _resize(batch: np.ndarray, size: int) -> np.ndarray:
@@ -82,8 +95,6 @@ class StoreBatches(_base()):
     n_classes : int
     label_mode : {"onehot", "int"}
     batch_size : int
-    mean, std : array (C,)
-        Standardisation (from the training split only).
     shuffle : bool
         Reshuffle every epoch with ``default_rng((seed, epoch))``.
     seed : int
@@ -96,7 +107,7 @@ class StoreBatches(_base()):
     """
 
     def __init__(self, store_path, indices, what, labels, n_classes, label_mode, batch_size,
-                 mean, std, *, shuffle=False, seed=0, image_size=None, augment=False, **kwargs):
+                 *, shuffle=False, seed=0, image_size=None, augment=False, **kwargs):
         super().__init__(**kwargs)
         if what not in INPUTS:
             raise ValueError(f"input must be one of {list(INPUTS)}, got {what!r}")
@@ -105,12 +116,12 @@ class StoreBatches(_base()):
         self.what, self.n_classes, self.label_mode = what, n_classes, label_mode
         self.labels = np.asarray(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self.image_size, self.augment = image_size, augment
         self.epoch = 0
         self._order = self._make_order()
         self._store = None
         self._pid = None
+        self._lock = threading.Lock()
 
     def _make_order(self):
         if not self.shuffle:
@@ -120,11 +131,12 @@ class StoreBatches(_base()):
 
     def _handle(self):
         # h5py handles must not cross a fork: (re)open in whichever process reads.
-        if self._store is None or self._pid != os.getpid():
-            from phasefeat.store import open_store
+        with self._lock:
+            if self._store is None or self._pid != os.getpid():
+                from phasefeat.store import open_store
 
-            self._store, self._pid = open_store(self.store_path), os.getpid()
-        return self._store
+                self._store, self._pid = open_store(self.store_path), os.getpid()
+            return self._store
 
     def __len__(self):
         return math.ceil(len(self.indices) / self.batch_size)
@@ -133,12 +145,11 @@ class StoreBatches(_base()):
         chosen = self._order[i * self.batch_size:(i + 1) * self.batch_size]
         # Read in file order (contiguous runs are faster); batch membership is what matters.
         chosen = np.sort(chosen)
-        x = scale(self._handle().read_many(chosen, self.what))
-        if self.image_size:
-            x = _resize(x, self.image_size)
+        x = self._handle().read_many(chosen, self.what)
+        if self.image_size and x.shape[1:3] != (self.image_size, self.image_size):
+            x = _resize(x.astype(np.float32), self.image_size)  # stays on the stored scale
         if self.augment:
             x = self._augment(x, i)
-        x = (x - self.mean) / self.std
         y = self.labels[chosen]
         if self.label_mode == "onehot":
             y = np.eye(self.n_classes, dtype=np.float32)[y]

@@ -71,6 +71,7 @@ def _store_info(store_path, what):
                 raise GridError(f"input must be cxr or enh, got {what!r}")
             info = {"labels": store.labels.copy(), "class_names": store.class_names,
                     "patient_ids": store.patient_ids, "shape": store.shape(what),
+                    "dtype": store.dtype(what),
                     "params_digest": store.attrs.get("params_digest", "")}
     except StoreError as exc:
         raise GridError(str(exc)) from None
@@ -118,12 +119,33 @@ def _cross_entropy(probabilities, labels) -> float:
     return float(-np.log(p).mean())
 
 
+def _epoch_bar(name: str, epochs: int, enabled: bool):
+    import keras
+    from tqdm import tqdm
+
+    class EpochBar(keras.callbacks.Callback):
+        """One tqdm bar per run: epochs done, with the latest losses."""
+
+        def on_train_begin(self, logs=None):
+            self.bar = tqdm(total=epochs, desc=name, unit="epoch", leave=False, disable=not enabled)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if "loss" in k}, refresh=False)
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return EpochBar()
+
+
 def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
-              verbose: int = 0) -> dict:
+              verbose: int = 0, progress: bool = True, workers: int = 1) -> dict:
     """Train, evaluate and save one run; returns its result dict (also written as JSON)."""
     import keras
 
-    from .data import StoreBatches, channel_stats
+    from .data import StoreBatches, channel_stats, value_range
     from .model import vgg16_classifier
 
     out_dir = Path(out_dir)
@@ -141,7 +163,9 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     size = cfg.image_size or h
     model = vgg16_classifier((size, size if cfg.image_size else w, c), n_classes, width=cfg.width,
                              head={"units": cfg.head_units, "activation": cfg.head_activation,
-                                   "dropout": cfg.dropout}, weights=cfg.weights)
+                                   "dropout": cfg.dropout}, weights=cfg.weights,
+                             preprocessing={"scale": 1 / value_range(info["dtype"]),
+                                            "mean": mean.tolist(), "std": std.tolist()})
     loss = spec.build(gamma=cfg.focal_gamma, weights=class_weights(labels[split.train], n_classes)
                       if cfg.loss == "weighted_cce" else None)
     optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}[cfg.optimizer](
@@ -149,15 +173,18 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=cfg.jit_compile)
 
     common = {"store_path": store_path, "what": cfg.input, "labels": labels, "n_classes": n_classes,
-              "label_mode": spec.label_mode, "batch_size": cfg.batch_size, "mean": mean, "std": std,
+              "label_mode": spec.label_mode, "batch_size": cfg.batch_size,
               "image_size": cfg.image_size}
+    # Threads, not processes: pickling ~1 MB samples between processes costs more than the read.
+    common.update(workers=workers, use_multiprocessing=False)
     train = StoreBatches(indices=split.train, shuffle=True, seed=cfg.seed, augment=cfg.augment, **common)
     val = StoreBatches(indices=split.val, **common)
     test = StoreBatches(indices=split.test, **common)
     start = time.perf_counter()
     history = model.fit(train, validation_data=val, epochs=cfg.epochs, shuffle=False, verbose=verbose,
                         callbacks=[keras.callbacks.EarlyStopping(
-                            monitor="val_loss", patience=cfg.patience, restore_best_weights=True)])
+                            monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
+                            _epoch_bar(out_dir.name, cfg.epochs, progress)])
     seconds = time.perf_counter() - start
     val_loss, _ = model.evaluate(val, verbose=0)
     test_loss, _ = model.evaluate(test, verbose=0)
@@ -180,6 +207,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
         "backend": keras.backend.backend(), "jit_compile": cfg.jit_compile,
         "mixed_precision": cfg.mixed_precision, "deterministic": cfg.deterministic,
         "split_sizes": [len(split.train), len(split.val), len(split.test)],
+        "train_mean": mean.tolist(), "train_std": std.tolist(),
     }
     tmp = out_dir / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=1, default=float))
@@ -189,7 +217,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
 
 def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), repeats: int = 3,
              seed: int = 0, base: RunConfig | None = None, progress: bool = True,
-             verbose: int = 0) -> list[dict]:
+             verbose: int = 0, workers: int = 1) -> list[dict]:
     """Run every (input, loss, repeat) arm, pairing repeat k of all arms on seed + k.
 
     Finished runs (``runs/<name>/result.json`` with the same config) are reused;
@@ -228,6 +256,7 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
                 raise GridError(f"{run_dir} was made with other settings; delete it or use another --out")
         else:
             bar.set_postfix(run=run_dir.name)
-            result = train_run(store_path, cfg, run_dir, split=split, verbose=verbose)
+            result = train_run(store_path, cfg, run_dir, split=split, verbose=verbose,
+                               progress=progress, workers=workers)
         results.append(result)
     return results

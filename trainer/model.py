@@ -10,10 +10,9 @@ VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 51
 DEFAULT_HEAD = {"units": 256, "activation": "relu", "dropout": 0.5, "pooling": "avg"}
 
 
-def _conv_base(inputs, width: float):
+def _conv_base(x, width: float):
     import keras
 
-    x = inputs
     for b, block in enumerate(VGG16_BLOCKS, 1):
         for c, filters in enumerate(block, 1):
             x = keras.layers.Conv2D(max(1, round(filters * width)), 3, padding="same",
@@ -23,7 +22,8 @@ def _conv_base(inputs, width: float):
 
 
 def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict | None = None,
-                     weights: str | None = None, name: str = "vgg16_classifier"):
+                     weights: str | None = None, preprocessing: dict | None = None,
+                     name: str = "vgg16_classifier"):
     """VGG16 convolutional base plus a classification head.
 
     Parameters
@@ -40,6 +40,10 @@ def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict
         Path of local ImageNet VGG16 "notop" weights (``.h5``); only for width 1.
         For 1-channel input the first convolution's RGB kernels are summed.
         Nothing is downloaded.
+    preprocessing : dict, optional
+        ``{"scale": s, "mean": [...], "std": [...]}``: the model first computes
+        ``(x * s - mean) / std`` per channel, so batches can stay uint8 and the
+        training-split statistics travel inside the saved model.
 
     Returns
     -------
@@ -54,7 +58,13 @@ def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict
     if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
         raise ValueError(f"input_shape must be (H, W, 1) or (H, W, 3), got {tuple(input_shape)}")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x = _conv_base(inputs, width)
+    x = inputs
+    if preprocessing is not None:
+        x = keras.layers.Rescaling(preprocessing["scale"], name="scale")(x)
+        std = [float(v) for v in preprocessing["std"]]
+        x = keras.layers.Normalization(mean=[float(v) for v in preprocessing["mean"]],
+                                       variance=[v * v for v in std], name="standardise")(x)
+    x = _conv_base(x, width)
     pool = keras.layers.GlobalAveragePooling2D if head["pooling"] == "avg" \
         else keras.layers.GlobalMaxPooling2D
     x = pool(name="head_pool")(x)
