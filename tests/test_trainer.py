@@ -197,3 +197,30 @@ def test_streaming_never_holds_the_whole_store(tmp_path):
     size, growth, peak = map(int, out.stdout.split()[-3:])
     assert size > 1.0e9
     assert growth < 0.05 * size, f"reading grew memory by {growth / 1e6:.0f} MB for a {size / 1e9:.1f} GB store"
+
+
+def test_interrupted_grid_redoes_only_the_missing_run(grid, store):
+    victim = grid / "runs" / "enh-scce-r1" / "result.json"
+    victim.unlink()
+    before = {p: p.stat().st_mtime_ns for p in grid.glob("runs/*/result.json")}
+    args = ["compare", "--store", str(store), "--epochs", "2", "--width", "0.125", "--repeats", "2",
+            "--batch-size", "16", "--out", str(grid)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in grid.glob("runs/*/result.json") if p != victim} == before
+    assert victim.exists()
+
+
+def test_other_losses_train_save_and_load_safely(store, tmp_path):
+    out = tmp_path / "g"
+    result = CliRunner().invoke(cli, ["compare", "--store", str(store), "--inputs", "enh", "--losses",
+                                      "focal,weighted_cce,cce_ls", "--repeats", "1", "--epochs", "1",
+                                      "--width", "0.125", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for loss in ("focal", "weighted_cce", "cce_ls"):
+        saved = out / "runs" / f"enh-{loss}-r0" / "model.keras"
+        model = keras.saving.load_model(saved, safe_mode=True)
+        assert model.output_shape == (None, 3)
+    with open(out / "runs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["loss"] for r in rows} == {"focal", "weighted_cce", "cce_ls"}
+    assert all(not r["bit_identical_to"] for r in rows)  # different losses, different weights
