@@ -275,6 +275,33 @@ def preview(store_path, output, indices, per_class, seed):
     click.echo(f"wrote {preview_figure(rows, order, output, title=str(store_path))}")
 
 
+@cli.command("demo-data")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--per-class", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Images per class (normal, pneumonia, covid).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed; same seed, same files.")
+@click.option("--min-size", type=click.IntRange(min=64), default=256, show_default=True,
+              help="Smallest image side in pixels.")
+@click.option("--max-size", type=click.IntRange(min=64), default=512, show_default=True,
+              help="Largest image side in pixels.")
+def demo_data(out, per_class, seed, min_size, max_size):
+    """Write SYNTHETIC radiograph-like phantoms in the class-folder layout.
+
+    OUT/normal, OUT/pneumonia (a lobar consolidation in one lung) and OUT/covid
+    (bilateral peripheral hazy opacities), as 8/16-bit PNG and JPEG of varied
+    sizes. Not patient data: every file and the folder say so. Rerunning with
+    the same settings reuses a complete folder.
+    """
+    from .demo_data import write_demo_data
+
+    if min_size > max_size:
+        raise click.BadParameter("--min-size must not exceed --max-size", param_hint="--min-size")
+    result = write_demo_data(out, per_class=per_class, seed=seed, min_size=min_size,
+                             max_size=max_size, progress=True)
+    verb = "reused" if result["reused"] else "wrote"
+    click.echo(f"{verb} {result['files']} synthetic images in {out} ({per_class} per class, seed {seed})")
+
+
 def main(argv=None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="phasefeat")

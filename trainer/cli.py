@@ -82,7 +82,7 @@ def cli():
 def compare(inputs, losses, repeats, seed, out, **kw):
     """Run the paired grid inputs x losses x repeats and write the report."""
     from .experiment import GridError, run_grid
-    from .report import write_report
+    from .report import summary_lines, write_report
 
     try:
         results = run_grid(kw["store"], out, inputs=_csv(inputs), losses=_csv(losses), repeats=repeats,
@@ -90,7 +90,9 @@ def compare(inputs, losses, repeats, seed, out, **kw):
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     report = write_report(results, out)
-    click.echo(f"wrote {report} and figures in {out}")
+    click.echo(f"wrote {report}, runs.csv, results.json and figures in {out}")
+    for line in summary_lines(out):
+        click.echo(f"  {line}")
 
 
 @cli.command()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_report", "paired_comparison"]
+__all__ = ["write_report", "paired_comparison", "summary_lines"]
 
 COLUMNS = ("run", "input", "loss", "seed", "val_loss", "test_loss", "test_cross_entropy",
            "test_accuracy", "macro_f1", "macro_auc_ovr", "ece", "epochs_run", "weights_sha256",
@@ -166,3 +166,30 @@ def write_report(results: list[dict], out) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def summary_lines(out) -> list[str]:
+    """Three plain sentences about a finished grid, from its results.json."""
+    results = json.loads((Path(out) / "results.json").read_text())
+    summary, comparisons = results["summary"], results["comparisons"]
+    lines = []
+    arms = sorted(summary, key=lambda a: summary[a]["test_loss"]["mean"])
+    best = arms[0]
+    lines.append(f"Lowest mean test loss: {best.upper()} at {100 * summary[best]['test_loss']['mean']:.2f} % "
+                 f"(accuracy {100 * summary[best]['test_accuracy']['mean']:.1f} %), of {len(arms)} arms.")
+    for c in comparisons:
+        (ia, la), (ib, lb) = c["a"].split("+"), c["b"].split("+")
+        if la == lb and ia != ib:
+            t = c["test_loss"]
+            lines.append(f"{c['a'].upper()} - {c['b'].upper()}: test loss {100 * t['mean_diff']:+.2f} points "
+                         f"(95 % CI {100 * t['ci95'][0]:+.2f} to {100 * t['ci95'][1]:+.2f}, paired over "
+                         f"{t['n']} seeds).")
+            break
+    identical = [c for c in comparisons if c["bit_identical_seeds"]]
+    if identical:
+        c = identical[0]
+        lines.append(f"{c['a'].upper()} and {c['b'].upper()} trained bit-identical weights on "
+                     f"{len(c['bit_identical_seeds'])} of {len(c['seeds'])} paired seeds: the losses coincide.")
+    else:
+        lines.append("No two arms trained bit-identical weights.")
+    return lines[:3]

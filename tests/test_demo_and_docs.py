@@ -1,0 +1,146 @@
+"""The demo data, the demo pipeline at its smallest, and docs that cannot drift from the code."""
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from phasefeat.cli import cli
+from phasefeat.demo_data import write_demo_data
+from phasefeat.phantom import chest_phantom
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_phantom_is_deterministic_and_findings_change_it():
+    a = chest_phantom((80, 70), seed=5, finding="covid", dtype="float64")
+    assert np.array_equal(a, chest_phantom((80, 70), seed=5, finding="covid", dtype="float64"))
+    assert not np.array_equal(a, chest_phantom((80, 70), seed=6, finding="covid", dtype="float64"))
+    normal = chest_phantom(96, seed=1, dtype="float64", finding="normal")
+    pneu = chest_phantom(96, seed=1, dtype="float64", finding="pneumonia")
+    assert np.abs(pneu - normal).max() > 0.1
+    level = chest_phantom(96, seed=2, dtype="float64", finding="pneumonia", mean_level=0.42)
+    assert level.mean() == pytest.approx(0.42, abs=0.01)
+    with pytest.raises(ValueError, match="finding"):
+        chest_phantom(32, finding="tuberculosis")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "raw"
+    write_demo_data(out, per_class=30, seed=3, min_size=64, max_size=128)
+    return out
+
+
+def _softmax_regression_cv_accuracy(features, labels, folds=5, seed=0):
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    correct = 0
+    for k in range(folds):
+        test = order[k::folds]
+        train = np.setdiff1d(order, test)
+        mu, sd = features[train].mean(0), features[train].std(0) + 1e-9
+        x = np.c_[(features - mu) / sd, np.ones(len(labels))]
+        w = np.zeros((x.shape[1], 3))
+        onehot = np.eye(3)[labels]
+        for _ in range(500):  # plain gradient descent on the multinomial log-loss
+            z = x[train] @ w
+            p = np.exp(z - z.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            w -= 0.5 * x[train].T @ (p - onehot[train]) / len(train)
+        correct += (np.argmax(x[test] @ w, 1) == labels[test]).sum()
+    return correct / len(labels)
+
+
+def test_demo_classes_are_not_separable_by_trivial_statistics(demo):
+    features, labels = [], []
+    for c, name in enumerate(("normal", "pneumonia", "covid")):
+        for path in sorted((demo / name).iterdir()):
+            with Image.open(path) as im:
+                pixels = np.asarray(im, dtype=np.float64) / (65535 if im.mode.startswith("I") else 255)
+                features.append([im.width, im.height, pixels.mean(), path.suffix == ".jpg",
+                                 im.mode.startswith("I")])
+            labels.append(c)
+    accuracy = _softmax_regression_cv_accuracy(np.array(features, dtype=np.float64), np.array(labels))
+    assert accuracy < 0.5, f"size/mean/format predict the class ({accuracy:.2f}; chance is 0.33)"
+
+
+def test_demo_files_say_they_are_synthetic_and_rerun_reuses(demo):
+    assert "SYNTHETIC" in (demo / "README.txt").read_text()
+    formats = set()
+    for path in sorted(demo.rglob("synthetic_*")):
+        with Image.open(path) as im:
+            text = im.info.get("Description", "") or im.info.get("comment", b"").decode()
+            formats.add((path.suffix, im.mode))
+        assert "SYNTHETIC" in text, path
+    assert formats >= {(".png", "L"), (".jpg", "L")} and any(m.startswith("I") for _, m in formats)
+    assert write_demo_data(demo, per_class=30, seed=3, min_size=64, max_size=128)["reused"]
+
+
+def test_demo_pipeline_at_its_smallest(tmp_path):
+    """phantoms -> convert -> preview -> compare (1 epoch) -> a report with filled tables."""
+    from trainer.cli import cli as trainer_cli
+
+    raw, store, results = tmp_path / "raw", tmp_path / "enh.h5", tmp_path / "results"
+    run = CliRunner().invoke
+    assert run(cli, ["demo-data", str(raw), "--per-class", "8", "--min-size", "64", "--max-size", "96"]).exit_code == 0
+    assert run(cli, ["convert", str(raw), str(store), "--size", "32", "-q", "--backend", "numpy"]).exit_code == 0
+    assert run(cli, ["preview", str(store), "-o", str(tmp_path / "preview.png")]).exit_code == 0
+    result = run(trainer_cli, ["compare", "--store", str(store), "--width", "0.125", "--epochs", "1",
+                               "--repeats", "1", "--out", str(results)])
+    assert result.exit_code == 0, result.output
+    report = (results / "report.md").read_text()
+    for arm in ("CXR + CCE", "CXR + SCCE", "ENH + CCE", "ENH + SCCE"):
+        assert f"## {arm}" in report
+    rows = [line for line in report.splitlines() if re.match(r"\| (cxr|enh)-(cce|scce)-r0 \| 0 \| \d", line)]
+    assert len(rows) == 4
+    assert "Lowest mean test loss" in result.output and (tmp_path / "preview.png").exists()
+
+
+def test_cli_reference_is_generated_from_the_code():
+    from phasefeat._clidoc import render
+
+    assert (REPO / "docs" / "cli.md").read_text() == render(), \
+        "docs/cli.md is stale: run  python -m phasefeat._clidoc > docs/cli.md"
+
+
+def _parse(command_line):
+    from phasefeat._clidoc import groups
+
+    words = shlex.split(command_line)
+    group = groups()[words[0]]
+    ctx = group.make_context(words[0], words[1:], resilient_parsing=False)
+    sub = group.commands[words[1]]
+    sub.make_context(words[1], words[2:], parent=ctx)  # raises on an unknown option or bad value
+
+
+def test_every_cli_example_parses():
+    from phasefeat._clidoc import EXAMPLES
+
+    text = (REPO / "docs" / "cli.md").read_text()
+    for examples in EXAMPLES.values():
+        for example in examples:
+            assert example in text
+            _parse(example)
+
+
+def test_readme_commands_exist():
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    commands = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    commands = [c for c in commands if c]
+    assert "make demo" in commands and "make test" in commands
+    for command in commands:
+        if command.startswith(("phasefeat ", "trainer ")):
+            _parse(command)
+        elif command.startswith("make "):
+            if shutil.which("make") is None:
+                pytest.skip("make not installed")
+            dry = subprocess.run(["make", "-n", *command.split()[1:]], cwd=REPO, capture_output=True, text=True)
+            assert dry.returncode == 0, dry.stderr
