@@ -45,12 +45,12 @@ demo: $(VENV)/.installed-train
 
 ## test: lint, then the whole test suite (GPU tests are skipped without a GPU; installs TensorFlow CPU)
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check phasefeat trainer benchmarks tests
+	$(BIN)/ruff check phasefeat trainer benchmarks tests docs
 	$(BIN)/python -m pytest
 
 ## lint: style checks only
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check phasefeat trainer benchmarks tests
+	$(BIN)/ruff check phasefeat trainer benchmarks tests docs
 
 ## bench: CPU (and, with a GPU, CuPy) feature-extraction throughput
 bench: $(VENV)/.installed-test
