@@ -8,7 +8,7 @@ DATA ?=
 DEMO_DIR ?= $(OUT)/demo
 DEMO_PER_CLASS ?= 100
 DEMO_SIZE ?= 128
-DEMO_TRAIN ?= --width 0.125 --epochs 30 --patience 8 --learning-rate 0.001 --batch-size 16 --repeats 3
+DEMO_TRAIN ?= --width 0.125 --epochs 30 --patience 8 --learning-rate 0.0001 --batch-size 16 --repeats 3
 
 .PHONY: demo test lint bench clean
 
