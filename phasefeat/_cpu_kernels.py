@@ -21,7 +21,8 @@ logger = logging.getLogger("phasefeat")
 NORM = 1.0 / math.sqrt(120.0)
 
 
-def _correlate_bank_2d(x, out):
+def _wrap_pad(x):
+    """Copy of ``x`` with a one-pixel circular border."""
     h, w = x.shape
     p = np.empty((h + 2, w + 2), dtype=x.dtype)
     p[1:h + 1, 1:w + 1] = x
@@ -29,6 +30,12 @@ def _correlate_bank_2d(x, out):
     p[1:h + 1, w + 1] = x[:, 0]
     p[0, :] = p[h, :]
     p[h + 1, :] = p[1, :]
+    return p
+
+
+def _correlate_bank_2d(x, out):
+    h, w = x.shape
+    p = _wrap_pad(x)
     c = x.dtype.type(NORM)
     eight = x.dtype.type(8)
     three = x.dtype.type(3)
@@ -61,12 +68,7 @@ def _soft(z, th):
 
 def _shrink_adjoint_2d(t, thr, inv_beta, out):
     h, w = t.shape
-    p = np.empty((h + 2, w + 2), dtype=t.dtype)
-    p[1:h + 1, 1:w + 1] = t
-    p[1:h + 1, 0] = t[:, w - 1]
-    p[1:h + 1, w + 1] = t[:, 0]
-    p[0, :] = p[h, :]
-    p[h + 1, :] = p[1, :]
+    p = _wrap_pad(t)
     # b[k] = 8 * (u_k + u_{k-1} + u_{k-2}) - 3 * sum(u), wrap-padded for pass 2.
     b = np.empty((8, h + 2, w + 2), dtype=t.dtype)
     # One row at a time, in short loops that each touch few arrays: LLVM only
@@ -178,6 +180,7 @@ def kernels():
     except Exception as exc:  # ImportError, or numba refusing this NumPy
         logger.info("numba unavailable (%s): using the array-module Kirsch path", exc)
         return None
-    numba.extending.register_jitable(fastmath=True)(_soft)  # callable from the kernels, still plain Python
+    for helper in (_soft, _wrap_pad):  # callable from the kernels, still plain Python
+        numba.extending.register_jitable(fastmath=True)(helper)
     jit = numba.njit(cache=True, nogil=True, fastmath=True)
     return jit(_correlate_bank_2d), jit(_shrink_adjoint_2d), jit(_phase_sums_2d)

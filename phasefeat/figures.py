@@ -22,6 +22,25 @@ def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
     return Path(path)
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_and_close(fig, path, title: str):
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        return atomic_savefig(fig, path)
+    finally:
+        _pyplot().close(fig)
+
+
 def maps_figure(cxr: np.ndarray, enh: np.ndarray, channel_order, path, title: str = ""):
     """Write a one-row figure: CXR, each ENH channel, and the RGB composite.
 
@@ -35,11 +54,7 @@ def maps_figure(cxr: np.ndarray, enh: np.ndarray, channel_order, path, title: st
     path : path-like
         PNG to write (atomically).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     enh = enh.astype(np.float32) / (255 if enh.dtype == np.uint8 else 1)
     panels = [("CXR (input)", cxr, "gray")]
     panels += [(TITLES.get(name, name), enh[..., c], "gray") for c, name in enumerate(channel_order)]
@@ -49,13 +64,7 @@ def maps_figure(cxr: np.ndarray, enh: np.ndarray, channel_order, path, title: st
         ax.imshow(image, cmap=cmap)
         ax.set_title(label, fontsize=9)
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    try:
-        return atomic_savefig(fig, path)
-    finally:
-        plt.close(fig)
+    return _save_and_close(fig, path, title)
 
 
 def atomic_save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
@@ -78,11 +87,7 @@ def preview_figure(rows, channel_order, path, title: str = ""):
     path : path-like
         PNG to write (atomically).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     heads = ["CXR"] + [TITLES.get(n, n) for n in channel_order] + ["ENH composite"]
     fig, axes = plt.subplots(len(rows), 5, figsize=(13, 2.8 * len(rows)), dpi=100, squeeze=False)
     for r, (label, cxr, enh) in enumerate(rows):
@@ -97,10 +102,4 @@ def preview_figure(rows, channel_order, path, title: str = ""):
             if r == 0:
                 ax.set_title(heads[c], fontsize=9)
         axes[r, 0].set_ylabel(label, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    try:
-        return atomic_savefig(fig, path)
-    finally:
-        plt.close(fig)
+    return _save_and_close(fig, path, title)
