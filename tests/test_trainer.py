@@ -55,7 +55,7 @@ def test_model_standardises_inside():
                              preprocessing={"scale": 1 / 255, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.1, 0.4]})
     probe = keras.Model(model.input, model.get_layer("standardise").output)
     x = np.full((1, 32, 32, 3), 51, dtype=np.uint8)
-    out = np.asarray(probe(x.astype(np.float32)))[0, 0, 0]
+    out = keras.ops.convert_to_numpy(probe(x.astype(np.float32)))[0, 0, 0]
     assert np.allclose(out, (0.2 - np.array([0.5, 0.4, 0.3])) / np.array([0.2, 0.1, 0.4]), atol=1e-5)
 
 
@@ -65,7 +65,7 @@ def test_model_shapes_and_width(channels, width):
     assert model.output_shape == (None, 3)
     assert model.get_layer("block1_conv1").filters == round(64 * width)
     out = model(np.zeros((2, 32, 32, channels), np.float32))
-    assert np.allclose(np.asarray(out).sum(axis=1), 1, atol=1e-5)
+    assert np.allclose(keras.ops.convert_to_numpy(out).sum(axis=1), 1, atol=1e-5)
 
 
 def test_imagenet_weights_are_loaded_and_summed_for_one_channel(tmp_path):
@@ -224,3 +224,21 @@ def test_other_losses_train_save_and_load_safely(store, tmp_path):
         rows = list(csv.DictReader(handle))
     assert {r["loss"] for r in rows} == {"focal", "weighted_cce", "cce_ls"}
     assert all(not r["bit_identical_to"] for r in rows)  # different losses, different weights
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_other_keras_backends_train(backend, store, tmp_path):
+    """The same run on Keras' JAX or PyTorch backend (skipped where that library is absent)."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} not installed (pip install {backend})")
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "trainer", "train", "--store", str(store), "--width", "0.125",
+                           "--epochs", "1", "--out", str(out)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "result.json").read_text())["backend"] == backend
