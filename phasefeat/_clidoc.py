@@ -17,6 +17,8 @@ EXAMPLES = {
         "phasefeat convert raw/ enh.h5 --labels train.txt --classes normal,pneumonia,covid",
         "phasefeat convert raw/ enh.h5 --backend cupy --batch-size 256 --workers 8",
         "phasefeat convert raw/ enh.h5 --alias 'Lung_Opacity=pneumonia' --fit pad --cxr-dtype uint16",
+        "phasefeat convert raw/ enh.h5 --scheduler local:2",
+        "phasefeat convert /shared/raw /shared/enh.h5 --scheduler tcp://scheduler:8786 --backend cupy",
     ],
     "phasefeat inspect": ["phasefeat inspect enh.h5", "phasefeat inspect enh.h5 --verify --root /data/raw"],
     "phasefeat preview": ["phasefeat preview enh.h5 -o fig.png --per-class 2",

@@ -152,13 +152,18 @@ def _load_params(preset: str, params_file):
               help="Refuse larger images (decompression bombs) before decoding them.")
 @click.option("--piece-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Samples per resumable piece (a kill loses at most one piece per worker).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run the pieces on Dask: tcp://HOST:8786 (an existing cluster) or local:N (a "
+                   "LocalCluster of N worker processes). Needs the distributed extra.")
+@click.option("--shard-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for finished pieces, visible to every Dask worker [default: next to OUTPUT].")
 @click.option("--overwrite", is_flag=True,
               help="Start over: replace an existing store and discard unfinished pieces.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def convert(input_dir, output, labels, classes, aliases, size, fit_mode, cxr_dtype, enh_dtype,
             compression, preset, params_file, backend, workers, batch_size, max_pixels, piece_size,
-            overwrite, strict, quiet):
+            scheduler, shard_dir, overwrite, strict, quiet):
     """Convert a folder of radiographs into one HDF5 store of CXR and ENH.
 
     INPUT holds class folders (INPUT/<class>/..., `masks/` ignored) or, with
@@ -172,6 +177,7 @@ def convert(input_dir, output, labels, classes, aliases, size, fit_mode, cxr_dty
     from .convert import ConvertError, ConvertOptions
     from .convert import convert as run_convert
     from .discover import DiscoveryError
+    from .distributed import DaskUnavailableError
 
     params = _load_params(preset, params_file)
     options = ConvertOptions(size=size, fit=fit_mode, cxr_dtype=cxr_dtype, enh_dtype=enh_dtype,
@@ -182,8 +188,10 @@ def convert(input_dir, output, labels, classes, aliases, size, fit_mode, cxr_dty
             classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
             aliases=_parse_aliases(aliases), workers=workers or os.cpu_count() or 1,
             backend=backend, batch_size=batch_size, overwrite=overwrite, compression=compression,
-            progress=not quiet, command_line=" ".join(["phasefeat", *sys.argv[1:]]))
-    except (ConvertError, DiscoveryError, BackendUnavailableError, ValueError) as exc:
+            progress=not quiet, command_line=" ".join(["phasefeat", *sys.argv[1:]]),
+            scheduler=scheduler, shard_dir=shard_dir)
+    except (ConvertError, DiscoveryError, BackendUnavailableError, DaskUnavailableError,
+            ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; finished pieces are kept: rerun the same command "

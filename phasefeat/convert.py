@@ -39,6 +39,12 @@ class ConvertError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
+class _RemoteBackend:
+    name: str
+    device: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ConvertOptions:
     """What determines the stored values (and must match to resume)."""
 
@@ -79,9 +85,14 @@ class ConvertSummary:
         return self.converted / self.seconds if self.seconds > 0 else float("nan")
 
 
-def work_dir(output: Path) -> Path:
-    """Folder holding the manifest and finished pieces of an unfinished conversion."""
-    return output.with_name(output.name + ".parts")
+def work_dir(output: Path, shard_dir=None) -> Path:
+    """Folder holding the manifest and finished pieces of an unfinished conversion.
+
+    Next to the output by default; under ``shard_dir`` when given (storage that
+    every Dask worker sees).
+    """
+    name = output.name + ".parts"
+    return Path(shard_dir) / name if shard_dir else output.with_name(name)
 
 
 # ---- one piece: runs in a worker process ---------------------------------------------------
@@ -145,6 +156,18 @@ def process_piece(task: dict) -> dict:
     return piece
 
 
+def finish_piece(piece: dict, task: dict, backend: str) -> dict:
+    """Compute ENH for a piece decoded without features (GPU path), in batches."""
+    if "grey" not in piece:
+        return piece
+    opts = ConvertOptions(**task["options"])
+    params = PhaseParams.from_json(task["params_json"])
+    grey, size, step = piece.pop("grey"), opts.size, task.get("batch_size", 64)
+    parts = [_enhance(grey[k:k + step], params, opts.enh_dtype, backend) for k in range(0, len(grey), step)]
+    piece["enh"] = np.concatenate(parts) if parts else np.zeros((0, size, size, 3), dtype=opts.enh_dtype)
+    return piece
+
+
 # ---- the driver --------------------------------------------------------------------------
 
 def _file_digest(path) -> str:
@@ -188,8 +211,8 @@ def _describe_difference(old: dict, new: dict) -> str:
     return "; ".join(lines)
 
 
-def _prepare_work_dir(output: Path, identity: dict, overwrite: bool) -> Path:
-    work = work_dir(output)
+def _prepare_work_dir(output: Path, identity: dict, overwrite: bool, shard_dir=None) -> Path:
+    work = work_dir(output, shard_dir)
     if output.exists() and not overwrite:
         raise ConvertError(f"{output} already exists; pass --overwrite to replace it")
     if overwrite and work.exists():
@@ -207,7 +230,7 @@ def _prepare_work_dir(output: Path, identity: dict, overwrite: bool) -> Path:
                 "or pass --overwrite to start over")
         if old is None:  # killed before the manifest landed: nothing finished yet
             shutil.rmtree(work)
-    work.mkdir(exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     if not manifest.exists():
         with atomic_path(manifest) as tmp:
             tmp.write_text(json.dumps(identity))
@@ -258,8 +281,8 @@ def _run_pieces(tasks, workers, on_result):
 def convert(input_root, output, *, params: PhaseParams | None = None,
             options: ConvertOptions | None = None, labels=None, classes=None, aliases=None,
             workers: int = 1, backend: str = "auto", batch_size: int = 64, overwrite: bool = False,
-            compression: str = "none", progress: bool = True,
-            command_line: str = "") -> ConvertSummary:
+            compression: str = "none", progress: bool = True, command_line: str = "",
+            scheduler: str | None = None, shard_dir=None) -> ConvertSummary:
     """Convert every radiograph under ``input_root`` into the store ``output``.
 
     See ``phasefeat convert --help`` and ``docs/store-format.md``. Raises
@@ -277,11 +300,14 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
         raise ConvertError(f"output folder {output.parent} does not exist")
     start = time.perf_counter()
     disc = discover(input_root, labels=labels, classes=classes, aliases=aliases)
-    be = get_backend(backend)
+    if scheduler and backend == "cupy":
+        be = _RemoteBackend("cupy", "GPUs of the Dask workers")  # the client may have none
+    else:
+        be = get_backend(backend)
     identity = _identity(disc, params, options, be.name, labels)
     try:
         return _convert(disc, output, params, options, be, identity, workers, batch_size,
-                        overwrite, compression, progress, command_line, start)
+                        overwrite, compression, progress, command_line, start, scheduler, shard_dir)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise ConvertError(f"disk full while writing next to {output}; free some space and "
@@ -290,10 +316,10 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
 
 
 def _convert(disc, output, params, options, be, identity, workers, batch_size, overwrite,
-             compression, progress, command_line, start) -> ConvertSummary:
+             compression, progress, command_line, start, scheduler, shard_dir) -> ConvertSummary:
     from tqdm import tqdm
 
-    work = _prepare_work_dir(output, identity, overwrite)
+    work = _prepare_work_dir(output, identity, overwrite, shard_dir)
     class_index = {name: i for i, name in enumerate(disc.class_names)}
     entries = [(i, s.path, class_index[s.label], s.patient_id) for i, s in enumerate(disc.samples)]
     size = options.piece_size
@@ -301,26 +327,30 @@ def _convert(disc, output, params, options, be, identity, workers, batch_size, o
     piece_paths = [work / f"piece-{k:06d}.npz" for k in range(len(chunks))]
     done = [k for k, p in enumerate(piece_paths) if p.exists()]
     base = {"root": str(disc.root), "options": dataclasses.asdict(options),
-            "params_json": params.to_json(), "enhance_here": be.name == "numpy"}
+            "params_json": params.to_json(), "enhance_here": be.name == "numpy",
+            "batch_size": batch_size}
     tasks = [{**base, "piece_id": k, "entries": chunks[k]} for k in range(len(chunks)) if k not in done]
     bar = tqdm(total=len(entries), initial=sum(len(chunks[k]) for k in done), unit="img",
                disable=not progress, dynamic_ncols=True, desc="convert")
     failed_so_far = Counter()
 
-    def on_result(piece):
-        if "grey" in piece:  # features on the GPU, in batches, in this process
-            grey = piece.pop("grey")
-            parts = [_enhance(grey[k:k + batch_size], params, options.enh_dtype, be.name)
-                     for k in range(0, len(grey), batch_size)]
-            piece["enh"] = np.concatenate(parts) if parts else \
-                np.zeros((0, options.size, options.size, 3), dtype=options.enh_dtype)
-        write_piece(piece_paths[int(piece["piece_id"])], piece)
-        failed_so_far["n"] += len(piece["failed_path"])
-        bar.update(len(piece["index"]) + len(piece["failed_path"]))
+    def count(converted, failed):
+        failed_so_far["n"] += failed
+        bar.update(converted + failed)
         bar.set_postfix(failed=failed_so_far["n"] + len(disc.failures), refresh=False)
 
+    def on_result(piece):
+        piece = finish_piece(piece, base, be.name)  # GPU features in this process, in batches
+        write_piece(piece_paths[int(piece["piece_id"])], piece)
+        count(len(piece["index"]), len(piece["failed_path"]))
+
     try:
-        _run_pieces(tasks, workers, on_result)
+        if scheduler:
+            from .distributed import run_pieces_on_dask
+
+            run_pieces_on_dask(tasks, piece_paths, scheduler, be.name, count, echo=bar.write)
+        else:
+            _run_pieces(tasks, workers, on_result)
     finally:
         bar.close()
     failures = list(disc.failures)
@@ -334,7 +364,8 @@ def _convert(disc, output, params, options, be, identity, workers, batch_size, o
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "input_root": str(disc.root.resolve()),
              "command_line": command_line, "layout": disc.layout, "size": options.size,
              "fit": options.fit, "cxr_dtype": options.cxr_dtype, "enh_dtype": options.enh_dtype,
-             "compression": compression, "discovered": disc.discovered}
+             "compression": compression, "discovered": disc.discovered,
+             "engine": f"dask {scheduler}" if scheduler else "local"}
     converted = assemble(output, piece_paths, shape=(options.size, options.size),
                          cxr_dtype=options.cxr_dtype, enh_dtype=options.enh_dtype,
                          class_names=list(disc.class_names), failures=failures, attrs=attrs,

@@ -28,7 +28,7 @@ def run(*args, ok=True):
     return result
 
 
-def assert_same_store(a, b):
+def assert_same_store(a, b, skip=()):
     """Same samples, order, values, metadata and failures (creation time aside)."""
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
         names = []
@@ -38,7 +38,7 @@ def assert_same_store(a, b):
         assert sorted(names) == sorted(other)
         for name in names:
             assert np.array_equal(fa[name][()], fb[name][()]), name
-        skip = {"created", "command_line"}
+        skip = {"created", "command_line", *skip}
         assert {k: v for k, v in fa.attrs.items() if k not in skip} == \
             {k: v for k, v in fb.attrs.items() if k not in skip}
 

@@ -1,0 +1,93 @@
+"""Running the conversion's pieces on a Dask cluster (the ``distributed`` extra).
+
+The single-machine path already cuts the work into fixed, independent pieces
+and assembles the store from finished piece files. On a cluster each piece is
+one Dask task: a worker decodes, computes the features (on its GPU with
+``--backend cupy``) and writes the piece atomically into the shard folder, which
+every worker and the client must see. The client only counts and, at the end,
+assembles the same store a single machine would have made. A worker killed
+mid-task is retried by Dask; a client killed mid-run resumes from the finished
+pieces, exactly as on one machine.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+__all__ = ["run_pieces_on_dask", "DaskUnavailableError"]
+
+logger = logging.getLogger("phasefeat")
+
+
+class DaskUnavailableError(RuntimeError):
+    """Dask distributed is not installed or the scheduler cannot be reached."""
+
+
+def dask_piece(task: dict, out_path: str, backend: str) -> tuple[int, int]:
+    """One task on a worker: process a piece and write it; returns (converted, failed)."""
+    from .convert import finish_piece, process_piece
+    from .store import write_piece
+
+    piece = finish_piece(process_piece(task), task, backend)
+    write_piece(Path(out_path), piece)
+    return len(piece["index"]), len(piece["failed_path"])
+
+
+def _client(scheduler: str):
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise DaskUnavailableError("--scheduler needs Dask distributed: pip install 'phasefeat[distributed]'") \
+            from None
+    if not logger.isEnabledFor(logging.INFO):
+        # Dask's start-up chatter only with `phasefeat -v`.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    if scheduler.startswith("local:"):
+        try:
+            n = int(scheduler.split(":", 1)[1])
+        except ValueError:
+            raise DaskUnavailableError(f"--scheduler local:N needs a number of workers, got {scheduler!r}") \
+                from None
+        if n < 1:
+            raise DaskUnavailableError("--scheduler local:N needs N >= 1")
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+    try:
+        return Client(scheduler, timeout="20s"), None
+    except (OSError, TimeoutError) as exc:
+        raise DaskUnavailableError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+
+
+def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done, echo=print) -> None:
+    """Submit every unfinished piece to a Dask cluster and wait for all of them.
+
+    Parameters
+    ----------
+    tasks : list of dict
+        The pieces still to do (as ``phasefeat.convert.process_piece`` takes them).
+    piece_paths : list of Path
+        Where piece ``k`` lands; must be on storage every worker can write.
+    scheduler : str
+        ``tcp://host:8786`` (an existing cluster) or ``local:N`` (a LocalCluster
+        of N worker processes, one thread each).
+    backend : {"numpy", "cupy"}
+        Where the workers compute the features.
+    on_done : callable
+        Called with ``(converted, failed)`` as each piece finishes.
+    """
+    from distributed import as_completed
+
+    client, cluster = _client(scheduler)
+    try:
+        echo(f"Dask dashboard: {client.dashboard_link}")
+        futures = [client.submit(dask_piece, task, str(piece_paths[task["piece_id"]]), backend,
+                                 key=f"phasefeat-piece-{task['piece_id']}", pure=False, retries=3)
+                   for task in tasks]
+        for future in as_completed(futures):
+            on_done(*future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,99 @@
+"""phasefeat convert on a Dask LocalCluster: the same store as one machine, through faults."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+from conftest import REAL_DIR, real_image_paths
+from datasets import class_folder_dataset
+from test_convert import assert_same_store
+
+from phasefeat.cli import cli
+
+pytest.importorskip("distributed")
+psutil = pytest.importorskip("psutil")
+
+ARGS = ["--size", "32", "-q", "--backend", "numpy", "--piece-size", "2"]
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.fixture
+def raw(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=12)
+    return root
+
+
+def test_local_cluster_equals_single_machine_on_real_radiographs(tmp_path):
+    if not real_image_paths():
+        pytest.skip(f"real radiographs not found at {REAL_DIR}")
+    args = ["--size", "32", "-q", "--backend", "numpy", "--piece-size", "16"]
+    run("convert", REAL_DIR, tmp_path / "one.h5", *args, "--workers", 1)
+    result = run("convert", REAL_DIR, tmp_path / "dask.h5", *args, "--scheduler", "local:2",
+                 "--shard-dir", tmp_path / "shards")
+    assert "Dask dashboard: http" in result.output
+    assert_same_store(tmp_path / "one.h5", tmp_path / "dask.h5", skip=("engine",))
+    assert not (tmp_path / "shards" / "dask.h5.parts").exists()
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, "-m", "phasefeat", "convert", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_for_pieces(parts, n, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(parts.glob("piece-*.npz"))) >= n:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _workers(proc):
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    return [k for k in kids if "resource_tracker" not in " ".join(k.cmdline())]
+
+
+def test_a_killed_worker_is_retried_and_the_store_is_identical(raw, tmp_path):
+    run("convert", raw, tmp_path / "reference.h5", *ARGS, "--workers", 1)
+    out = tmp_path / "dask.h5"
+    proc = _start([raw, out, *ARGS, "--scheduler", "local:2"])
+    assert _wait_for_pieces(tmp_path / "dask.h5.parts", 2, proc)
+    workers = _workers(proc)
+    assert workers, "no Dask worker processes found"
+    workers[0].send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=180) == 0
+    assert_same_store(tmp_path / "reference.h5", out, skip=("engine",))
+
+
+def test_a_killed_client_resumes_and_the_store_is_identical(raw, tmp_path):
+    run("convert", raw, tmp_path / "reference.h5", *ARGS, "--workers", 1)
+    out = tmp_path / "dask.h5"
+    parts = tmp_path / "dask.h5.parts"
+    proc = _start([raw, out, *ARGS, "--scheduler", "local:2"])
+    assert _wait_for_pieces(parts, 3, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the client and its local cluster, all at once
+    proc.wait()
+    finished = len(list(parts.glob("piece-*.npz")))
+    assert finished >= 3 and not out.exists()
+    result = run("convert", raw, out, *ARGS, "--scheduler", "local:2")
+    assert f"resumed {finished}" in result.output or "resumed" in result.output
+    assert_same_store(tmp_path / "reference.h5", out, skip=("engine",))
+
+
+@pytest.mark.parametrize("scheduler", ["local:0", "local:two"])
+def test_bad_scheduler_is_a_clear_error(raw, tmp_path, scheduler):
+    result = run("convert", raw, tmp_path / "x.h5", *ARGS, "--scheduler", scheduler, ok=False)
+    assert result.exit_code != 0 and "local:N" in result.output
