@@ -44,6 +44,7 @@ def parse_args(argv=None):
                         help="worker processes (default: all cores)")
     parser.add_argument("--data", type=Path, default=REPO / "benchmarks" / "data",
                         help="where the generated set is cached")
+    parser.add_argument("--no-dask", action="store_true", help="skip the Dask LocalCluster rows")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "convert-cpu.json")
     return parser.parse_args(argv)
 
@@ -97,7 +98,8 @@ count = 0
 if stage == "convert":
     from phasefeat.convert import convert, ConvertOptions
     s = convert(args["root"], args["out"], options=ConvertOptions(size=args["size"]),
-                workers=args["workers"], backend="numpy", progress=False, overwrite=True)
+                workers=args["workers"], backend="numpy", progress=False, overwrite=True,
+                scheduler=args.get("scheduler"))
     count = s.converted
 elif stage in ("decode", "features"):
     import multiprocessing, numpy as np
@@ -173,13 +175,27 @@ def main(argv=None) -> int:
                      **measure("convert", root=str(quarter), out=f"{tmp}/q.h5", **common)})
         rows.append({"what": f"convert, {args.images} images (all together)",
                      **measure("convert", root=str(root), out=f"{tmp}/all.h5", **common)})
+        dask_rows = []
+        if not args.no_dask:
+            for n in (1, args.workers):
+                dask_rows.append({"what": f"convert via Dask local:{n}, {args.images} images",
+                                  **measure("convert", root=str(root), out=f"{tmp}/dask{n}.h5",
+                                            scheduler=f"local:{n}", **common)})
     stages = rows[:3]
     slowest = min(stages, key=lambda r: r["img_s"])
     total = rows[-1]
     # If every stage shares the same cores, the best possible end-to-end rate is the
     # harmonic combination of the standalone rates, not the slowest one.
     harmonic = 1 / sum(1 / r["img_s"] for r in stages)
+    dask = {}
+    if dask_rows:
+        one, many = dask_rows[0]["img_s"], dask_rows[-1]["img_s"]
+        dask = {"dask_img_s_1_worker": one, f"dask_img_s_{args.workers}_workers": many,
+                "dask_scaling_efficiency": many / (args.workers * one),
+                "dask_overhead_vs_single_machine": 1 - many / total["img_s"]}
+    rows += dask_rows
     summary = {
+        **dask,
         "end_to_end_img_s": total["img_s"],
         "slowest_stage": slowest["what"], "slowest_stage_img_s": slowest["img_s"],
         "end_to_end_vs_slowest": total["img_s"] / slowest["img_s"],
@@ -199,6 +215,10 @@ def main(argv=None) -> int:
     print(f"end-to-end / shared-core bound 1/sum(1/rate) = {harmonic:.1f} img/s: "
           f"{summary['end_to_end_vs_shared_core_bound']:.0%}")
     print(f"18,685 images at this rate: {summary['study_18685_minutes']:.1f} min (target <= 15)")
+    if dask:
+        print(f"Dask: scaling efficiency 1 -> {args.workers} workers {dask['dask_scaling_efficiency']:.0%}; "
+              f"overhead vs the single-machine path at {args.workers} cores "
+              f"{dask['dask_overhead_vs_single_machine']:.0%} (target <= 15%)")
     record = {"benchmark": "convert", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
               "settings": vars(args) | {"data": str(args.data), "json": str(args.json)},
