@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,13 +217,10 @@ def main(argv=None) -> int:
         print(f"Dask: scaling efficiency 1 -> {args.workers} workers {dask['dask_scaling_efficiency']:.0%}; "
               f"overhead vs the single-machine path at {args.workers} cores "
               f"{dask['dask_overhead_vs_single_machine']:.0%} (target <= 15%)")
-    record = {"benchmark": "convert", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
-              "settings": vars(args) | {"data": str(args.data), "json": str(args.json)},
-              "rows": rows, "summary": summary}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2))
-    print(f"wrote {args.json}")
+    from benchmarks._record import portable, write_record
+
+    settings = {k: portable(v) for k, v in vars(args).items()}
+    write_record(args.json, "convert", cpu_model(), settings=settings, rows=rows, summary=summary)
     return 0
 
 

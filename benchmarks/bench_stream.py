@@ -16,9 +16,7 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -138,14 +136,11 @@ def main(argv=None) -> int:
         print(f"{r['what']:58s} {r['img_s']:10.1f}")
     print(f"\ntarget: pipeline >= {TARGET:g} images/s through fit: {best:.0f} "
           f"({'MET' if best >= TARGET else 'MISSED'})")
-    record = {"benchmark": "stream", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
-              "keras": keras.__version__, "backend": keras.backend.backend(),
-              "settings": {"samples": args.samples, "batch_size": args.batch_size}, "rows": rows,
-              "target_img_s": TARGET, "best_pipeline_through_fit_img_s": best}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2))
-    print(f"wrote {args.json}")
+    from benchmarks._record import write_record
+
+    write_record(args.json, "stream", cpu_model(), keras=keras.__version__, backend=keras.backend.backend(),
+                 settings={"samples": args.samples, "batch_size": args.batch_size}, rows=rows,
+                 target_img_s=TARGET, best_pipeline_through_fit_img_s=best)
     return 0
 
 

@@ -7,25 +7,14 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
 from conftest import REAL_DIR, real_image_paths
 from datasets import class_folder_dataset
-from test_convert import assert_same_store
-
-from phasefeat.cli import cli
+from test_convert import assert_same_store, run
 
 pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")
 
 ARGS = ["--size", "32", "-q", "--backend", "numpy", "--piece-size", "2"]
-
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    assert "Traceback" not in result.output
-    return result
 
 
 @pytest.fixture
