@@ -18,6 +18,7 @@ EXAMPLES = {
         "phasefeat convert raw/ enh.h5 --backend cupy --batch-size 256 --workers 8",
         "phasefeat convert raw/ enh.h5 --alias 'Lung_Opacity=pneumonia' --fit pad --cxr-dtype uint16",
         "phasefeat convert raw/ enh.h5 --scheduler local:2",
+        "phasefeat convert raw/ enh.h5 --scheduler local:2 --virtual",
         "phasefeat convert /shared/raw /shared/enh.h5 --scheduler tcp://scheduler:8786 --backend cupy",
     ],
     "phasefeat inspect": ["phasefeat inspect enh.h5", "phasefeat inspect enh.h5 --verify --root /data/raw"],

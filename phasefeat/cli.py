@@ -157,13 +157,16 @@ def _load_params(preset: str, params_file):
                    "LocalCluster of N worker processes). Needs the distributed extra.")
 @click.option("--shard-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for finished pieces, visible to every Dask worker [default: next to OUTPUT].")
+@click.option("--virtual", is_flag=True,
+              help="Keep the images in OUTPUT.shards/ and make the store's /cxr and /enh HDF5 virtual "
+                   "datasets over them (no final copy; move the store and its shards together).")
 @click.option("--overwrite", is_flag=True,
               help="Start over: replace an existing store and discard unfinished pieces.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def convert(input_dir, output, labels, classes, aliases, size, fit_mode, cxr_dtype, enh_dtype,
             compression, preset, params_file, backend, workers, batch_size, max_pixels, piece_size,
-            scheduler, shard_dir, overwrite, strict, quiet):
+            scheduler, shard_dir, virtual, overwrite, strict, quiet):
     """Convert a folder of radiographs into one HDF5 store of CXR and ENH.
 
     INPUT holds class folders (INPUT/<class>/..., `masks/` ignored) or, with
@@ -189,7 +192,7 @@ def convert(input_dir, output, labels, classes, aliases, size, fit_mode, cxr_dty
             aliases=_parse_aliases(aliases), workers=workers or os.cpu_count() or 1,
             backend=backend, batch_size=batch_size, overwrite=overwrite, compression=compression,
             progress=not quiet, command_line=" ".join(["phasefeat", *sys.argv[1:]]),
-            scheduler=scheduler, shard_dir=shard_dir)
+            scheduler=scheduler, shard_dir=shard_dir, virtual=virtual)
     except (ConvertError, DiscoveryError, BackendUnavailableError, DaskUnavailableError,
             ValueError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -217,6 +217,9 @@ def _prepare_work_dir(output: Path, identity: dict, overwrite: bool, shard_dir=N
         raise ConvertError(f"{output} already exists; pass --overwrite to replace it")
     if overwrite and work.exists():
         shutil.rmtree(work)
+    shards = output.with_name(output.name + ".shards")
+    if overwrite and shards.exists():  # the image shards of an earlier --virtual store
+        shutil.rmtree(shards)
     manifest = work / "manifest.json"
     if work.exists():
         try:
@@ -282,7 +285,7 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
             options: ConvertOptions | None = None, labels=None, classes=None, aliases=None,
             workers: int = 1, backend: str = "auto", batch_size: int = 64, overwrite: bool = False,
             compression: str = "none", progress: bool = True, command_line: str = "",
-            scheduler: str | None = None, shard_dir=None) -> ConvertSummary:
+            scheduler: str | None = None, shard_dir=None, virtual: bool = False) -> ConvertSummary:
     """Convert every radiograph under ``input_root`` into the store ``output``.
 
     See ``phasefeat convert --help`` and ``docs/store-format.md``. Raises
@@ -307,7 +310,8 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
     identity = _identity(disc, params, options, be.name, labels)
     try:
         return _convert(disc, output, params, options, be, identity, workers, batch_size,
-                        overwrite, compression, progress, command_line, start, scheduler, shard_dir)
+                        overwrite, compression, progress, command_line, start, scheduler, shard_dir,
+                        virtual)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise ConvertError(f"disk full while writing next to {output}; free some space and "
@@ -316,7 +320,8 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
 
 
 def _convert(disc, output, params, options, be, identity, workers, batch_size, overwrite,
-             compression, progress, command_line, start, scheduler, shard_dir) -> ConvertSummary:
+             compression, progress, command_line, start, scheduler, shard_dir,
+             virtual) -> ConvertSummary:
     from tqdm import tqdm
 
     work = _prepare_work_dir(output, identity, overwrite, shard_dir)
@@ -369,7 +374,7 @@ def _convert(disc, output, params, options, be, identity, workers, batch_size, o
     converted = assemble(output, piece_paths, shape=(options.size, options.size),
                          cxr_dtype=options.cxr_dtype, enh_dtype=options.enh_dtype,
                          class_names=list(disc.class_names), failures=failures, attrs=attrs,
-                         compression=compression)
+                         compression=compression, virtual=virtual)
     shutil.rmtree(work)
     by_reason = Counter(reason.split(" (")[0] for _, reason in failures)
     return ConvertSummary(output, disc.discovered, converted, len(failures), dict(by_reason),

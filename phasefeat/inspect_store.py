@@ -26,7 +26,7 @@ def report(store: Store, failures_shown: int = 20) -> str:
     lines.append(f"params       digest {attrs.get('params_digest', '?')[:16]}")
     lines += [f"  {k} = {v}" for k, v in sorted(params.items())]
     for key in ("phasefeat_version", "backend", "device", "created", "input_root", "layout", "fit",
-                "compression", "command_line"):
+                "compression", "engine", "virtual_shards", "command_line"):
         lines.append(f"{key:<12s} {attrs.get(key, '')}")
     versions = attrs.get("library_versions", {})
     lines.append("libraries    " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))

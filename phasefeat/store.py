@@ -63,9 +63,31 @@ def read_piece_failures(path: Path) -> list[tuple[str, str]]:
         return list(zip(data["failed_path"].tolist(), data["failed_reason"].tolist(), strict=True))
 
 
+META_COLUMNS = ("labels", "source_path", "sha256", "orig_width", "orig_height", "orig_mode", "patient_id")
+
+
+def _write_shard(path: Path, piece: dict, compression: str) -> None:
+    """One HDF5 shard (the piece's images, one sample per chunk), written atomically."""
+    h5py = _h5py()
+    opts = {} if compression == "none" else {"compression": compression}
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for what in ("cxr", "enh"):
+            data = piece[what]
+            f.create_dataset(what, data=data, chunks=(1, *data.shape[1:]) if len(data) else None, **opts)
+
+
 def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, class_names,
-             failures: list[tuple[str, str]], attrs: dict, compression: str = "none") -> int:
+             failures: list[tuple[str, str]], attrs: dict, compression: str = "none",
+             virtual: bool = False) -> int:
     """Concatenate finished pieces (in order) into the final store, atomically.
+
+    Parameters
+    ----------
+    virtual : bool
+        Instead of copying the images, write them once more as HDF5 shards in
+        ``<final>.shards/`` and make ``/cxr`` and ``/enh`` virtual datasets over
+        them (paths relative to the store, so the two move together). The
+        metadata is always copied.
 
     Returns
     -------
@@ -74,26 +96,45 @@ def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, cl
     """
     h5py = _h5py()
     text = h5py.string_dtype()
-    total = sum(_piece_count(p) for p in pieces)
+    counts = [_piece_count(p) for p in pieces]
+    total = sum(counts)
     h, w = shape
     opts = {} if compression == "none" else {"compression": compression}
+    shards = final.with_name(final.name + ".shards")
     with atomic_path(final) as tmp, h5py.File(tmp, "w") as f:
-        cxr = f.create_dataset("cxr", (total, h, w, 1), dtype=cxr_dtype, chunks=(1, h, w, 1), **opts)
-        enh = f.create_dataset("enh", (total, h, w, 3), dtype=enh_dtype, chunks=(1, h, w, 3), **opts)
-        columns = {k: [] for k in ("labels", "source_path", "sha256", "orig_width", "orig_height",
-                                   "orig_mode", "patient_id")}
+        if virtual:
+            shards.mkdir(exist_ok=True)
+            for stale in shards.glob("shard-*.h5"):  # belonged to a store this one replaces
+                stale.unlink()
+            layouts = {"cxr": h5py.VirtualLayout((total, h, w, 1), dtype=cxr_dtype),
+                       "enh": h5py.VirtualLayout((total, h, w, 3), dtype=enh_dtype)}
+        else:
+            cxr = f.create_dataset("cxr", (total, h, w, 1), dtype=cxr_dtype, chunks=(1, h, w, 1), **opts)
+            enh = f.create_dataset("enh", (total, h, w, 3), dtype=enh_dtype, chunks=(1, h, w, 3), **opts)
+        columns = {k: [] for k in META_COLUMNS}
         row = 0
-        for path in pieces:
+        for k, (path, n) in enumerate(zip(pieces, counts, strict=True)):
             piece = read_piece(path)
-            n = piece["cxr"].shape[0]
-            # Sample by sample: multi-chunk slab writes grow HDF5's internal free
-            # lists (+58 MB per 2,000 samples, measured); one chunk at a time stays flat.
-            for k in range(n):
-                cxr.write_direct(piece["cxr"], np.s_[k], np.s_[row + k])
-                enh.write_direct(piece["enh"], np.s_[k], np.s_[row + k])
+            if virtual:
+                shard = shards / f"shard-{k:06d}.h5"
+                _write_shard(shard, piece, compression)
+                for what, layout in layouts.items():
+                    if n:
+                        source = h5py.VirtualSource(f"{shards.name}/{shard.name}", what,
+                                                    shape=piece[what].shape)
+                        layout[row:row + n] = source
+            else:
+                # Sample by sample: multi-chunk slab writes grow HDF5's internal free
+                # lists (+58 MB per 2,000 samples, measured); one chunk at a time stays flat.
+                for i in range(n):
+                    cxr.write_direct(piece["cxr"], np.s_[i], np.s_[row + i])
+                    enh.write_direct(piece["enh"], np.s_[i], np.s_[row + i])
             for key in columns:
                 columns[key].append(piece[key])
             row += n
+        if virtual:
+            for what, layout in layouts.items():
+                f.create_virtual_dataset(what, layout, fillvalue=0)
         joined = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in columns.items()}
         f.create_dataset("labels", data=joined["labels"].astype(np.int32))
         f.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=text)
@@ -105,7 +146,8 @@ def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, cl
         fail = f.create_group("failures")
         fail.create_dataset("path", data=np.array([p for p, _ in failures], dtype=object), dtype=text)
         fail.create_dataset("reason", data=np.array([r for _, r in failures], dtype=object), dtype=text)
-        f.attrs.update({"format_version": FORMAT_VERSION, **attrs})
+        f.attrs.update({"format_version": FORMAT_VERSION, "virtual_shards": shards.name if virtual else "",
+                        **attrs})
     return total
 
 

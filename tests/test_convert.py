@@ -39,8 +39,8 @@ def assert_same_store(a, b, skip=()):
         for name in names:
             assert np.array_equal(fa[name][()], fb[name][()]), name
         skip = {"created", "command_line", *skip}
-        assert {k: v for k, v in fa.attrs.items() if k not in skip} == \
-            {k: v for k, v in fb.attrs.items() if k not in skip}
+        keys = (set(fa.attrs) | set(fb.attrs)) - skip
+        assert {k: fa.attrs.get(k) for k in keys} == {k: fb.attrs.get(k) for k in keys}
 
 
 @pytest.fixture

@@ -86,3 +86,22 @@ def test_a_killed_client_resumes_and_the_store_is_identical(raw, tmp_path):
 def test_bad_scheduler_is_a_clear_error(raw, tmp_path, scheduler):
     result = run("convert", raw, tmp_path / "x.h5", *ARGS, "--scheduler", scheduler, ok=False)
     assert result.exit_code != 0 and "local:N" in result.output
+
+
+def test_virtual_store_over_shards_equals_the_copied_one(raw, tmp_path):
+    import shutil
+
+    import h5py
+
+    run("convert", raw, tmp_path / "copied.h5", *ARGS, "--workers", 1)
+    out = tmp_path / "a" / "virtual.h5"
+    out.parent.mkdir()
+    run("convert", raw, out, *ARGS, "--scheduler", "local:2", "--virtual")
+    with h5py.File(out) as f:
+        assert f["enh"].is_virtual and f["cxr"].is_virtual
+        assert f.attrs["virtual_shards"] == "virtual.h5.shards"
+    assert_same_store(tmp_path / "copied.h5", out, skip=("engine", "virtual_shards"))
+    moved = tmp_path / "elsewhere"
+    shutil.move(out.parent, moved)  # the store and its shards travel together
+    assert_same_store(tmp_path / "copied.h5", moved / "virtual.h5", skip=("engine", "virtual_shards"))
+    assert "virtual_shards virtual.h5.shards" in run("inspect", moved / "virtual.h5").output
