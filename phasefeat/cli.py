@@ -150,8 +150,9 @@ def _load_params(preset: str, params_file):
               help="Images per feature batch on the GPU.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=100_000_000, show_default=True,
               help="Refuse larger images (decompression bombs) before decoding them.")
-@click.option("--piece-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Samples per resumable piece (a kill loses at most one piece per worker).")
+@click.option("--piece-size", type=click.IntRange(min=1), default=None,
+              help="Samples per resumable piece (a kill loses at most one piece per worker). "
+                   "[default: 64; 256 with --scheduler]")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run the pieces on Dask: tcp://HOST:8786 (an existing cluster) or local:N (a "
                    "LocalCluster of N worker processes). Needs the distributed extra.")
@@ -184,7 +185,8 @@ def convert(input_dir, output, labels, classes, aliases, size, fit_mode, cxr_dty
 
     params = _load_params(preset, params_file)
     options = ConvertOptions(size=size, fit=fit_mode, cxr_dtype=cxr_dtype, enh_dtype=enh_dtype,
-                             max_pixels=max_pixels, piece_size=piece_size)
+                             max_pixels=max_pixels,
+                             piece_size=piece_size or (256 if scheduler else 64))
     try:
         summary = run_convert(
             input_dir, output, params=params, options=options, labels=labels,

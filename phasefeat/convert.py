@@ -303,8 +303,10 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
         raise ConvertError(f"output folder {output.parent} does not exist")
     start = time.perf_counter()
     disc = discover(input_root, labels=labels, classes=classes, aliases=aliases)
-    if scheduler and backend == "cupy":
-        be = _RemoteBackend("cupy", "GPUs of the Dask workers")  # the client may have none
+    if scheduler and backend in ("cupy", "auto"):
+        # Resolved on the workers (the client may have no GPU); "auto" per worker.
+        be = _RemoteBackend(backend, "Dask workers" + (" (GPU)" if backend == "cupy" else
+                                                       " (GPU where usable, else CPU)"))
     else:
         be = get_backend(backend)
     identity = _identity(disc, params, options, be.name, labels)

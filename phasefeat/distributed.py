@@ -25,10 +25,16 @@ class DaskUnavailableError(RuntimeError):
 
 
 def dask_piece(task: dict, out_path: str, backend: str) -> tuple[int, int]:
-    """One task on a worker: process a piece and write it; returns (converted, failed)."""
+    """One task on a worker: process a piece and write it; returns (converted, failed).
+
+    ``backend="auto"`` is resolved here, on the worker: its GPU when usable.
+    """
+    from .backend import get_backend
     from .convert import finish_piece, process_piece
     from .store import write_piece
 
+    backend = get_backend(backend).name if backend == "auto" else backend
+    task = {**task, "enhance_here": backend == "numpy"}
     piece = finish_piece(process_piece(task), task, backend)
     write_piece(Path(out_path), piece)
     return len(piece["index"]), len(piece["failed_path"])
@@ -78,8 +84,8 @@ def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done
     scheduler : str
         ``tcp://host:8786`` (an existing cluster) or ``local:N`` (a LocalCluster
         of N worker processes, one thread each).
-    backend : {"numpy", "cupy"}
-        Where the workers compute the features.
+    backend : {"numpy", "cupy", "auto"}
+        Where the workers compute the features (``auto``: each worker's GPU when usable).
     on_done : callable
         Called with ``(converted, failed)`` as each piece finishes.
     """

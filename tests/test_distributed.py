@@ -105,3 +105,15 @@ def test_virtual_store_over_shards_equals_the_copied_one(raw, tmp_path):
     shutil.move(out.parent, moved)  # the store and its shards travel together
     assert_same_store(tmp_path / "copied.h5", moved / "virtual.h5", skip=("engine", "virtual_shards"))
     assert "virtual_shards virtual.h5.shards" in run("inspect", moved / "virtual.h5").output
+
+
+def test_auto_backend_is_resolved_on_the_workers(raw, tmp_path):
+    from phasefeat.backend import gpu_available
+
+    if gpu_available():
+        pytest.skip("with a GPU, auto picks CuPy on the workers (checked by the gpu tests)")
+    run("convert", raw, tmp_path / "numpy.h5", *ARGS, "--workers", 1)
+    args = [a for a in ARGS if a not in ("--backend", "numpy")]
+    run("convert", raw, tmp_path / "auto.h5", *args, "--backend", "auto", "--scheduler", "local:2")
+    # No GPU here, so every worker resolves auto to NumPy: the same arrays.
+    assert_same_store(tmp_path / "numpy.h5", tmp_path / "auto.h5", skip=("engine", "backend", "device"))
