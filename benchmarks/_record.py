@@ -21,10 +21,11 @@ def portable(value):
     return value
 
 
-def write_record(path: Path, benchmark: str, cpu: str, **fields) -> None:
+def write_record(path: Path, benchmark: str, cpu: str, machine: dict | None = None, **fields) -> None:
     """Write ``fields`` plus the benchmark name, time and machine as JSON at ``path``."""
     record = {"benchmark": benchmark, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "machine": {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform()},
+              "machine": {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                          **(machine or {})},
               **fields}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

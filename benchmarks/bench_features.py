@@ -20,7 +20,6 @@ Medians over repeats; every row of one run is measured on the same machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -234,19 +233,15 @@ def main(argv=None) -> int:
     print(f"{len(images)} images {SIZE}x{SIZE} ({source}); CPU {cpu_model()}; "
           f"pinned to cores {cores or 'all'}; medians of {args.repeats} passes\n")
     print_table(rows, summary, notes)
-    record = {"benchmark": "features", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "machine": {"cpu": cpu_model(), "cores_used": cores, "cpu_count": os.cpu_count(),
-                          "platform": platform.platform(),
+    from benchmarks._record import write_record
+
+    write_record(args.json, "features", cpu_model(),
+                 machine={"cores_used": cores,
                           "gpu": next((r["device"] for r in rows if "device" in r), None)},
-              "settings": {"size": SIZE, "images": len(images), "source": source,
+                 settings={"size": SIZE, "images": len(images), "source": source,
                            "repeats": args.repeats, "cpu_batch": args.cpu_batch,
                            "gpu_batches": args.gpu_batches, "params": "PhaseParams() defaults"},
-              "versions": versions(), "rows": rows, "summary": summary, "notes": [n for n in notes if n]}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, args.json)
-    print(f"\nwrote {args.json}")
+                 versions=versions(), rows=rows, summary=summary, notes=[n for n in notes if n])
     return 0
 
 

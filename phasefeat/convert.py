@@ -364,10 +364,11 @@ def _convert(disc, output, params, options, be, identity, workers, batch_size, o
     for path in piece_paths:
         failures += read_piece_failures(path)
     failures.sort()
+    versions = _library_versions()
     attrs = {"params_json": params.to_json(), "params_digest": params.digest(),
-             "phasefeat_version": _library_versions().get("phasefeat", "unknown"),
+             "phasefeat_version": versions.get("phasefeat", "unknown"),
              "backend": be.name, "device": be.device,
-             "library_versions": json.dumps(_library_versions()),
+             "library_versions": json.dumps(versions),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "input_root": str(disc.root.resolve()),
              "command_line": command_line, "layout": disc.layout, "size": options.size,
              "fit": options.fit, "cxr_dtype": options.cxr_dtype, "enh_dtype": options.enh_dtype,

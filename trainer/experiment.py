@@ -83,10 +83,11 @@ def _store_info(store_path, what):
     return info
 
 
-def prepare_split(store_path, cfg: RunConfig) -> Split:
-    info = _store_info(store_path, cfg.input)
+def prepare_split(store_path, cfg: RunConfig, info: dict | None = None) -> Split:
+    """The split of ``cfg`` (``info``: the store's labels and patients, if already read)."""
     from .splits import SplitError
 
+    info = info or _store_info(store_path, cfg.input)
     try:
         return make_split(info["labels"], info["patient_ids"], seed=cfg.split_seed,
                           test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
@@ -151,7 +152,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = _store_info(store_path, cfg.input)
-    split = split or prepare_split(store_path, cfg)
+    split = split or prepare_split(store_path, cfg, info)
     names, labels = info["class_names"], info["labels"]
     n_classes = len(names)
     spec = get_loss(cfg.loss)

@@ -28,9 +28,10 @@ def paired_comparison(a, b) -> dict:
         return {"n": n, "mean_diff": mean, "ci95": [float("nan")] * 2, "p_value": float("nan")}
     sd = float(d.std(ddof=1))
     half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    p = float("nan") if sd == 0 else float(stats.ttest_rel(a, b).pvalue)
-    if sd == 0:
+    if sd == 0:  # identical differences: the t statistic is undefined, the answer is not
         p = 1.0 if mean == 0 else 0.0
+    else:
+        p = float(stats.ttest_rel(a, b).pvalue)
     return {"n": n, "mean_diff": mean, "ci95": [mean - half, mean + half], "p_value": p}
 
 
