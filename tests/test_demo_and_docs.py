@@ -1,5 +1,6 @@
 """The demo data, the demo pipeline at its smallest, and docs that cannot drift from the code."""
 
+import importlib.util
 import re
 import shlex
 import shutil
@@ -144,3 +145,19 @@ def test_readme_commands_exist():
                 pytest.skip("make not installed")
             dry = subprocess.run(["make", "-n", *command.split()[1:]], cwd=REPO, capture_output=True, text=True)
             assert dry.returncode == 0, dry.stderr
+
+
+def test_benchmark_commands_in_docs_parse(monkeypatch):
+    """Every ``python benchmarks/X.py ...`` line in the docs is accepted by that script's parser."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    texts = [p.read_text() for p in (REPO / "docs").glob("*.md")]
+    texts += [(REPO / name).read_text() for name in ("README.md", "CONTRIBUTING.md")]
+    found = []
+    for text in texts:
+        for script, args in re.findall(r"python benchmarks/(\w+)\.py([^\n#`]*)", text):
+            found.append(script)
+            spec = importlib.util.spec_from_file_location(script, REPO / "benchmarks" / f"{script}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            module.parse_args(shlex.split(args))  # SystemExit on an unknown option
+    assert {"bench_features", "bench_convert", "bench_stream", "estimate_gpu"} <= set(found)

@@ -1,0 +1,474 @@
+"""Extrapolated one-GPU figures for the paper-scale run, from work counted on the CPU.
+
+No GPU has been lent to this project's sessions yet, so the "one GPU" rows of
+``docs/reproducing-the-paper.md`` cannot be measured. This script derives them
+from quantities it *does* measure, and labels every output as an estimate:
+
+* **Feature extraction** runs the exact array-module code CuPy would run (the
+  reference path, Numba kernels off) on NumPy arrays that count their own
+  traffic: every ufunc, reduction, copy and FFT adds the bytes it reads and
+  writes, and one kernel launch. On a GPU this code is memory-bound, so
+  ``time = bytes / (HBM bandwidth x efficiency) + launches x latency``. Peak
+  memory is the allocation peak of that same code at CuPy's chunk of 256
+  images, traced with ``tracemalloc``.
+* **Training** counts the multiply-adds of the exact Keras model
+  (``trainer.model.vgg16_classifier``): a training image costs about three
+  forward passes. ``time = FLOPs / (TF32 tensor peak x utilisation)``. GPU
+  memory is weights + gradients + two Adam moments plus the saved activations;
+  with JAX installed, XLA's own buffer plan for the gradient step is printed
+  too. ``--cpu-step`` times a real full-width training step here, which checks
+  the FLOP count against this CPU.
+
+Efficiencies are assumptions, given as a low-high range and written into the
+JSON record. Replace these numbers with ``bench_features.py`` rows from a GPU
+as soon as one is available.
+
+    python benchmarks/estimate_gpu.py --cpu-step
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import math
+import os
+import statistics
+import sys
+import time
+import tracemalloc
+import types
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+#: Public datasheet peaks (dense, no sparsity) of the cards this project may be lent.
+GPUS = {
+    "H100 SXM": {"hbm_tb_s": 3.35, "tf32_tflops": 494.7, "memory_gb": 80},
+    "H100 PCIe": {"hbm_tb_s": 2.0, "tf32_tflops": 378.0, "memory_gb": 80},
+    "H200": {"hbm_tb_s": 4.8, "tf32_tflops": 494.7, "memory_gb": 141},
+}
+#: Assumed fractions of peak reached (low, high): large elementwise kernels reach
+#: well over half of HBM bandwidth; VGG16 at batch 16 uses a modest share of the
+#: tensor cores (small batches, memory-bound first blocks, no mixed precision).
+BANDWIDTH_EFFICIENCY = (0.5, 0.8)
+TENSOR_UTILISATION = (0.15, 0.40)
+LAUNCH_LATENCY_S = 10e-6
+#: Passes over the complex data of one batched 2-D FFT (one kernel per axis).
+FFT_PASSES = 2
+
+# ---------------------------------------------------------------------------
+# Arrays that count their own memory traffic
+# ---------------------------------------------------------------------------
+
+
+class WorkMeter:
+    """Bytes read + written and kernel launches, per operation name."""
+
+    def __init__(self):
+        self.bytes = collections.Counter()
+        self.kernels = collections.Counter()
+
+    def add(self, name: str, nbytes: int, kernels: int = 1) -> None:
+        self.bytes[name] += int(nbytes)
+        self.kernels[name] += kernels
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes.values())
+
+    @property
+    def total_kernels(self) -> int:
+        return sum(self.kernels.values())
+
+
+_METER: WorkMeter | None = None
+# Functions that only make views or ask about arrays: no kernel, no traffic.
+_NO_TRAFFIC = {"reshape", "swapaxes", "moveaxis", "transpose", "squeeze", "expand_dims",
+               "broadcast_to", "result_type", "shape", "ndim", "empty_like", "may_share_memory",
+               "shares_memory"}
+
+
+def _plain(value):
+    if isinstance(value, CountedArray):
+        return value.view(np.ndarray)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _wrap(value):
+    if type(value) is np.ndarray:
+        return value.view(CountedArray)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_wrap(v) for v in value)
+    return value
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    return 0
+
+
+class CountedArray(np.ndarray):
+    """An ndarray whose operations report their traffic to the active meter.
+
+    Each ufunc call, reduction or array function counts as one kernel that
+    reads its array inputs and writes its output once, which is how CuPy
+    executes un-fused array code.
+    """
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        args, kw = _plain(inputs), _plain(kwargs)
+        result = getattr(ufunc, method)(*args, **kw)
+        if _METER is not None:
+            _METER.add(f"{ufunc.__name__}.{method}" if method != "__call__" else ufunc.__name__,
+                       _nbytes(args) + _nbytes(result))
+        return _wrap(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        args, kw = _plain(args), _plain(kwargs)
+        result = func(*args, **kw)
+        if _METER is not None and func.__name__ not in _NO_TRAFFIC:
+            _METER.add(func.__name__, _nbytes(args) + _nbytes(kw) + _nbytes(result))
+        return _wrap(result)
+
+    def __setitem__(self, key, value):
+        value = _plain(value)
+        super().__setitem__(key, value)
+        if _METER is not None:
+            written = np.asarray(self.view(np.ndarray)[key]).nbytes
+            _METER.add("setitem", _nbytes(value) + written)
+
+    def astype(self, dtype, *args, copy=True, **kwargs):
+        result = super().astype(dtype, *args, copy=copy, **kwargs)
+        if _METER is not None and not np.shares_memory(_plain(result), _plain(self)):
+            _METER.add("astype", self.nbytes + result.nbytes)
+        return result
+
+
+class _CountingFFT:
+    """``rfft2``/``irfft2`` counted as FFT_PASSES passes over the complex data."""
+
+    @staticmethod
+    def _count(name, real, spectrum):
+        if _METER is not None:
+            _METER.add(name, real.nbytes + spectrum.nbytes * (2 * FFT_PASSES - 1), FFT_PASSES)
+
+    def rfft2(self, x, s=None, axes=(-2, -1)):
+        x = _plain(x)
+        out = np.fft.rfft2(x, s=s, axes=axes).astype(np.result_type(x.dtype, np.complex64))
+        self._count("rfft2", x, out)
+        return _wrap(out)
+
+    def irfft2(self, x, s=None, axes=(-2, -1)):
+        x = _plain(x)
+        out = np.fft.irfft2(x, s=s, axes=axes).astype(np.result_type(x.real.dtype, np.float32))
+        self._count("irfft2", out, x)
+        return _wrap(out)
+
+
+class _CountingNumpy(types.ModuleType):
+    """``numpy`` whose allocating constructors return counted arrays."""
+
+    def __init__(self):
+        super().__init__("counting_numpy")
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def empty(self, *args, **kwargs):
+        return _wrap(np.empty(*args, **kwargs))
+
+
+@contextlib.contextmanager
+def metering():
+    """Collect the traffic of counted arrays inside the block into a WorkMeter."""
+    global _METER
+    previous, _METER = _METER, WorkMeter()
+    try:
+        yield _METER
+    finally:
+        _METER = previous
+
+
+@contextlib.contextmanager
+def reference_path(chunk: int):
+    """Run phasefeat's array-module path (what CuPy runs) on NumPy, ``chunk`` images at a time."""
+    import importlib
+
+    elea, features, monogenic = (importlib.import_module(f"phasefeat.{name}")
+                                 for name in ("elea", "features", "monogenic"))
+    with mock.patch.object(monogenic, "cpu_kernels", return_value=None), \
+            mock.patch.object(elea, "cpu_kernels", return_value=None), \
+            mock.patch.dict(features.CHUNK, {"numpy": chunk}):
+        yield
+
+
+def counting_backend():
+    from phasefeat.backend import Backend
+
+    return Backend(name="numpy", xp=_CountingNumpy(), fft=_CountingFFT(),
+                   device="counted NumPy (traffic model)")
+
+
+# ---------------------------------------------------------------------------
+# Feature extraction
+# ---------------------------------------------------------------------------
+
+
+def sample_images(n: int, size: int) -> np.ndarray:
+    from phasefeat.phantom import chest_phantom
+
+    return np.stack([chest_phantom(size, seed=i).astype(np.float32) for i in range(n)])
+
+
+def feature_traffic(images: np.ndarray, params=None) -> dict:
+    """Bytes and kernel launches per image of ``enhance`` on the array-module path."""
+    from phasefeat.features import enhance_batch
+    from phasefeat.params import PhaseParams
+
+    params = PhaseParams() if params is None else params
+    backend = counting_backend()
+    batch = images.astype(np.float32).view(CountedArray)
+    n = len(images)
+    with reference_path(chunk=n):
+        enhance_batch(batch[:1], params, backend)  # builds the cached filter banks
+        with metering() as meter:
+            enhance_batch(batch, params, backend)
+    return {"images": n, "bytes_per_image": meter.total_bytes / n,
+            "kernels_per_chunk": meter.total_kernels,
+            "top_ops_mb_per_image": {k: v / n / 1e6 for k, v in meter.bytes.most_common(8)}}
+
+
+def feature_peak_memory(images: np.ndarray, chunk: int, params=None) -> dict:
+    """Allocation peak of one ``chunk``-image pass of the array-module path (tracemalloc)."""
+    from phasefeat.backend import get_backend
+    from phasefeat.features import enhance_batch
+    from phasefeat.params import PhaseParams
+
+    params = PhaseParams() if params is None else params
+    backend = get_backend("numpy")
+    batch = np.resize(images, (chunk, *images.shape[1:])).astype(np.float32)
+    with reference_path(chunk=chunk):
+        enhance_batch(batch[:1], params, backend)
+        tracemalloc.start()
+        try:
+            start = time.perf_counter()
+            enhance_batch(batch, params, backend)
+            seconds = time.perf_counter() - start
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    return {"chunk": chunk, "peak_gb": peak / 1e9, "input_gb": batch.nbytes / 1e9,
+            "cpu_seconds": seconds}
+
+
+def feature_estimates(traffic: dict, chunk: int) -> list[dict]:
+    rows = []
+    for gpu, spec in GPUS.items():
+        launch = traffic["kernels_per_chunk"] * LAUNCH_LATENCY_S / chunk
+        rates = [1 / (traffic["bytes_per_image"] / (spec["hbm_tb_s"] * 1e12 * eff) + launch)
+                 for eff in BANDWIDTH_EFFICIENCY]
+        rows.append({"gpu": gpu, "img_s_low": rates[0], "img_s_high": rates[1],
+                     "bound_img_s": 1 / (traffic["bytes_per_image"] / (spec["hbm_tb_s"] * 1e12))})
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+
+def model_work(size: int, channels: int, width: float = 1.0, n_classes: int = 3) -> dict:
+    """Forward FLOPs, parameters and activation bytes per image of the study's model."""
+    from trainer.model import vgg16_classifier
+
+    model = vgg16_classifier((size, size, channels), n_classes, width=width)
+    macs = 0
+    activations = 0
+    for layer in model.layers[1:]:
+        out_shape = tuple(layer.output.shape[1:])
+        activations += math.prod(out_shape) * 4
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            kh, kw, cin, cout = layer.kernel.shape
+            macs += math.prod(out_shape[:2]) * kh * kw * cin * cout
+        elif kind == "Dense":
+            macs += math.prod(layer.kernel.shape)
+    return {"size": size, "channels": channels, "width": width,
+            "forward_gflop": 2 * macs / 1e9, "params": model.count_params(),
+            "activation_mb": activations / 1e6}
+
+
+def run_flops(work: dict, images: int, epochs: int) -> float:
+    """FLOPs of one run: 49 % trained and 21 % validated per epoch, 30 % tested once."""
+    forward = work["forward_gflop"] * 1e9
+    train, val, test = round(0.49 * images), round(0.21 * images), round(0.30 * images)
+    return epochs * (train * 3 * forward + val * forward) + test * forward
+
+
+def training_memory_gb(work: dict, batch: int) -> float:
+    """Weights, gradients and two Adam moments, plus activations kept for the backward pass
+    (the layer outputs and about as much again for their gradients)."""
+    return (16 * work["params"] + 2 * batch * work["activation_mb"] * 1e6) / 1e9
+
+
+def xla_training_memory_gb(size: int, channels: int, batch: int) -> float | None:
+    """XLA's buffer plan (arguments + temporaries) for one gradient step, if JAX is installed."""
+    try:
+        import jax
+    except ImportError:
+        return None
+    import subprocess
+
+    code = (
+        "import os; os.environ['KERAS_BACKEND']='jax'\n"
+        "import jax, jax.numpy as jnp, keras\n"
+        "from trainer.model import vgg16_classifier\n"
+        f"m = vgg16_classifier(({size}, {size}, {channels}), 3)\n"
+        "tv = [v.value for v in m.trainable_variables]\n"
+        "ntv = [v.value for v in m.non_trainable_variables]\n"
+        "def loss(tv, ntv, x, y):\n"
+        "    out, ntv = m.stateless_call(tv, ntv, x, training=True)\n"
+        "    return keras.losses.categorical_crossentropy(y, out).mean(), ntv\n"
+        "step = jax.jit(jax.value_and_grad(loss, has_aux=True))\n"
+        f"x = jnp.zeros(({batch}, {size}, {size}, {channels})); y = jnp.zeros(({batch}, 3))\n"
+        "s = step.lower(tv, ntv, x, y).compile().memory_analysis()\n"
+        "print(s.argument_size_in_bytes + s.temp_size_in_bytes + s.output_size_in_bytes)\n"
+    )
+    del jax  # the plan is made in a fresh process so the TensorFlow backend stays untouched
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        return None
+    return int(done.stdout.strip().splitlines()[-1]) / 1e9
+
+
+def cpu_train_step(size: int, channels: int, batch: int, steps: int) -> dict:
+    """Median seconds of a real full-width training step on this CPU (Keras, current backend)."""
+    import keras
+
+    from trainer.model import vgg16_classifier
+
+    keras.utils.set_random_seed(0)
+    model = vgg16_classifier((size, size, channels), 3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy",
+                  jit_compile=False)
+    x = np.random.default_rng(0).random((batch, size, size, channels), dtype=np.float32)
+    y = np.eye(3, dtype=np.float32)[np.arange(batch) % 3]
+    model.train_on_batch(x, y)  # warm-up: graph tracing
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        seconds.append(time.perf_counter() - start)
+    return {"batch": batch, "seconds": seconds, "median_s": statistics.median(seconds)}
+
+
+def training_estimates(work: dict, images: int, epochs: int, repeats: int) -> list[dict]:
+    flops = run_flops(work, images, epochs)
+    rows = []
+    for gpu, spec in GPUS.items():
+        run_s = [flops / (spec["tf32_tflops"] * 1e12 * u) for u in TENSOR_UTILISATION]
+        train_img_s = [spec["tf32_tflops"] * 1e12 * u / (3 * work["forward_gflop"] * 1e9)
+                       for u in TENSOR_UTILISATION]
+        rows.append({"gpu": gpu, "train_img_s_low": train_img_s[0], "train_img_s_high": train_img_s[1],
+                     "run_min_high": run_s[0] / 60, "run_min_low": run_s[1] / 60,
+                     "grid_h_high": 4 * repeats * run_s[0] / 3600,
+                     "grid_h_low": 4 * repeats * run_s[1] / 3600})
+    return rows
+
+
+# ---------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=299, help="image side in pixels")
+    parser.add_argument("--traffic-images", type=int, default=4,
+                        help="images whose traffic is counted (traffic is per image)")
+    parser.add_argument("--chunk", type=int, default=256,
+                        help="images per GPU chunk for the memory peak (phasefeat.features.CHUNK)")
+    parser.add_argument("--images", type=int, default=15153,
+                        help="images in the collection (Kaggle database, 3 classes)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--cpu-step", action="store_true",
+                        help="also time real full-width training steps on this CPU (~1 min)")
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "gpu-estimate.json")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from _record import write_record
+
+    from phasefeat.backend import cpu_model
+
+    args = parse_args(argv)
+    images = sample_images(args.traffic_images, args.size)
+    traffic = feature_traffic(images)
+    memory = feature_peak_memory(images, args.chunk)
+    features = feature_estimates(traffic, args.chunk)
+    print(f"ESTIMATES, NOT MEASUREMENTS (no GPU was used). enhance at {args.size}x{args.size}, float32:")
+    print(f"  traffic {traffic['bytes_per_image'] / 1e6:.0f} MB/image, "
+          f"{traffic['kernels_per_chunk'] / args.traffic_images:.0f} kernel launches per image "
+          f"(per chunk: {traffic['kernels_per_chunk']}); allocation peak of a {args.chunk}-image chunk "
+          f"{memory['peak_gb']:.2f} GB")
+    print(f"  {'GPU':<10} {'images/s':>16} {'bandwidth bound':>16} {'18,685 images':>14}")
+    for row in features:
+        print(f"  {row['gpu']:<10} {row['img_s_low']:>7.0f} - {row['img_s_high']:<6.0f} "
+              f"{row['bound_img_s']:>16.0f} {18685 / row['img_s_low']:>12.0f} s")
+
+    training = {}
+    for channels, name in ((1, "cxr"), (3, "enh")):
+        work = model_work(args.size, channels)
+        work["memory_gb"] = training_memory_gb(work, args.batch_size)
+        work["xla_memory_gb"] = xla_training_memory_gb(args.size, channels, args.batch_size)
+        work["estimates"] = training_estimates(work, args.images, args.epochs, repeats=3)
+        training[name] = work
+    print(f"VGG16 (width 1) at {args.size}x{args.size}, batch {args.batch_size}, "
+          f"{args.images} images, {args.epochs} epochs:")
+    for name, work in training.items():
+        xla = f", XLA plan {work['xla_memory_gb']:.1f} GB" if work["xla_memory_gb"] else ""
+        print(f"  {name}: {work['forward_gflop']:.1f} GFLOP forward/image, {work['params'] / 1e6:.1f} M "
+              f"params, memory ~{work['memory_gb']:.1f} GB{xla}")
+        for row in work["estimates"]:
+            print(f"    {row['gpu']:<10} train {row['train_img_s_low']:.0f}-{row['train_img_s_high']:.0f} "
+                  f"img/s, run {row['run_min_low']:.0f}-{row['run_min_high']:.0f} min, "
+                  f"3-repeat grid {row['grid_h_low']:.1f}-{row['grid_h_high']:.1f} h")
+
+    cpu = None
+    if args.cpu_step:
+        cpu = cpu_train_step(args.size, 3, args.batch_size, steps=2)
+        work = training["enh"]
+        cpu["img_s"] = args.batch_size / cpu["median_s"]
+        cpu["achieved_gflop_s"] = cpu["img_s"] * 3 * work["forward_gflop"]
+        cpu["run_h"] = run_flops(work, args.images, args.epochs) / (cpu["achieved_gflop_s"] * 1e9) / 3600
+        print(f"CPU check (measured): {cpu['median_s']:.1f} s per step of {args.batch_size} = "
+              f"{cpu['img_s']:.2f} img/s = {cpu['achieved_gflop_s']:.0f} GFLOP/s achieved; "
+              f"one run ~{cpu['run_h']:.0f} h here")
+
+    write_record(args.json, "gpu-estimate", cpu_model(),
+                 settings={k: v for k, v in vars(args).items()},
+                 assumptions={"gpus": GPUS, "bandwidth_efficiency": BANDWIDTH_EFFICIENCY,
+                              "tensor_utilisation": TENSOR_UTILISATION,
+                              "launch_latency_s": LAUNCH_LATENCY_S, "fft_passes": FFT_PASSES},
+                 features={"traffic": traffic, "memory": memory, "estimates": features},
+                 training=training, cpu_step=cpu)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
