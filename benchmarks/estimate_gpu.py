@@ -356,14 +356,13 @@ def xla_training_memory_gb(size: int, channels: int, batch: int) -> float | None
     return int(done.stdout.strip().splitlines()[-1]) / 1e9
 
 
-def cpu_train_step(size: int, channels: int, batch: int, steps: int) -> dict:
-    """Median seconds of a real full-width training step on this CPU (Keras, current backend)."""
+def _train_steps(size: int, channels: int, batch: int, steps: int, width: float) -> dict:
     import keras
 
     from trainer.model import vgg16_classifier
 
     keras.utils.set_random_seed(0)
-    model = vgg16_classifier((size, size, channels), 3)
+    model = vgg16_classifier((size, size, channels), 3, width=width)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy",
                   jit_compile=False)
     x = np.random.default_rng(0).random((batch, size, size, channels), dtype=np.float32)
@@ -374,7 +373,28 @@ def cpu_train_step(size: int, channels: int, batch: int, steps: int) -> dict:
         start = time.perf_counter()
         model.train_on_batch(x, y)
         seconds.append(time.perf_counter() - start)
-    return {"batch": batch, "seconds": seconds, "median_s": statistics.median(seconds)}
+    return {"width": width, "batch": batch, "seconds": seconds, "median_s": statistics.median(seconds),
+            "peak_rss_gb": _peak_rss_bytes() / 1e9}
+
+
+def _peak_rss_bytes() -> int:
+    # VmHWM belongs to this process image; ru_maxrss would carry the parent's peak across fork + exec.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def cpu_train_step(size: int, channels: int, batch: int, steps: int, width: float = 1.0) -> dict:
+    """Median seconds and peak resident memory of real training steps on this CPU.
+
+    Runs in a fresh process (Keras' current backend), so the peak belongs to training alone.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_train_steps, size, channels, batch, steps, width).result()
 
 
 def training_estimates(work: dict, images: int, epochs: int, repeats: int) -> list[dict]:
@@ -451,14 +471,17 @@ def main(argv=None) -> int:
 
     cpu = None
     if args.cpu_step:
-        cpu = cpu_train_step(args.size, 3, args.batch_size, steps=2)
-        work = training["enh"]
-        cpu["img_s"] = args.batch_size / cpu["median_s"]
-        cpu["achieved_gflop_s"] = cpu["img_s"] * 3 * work["forward_gflop"]
-        cpu["run_h"] = run_flops(work, args.images, args.epochs) / (cpu["achieved_gflop_s"] * 1e9) / 3600
-        print(f"CPU check (measured): {cpu['median_s']:.1f} s per step of {args.batch_size} = "
-              f"{cpu['img_s']:.2f} img/s = {cpu['achieved_gflop_s']:.0f} GFLOP/s achieved; "
-              f"one run ~{cpu['run_h']:.0f} h here")
+        cpu = {}
+        for width in (1.0, 0.125):
+            step = cpu_train_step(args.size, 3, args.batch_size, steps=2, width=width)
+            step["img_s"] = args.batch_size / step["median_s"]
+            cpu[f"width_{width:g}"] = step
+            print(f"CPU (measured), width {width:g}: {step['median_s']:.2f} s per step of {args.batch_size} "
+                  f"= {step['img_s']:.2f} img/s, peak RSS {step['peak_rss_gb']:.2f} GB")
+        full, work = cpu["width_1"], training["enh"]
+        full["achieved_gflop_s"] = full["img_s"] * 3 * work["forward_gflop"]
+        full["run_h"] = run_flops(work, args.images, args.epochs) / (full["achieved_gflop_s"] * 1e9) / 3600
+        print(f"  width 1: {full['achieved_gflop_s']:.0f} GFLOP/s achieved; one run ~{full['run_h']:.0f} h here")
 
     write_record(args.json, "gpu-estimate", cpu_model(),
                  settings={k: v for k, v in vars(args).items()},
