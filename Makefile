@@ -30,7 +30,7 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 
 ## demo: phantoms (or DATA=...) -> convert -> preview -> CXR/ENH x CCE/SCCE comparison -> report
 demo: $(VENV)/.installed-train
-	@set -e; raw="$(DATA)"; \
+	@set -e; raw="$(DATA)"; mkdir -p "$(DEMO_DIR)"; \
 	if [ -z "$$raw" ]; then raw="$(DEMO_DIR)/raw"; \
 	  $(BIN)/phasefeat demo-data "$$raw" --per-class $(DEMO_PER_CLASS) --seed 0; fi; \
 	if [ -f "$(DEMO_DIR)/enh.h5" ]; then echo "reusing $(DEMO_DIR)/enh.h5 (delete it to convert again)"; \

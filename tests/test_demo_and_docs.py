@@ -5,6 +5,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,41 @@ def test_demo_pipeline_at_its_smallest(tmp_path):
     rows = [line for line in report.splitlines() if re.match(r"\| (cxr|enh)-(cce|scce)-r0 \| 0 \| \d", line)]
     assert len(rows) == 4
     assert "Lowest mean test loss" in result.output and (tmp_path / "preview.png").exists()
+
+
+@pytest.mark.slow
+def test_make_demo_on_own_data_twice(tmp_path):
+    """``make demo DATA=...`` (the README's first command on your own radiographs), run twice:
+    the second run reuses the store and every finished run."""
+    from conftest import REAL_DIR
+
+    bin_dir = Path(sys.executable).parent
+    if shutil.which("make") is None or not (bin_dir / "phasefeat").exists():
+        pytest.skip("needs make and the console scripts next to this interpreter")
+    data = REAL_DIR
+    if not data.is_dir():  # generated class folders stand in for the real radiographs
+        data = tmp_path / "raw"
+        write_demo_data(data, per_class=6, seed=3, min_size=64, max_size=96)
+    venv = tmp_path / "venv"  # stamps only: the recipe uses the interpreter running these tests
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    for stamp in (".installed", ".installed-train"):
+        (venv / stamp).touch()
+    out = tmp_path / "out"
+    command = ["make", "--no-print-directory", "demo", f"VENV={venv}", f"BIN={bin_dir}", f"DATA={data}",
+               f"OUT={out}", "DEMO_SIZE=32",
+               "DEMO_TRAIN=--width 0.0625 --epochs 1 --repeats 1 --batch-size 16"]
+    first = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    report = out / "demo" / "results" / "report.md"
+    assert report.exists() and (out / "demo" / "preview.png").exists()
+    assert "Lowest mean test loss" in first.stdout
+    before = report.stat().st_mtime_ns, (out / "demo" / "enh.h5").stat().st_mtime_ns
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "reusing" in second.stdout
+    assert (out / "demo" / "enh.h5").stat().st_mtime_ns == before[1]
+    assert "Lowest mean test loss" in second.stdout
 
 
 def test_cli_reference_is_generated_from_the_code():
