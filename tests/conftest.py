@@ -77,4 +77,6 @@ def radiograph():
         return load_real(paths[0])
     from phasefeat.phantom import chest_phantom
 
-    return chest_phantom(299, seed=3, dtype="float64")
+    # On the real images' 0..255 scale: in [0, 1], a * I + b with a small gain and a unit offset
+    # would round the input itself ~500x more coarsely than a real radiograph.
+    return chest_phantom(299, seed=3, dtype="float64") * 255
