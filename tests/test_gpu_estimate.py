@@ -55,13 +55,15 @@ def test_views_cost_nothing_and_copies_are_counted(est):
 
 
 def test_nothing_is_counted_outside_a_meter(est):
+    import _traffic as traffic
+
     a = np.ones(5).view(est.CountedArray)
-    assert est._METER is None
+    assert traffic._METER is None
     assert np.array_equal(a + a, np.full(5, 2.0))
 
 
 def test_fft_traffic_model(est):
-    fft = est._CountingFFT()
+    fft = est.CountingFFT()
     x = np.random.default_rng(0).random((2, 16, 12)).astype(np.float32)
     with est.metering() as meter:
         spectrum = fft.rfft2(x)
