@@ -182,12 +182,15 @@ def training_memory_gb(work: dict, batch: int) -> float:
 
 
 def xla_training_memory_gb(size: int, channels: int, batch: int) -> float | None:
-    """XLA's buffer plan (arguments + temporaries) for one gradient step, if JAX is installed."""
-    try:
-        import jax
-    except ImportError:
-        return None
+    """XLA's buffer plan (arguments + temporaries) for one gradient step, if JAX is installed.
+
+    Planned in a fresh process, so this one keeps its Keras backend.
+    """
+    import importlib.util
     import subprocess
+
+    if importlib.util.find_spec("jax") is None:
+        return None
 
     code = (
         "import os; os.environ['KERAS_BACKEND']='jax'\n"
@@ -204,7 +207,6 @@ def xla_training_memory_gb(size: int, channels: int, batch: int) -> float | None
         "s = step.lower(tv, ntv, x, y).compile().memory_analysis()\n"
         "print(s.argument_size_in_bytes + s.temp_size_in_bytes + s.output_size_in_bytes)\n"
     )
-    del jax  # the plan is made in a fresh process so the TensorFlow backend stays untouched
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
         return None
