@@ -16,8 +16,8 @@ from quantities it *does* measure, and labels every output as an estimate:
   forward passes. ``time = FLOPs / (TF32 tensor peak x utilisation)``. GPU
   memory is weights + gradients + two Adam moments plus the saved activations;
   with JAX installed, XLA's own buffer plan for the gradient step is printed
-  too. ``--cpu-step`` times a real full-width training step here, which checks
-  the FLOP count against this CPU.
+  too. ``--cpu-step`` times real training steps (full and 1/8 width) on this
+  CPU, with their peak memory.
 
 Efficiencies are assumptions, given as a low-high range and written into the
 JSON record. Replace these numbers with ``bench_features.py`` rows from a GPU
@@ -59,6 +59,8 @@ GPUS = {
 BANDWIDTH_EFFICIENCY = (0.5, 0.8)
 TENSOR_UTILISATION = (0.15, 0.40)
 LAUNCH_LATENCY_S = 10e-6
+
+
 @contextlib.contextmanager
 def reference_path(chunk: int):
     """Run phasefeat's array-module path (what CuPy runs) on NumPy, ``chunk`` images at a time."""
@@ -132,13 +134,13 @@ def feature_peak_memory(images: np.ndarray, chunk: int, params=None) -> dict:
 
 
 def feature_estimates(traffic: dict, chunk: int) -> list[dict]:
+    """Images/s per card at the assumed bandwidth efficiencies, and the pure bandwidth bound."""
+    launch = traffic["kernels_per_chunk"] * LAUNCH_LATENCY_S / chunk
     rows = []
     for gpu, spec in GPUS.items():
-        launch = traffic["kernels_per_chunk"] * LAUNCH_LATENCY_S / chunk
-        rates = [1 / (traffic["bytes_per_image"] / (spec["hbm_tb_s"] * 1e12 * eff) + launch)
-                 for eff in BANDWIDTH_EFFICIENCY]
-        rows.append({"gpu": gpu, "img_s_low": rates[0], "img_s_high": rates[1],
-                     "bound_img_s": 1 / (traffic["bytes_per_image"] / (spec["hbm_tb_s"] * 1e12))})
+        transfer = traffic["bytes_per_image"] / (spec["hbm_tb_s"] * 1e12)  # seconds at 100 %
+        low, high = (1 / (transfer / eff + launch) for eff in BANDWIDTH_EFFICIENCY)
+        rows.append({"gpu": gpu, "img_s_low": low, "img_s_high": high, "bound_img_s": 1 / transfer})
     return rows
 
 
