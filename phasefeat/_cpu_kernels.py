@@ -1,4 +1,4 @@
-"""Numba-fused CPU kernels: the Kirsch bank (standard masks only) and the phase sums.
+"""Numba-fused CPU kernels: the Kirsch bank and the phase sums.
 
 They compute what :func:`phasefeat.kirsch.correlate_bank` and one shrink +
 :func:`phasefeat.kirsch.adjoint_bank` step compute, for one image, in two
@@ -66,7 +66,7 @@ def _soft(z, th):
     return z - min(max(z, -th), th)
 
 
-def _shrink_adjoint_2d(t, thr, inv_beta, out):
+def _shrink_adjoint_2d(t, thr, inv_beta, meng_compat, out):
     h, w = t.shape
     p = _wrap_pad(t)
     # b[k] = 8 * (u_k + u_{k-1} + u_{k-2}) - 3 * sum(u), wrap-padded for pass 2.
@@ -106,6 +106,12 @@ def _shrink_adjoint_2d(t, thr, inv_beta, out):
             tk = thr[k, i - 1]
             for j in range(w):
                 zk[j] = _soft(zk[j], tk[j] * ib)
+        if meng_compat:
+            # Meng's bank repeats direction 0 in fifth place (same weights, so the same
+            # shrunk response): the adjoint sees direction 0 twice and direction 4 never.
+            for j in range(w):
+                z[0, j] = z[0, j] + z[0, j]
+                z[4, j] = 0
         total = z[8]
         for j in range(w):
             total[j] = three * (z[0, j] + z[1, j] + z[2, j] + z[3, j]

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import click
 
-PRESET_NAMES = ("kovesi", "lab_assd")
+# Mirrors phasefeat.params.PRESETS (kept literal so `--help` needs no heavy import).
+PRESET_NAMES = ("qi2021", "kovesi", "assd_lpe")
+PRESET_HELP = ("Parameter preset: qi2021 = the Hacihaliloglu lab's pipeline as its public port "
+               "runs it (ASSD 25/75 px, ELEA from PE; the study's ENH), kovesi = log-Gabor "
+               "4/8/16 px with the paper's formulas, assd_lpe = the lab's filters with ELEA from "
+               "LPE. See docs/algorithm.md.")
 
 
 def _version() -> str:
@@ -39,8 +44,8 @@ def cli(verbose: bool) -> None:
               help="PNG figure to write: the input beside LwPA, LPE, ELEA and their composite.")
 @click.option("--enh-png", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the 3-channel ENH image itself as an 8-bit RGB PNG.")
-@click.option("--preset", type=click.Choice(PRESET_NAMES), default="kovesi", show_default=True,
-              help="Parameter preset: Kovesi log-Gabor bank, or the lab's ASSD bank.")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="qi2021", show_default=True,
+              help=PRESET_HELP)
 @click.option("--size", type=click.IntRange(min=8), default=None,
               help="Resize the input to SIZE x SIZE (antialiased) before enhancing "
                    "[default: keep the input size; 299 for the built-in phantom].")
@@ -138,8 +143,8 @@ def _load_params(preset: str, params_file):
               show_default=True, help="Storage type of ENH (uint8 0..255, floats in [0, 1]).")
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none",
               show_default=True, help="HDF5 filter (ENH maps barely compress; see docs/store-format.md).")
-@click.option("--preset", type=click.Choice(PRESET_NAMES), default="kovesi", show_default=True,
-              help="Feature parameter preset.")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="qi2021", show_default=True,
+              help=PRESET_HELP)
 @click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None,
               help="PhaseParams as JSON (PhaseParams.to_json()); overrides --preset.")
 @click.option("--backend", type=click.Choice(["numpy", "cupy", "auto"]), default="auto",

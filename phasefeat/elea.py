@@ -20,8 +20,9 @@ import math
 from . import kirsch
 from ._cpu_kernels import kernels as cpu_kernels
 from .params import PhaseParams
+from .scaling import scale_map
 
-__all__ = ["scale_to_255", "airlight", "boundary_constraint", "closing", "contextual_weights",
+__all__ = ["airlight", "boundary_constraint", "closing", "contextual_weights",
            "regularize_transmission", "invert_attenuation", "elea", "BCCRResult"]
 
 BETA_RATE = 2 * math.sqrt(2)
@@ -29,16 +30,6 @@ BETA_RATE = 2 * math.sqrt(2)
 
 def _per_image(reduce, x):
     return reduce(x, axis=(-2, -1), keepdims=True)
-
-
-def scale_to_255(x, xp):
-    """``255 * (x - min) / (max - min)`` per image; 0 for a constant image."""
-    lo, hi = _per_image(xp.min, x), _per_image(xp.max, x)
-    span = hi - lo
-    safe = xp.where(span > 0, span, 1)
-    # Divide first: (max - lo) / span is exactly 1, so max S is exactly 255 and
-    # the airlight round(0.7 * 255 + 1e-10) cannot flip between 178 and 179.
-    return xp.where(span > 0, (x - lo) / safe * 255, 0).astype(x.dtype, copy=False)
 
 
 def airlight(scaled, params: PhaseParams, xp):
@@ -92,15 +83,15 @@ def contextual_weights(scaled, params: PhaseParams, backend):
         z = xp.empty((8, *x.shape), dtype=x.dtype)
         for n in range(x.shape[0]):
             fused[0](x[n], z[:, n])
+        if params.meng_compat:
+            z[4] = z[0]  # Meng's bank repeats the first mask in fifth place
     else:
         z = kirsch.correlate_bank(x, params.meng_compat, xp)
     return xp.exp(-(z * z) / x.dtype.type(2 * params.sigma_w))
 
 
 def _fused(params: PhaseParams, backend):
-    if backend.name != "numpy" or params.meng_compat:
-        return None
-    return cpu_kernels()
+    return cpu_kernels() if backend.name == "numpy" else None
 
 
 @dataclasses.dataclass
@@ -140,7 +131,7 @@ def regularize_transmission(t_hat, weights, params: PhaseParams, backend) -> BCC
         if fused:
             v = xp.empty_like(t)
             for n in range(t.shape[0]):
-                fused[1](t[n], thresholds[:, n], 1.0 / beta, v[n])
+                fused[1](t[n], thresholds[:, n], 1.0 / beta, params.meng_compat, v[n])
         else:
             z = kirsch.correlate_bank(t, params.meng_compat, xp)
             u = kirsch.shrink(z, thresholds * dtype.type(1 / beta), xp)
@@ -168,7 +159,8 @@ def elea(source, params: PhaseParams, backend, *, return_details: bool = False):
     Parameters
     ----------
     source : array, shape (N, H, W)
-        The map driving the attenuation estimate (``params.elea_source``).
+        The map driving the attenuation estimate (``params.elea_source``),
+        scaled to 0..255 as ``params.scaling`` says.
     params : PhaseParams
     backend : phasefeat.backend.Backend
     return_details : bool
@@ -181,7 +173,7 @@ def elea(source, params: PhaseParams, backend, *, return_details: bool = False):
         Zero for images whose source is constant.
     """
     xp = backend.xp
-    scaled = scale_to_255(source, xp)
+    scaled = scale_map(source, "energy", params, xp)
     rho = airlight(scaled, params, xp)
     t_b = boundary_constraint(scaled, rho, params, xp)
     t_hat = closing(t_b, params.closing_size, params.closing_border, xp)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ._input import prepare_images
-from .elea import elea, scale_to_255
+from .elea import elea
 from .monogenic import monogenic_components, phase_maps
 from .params import PhaseParams
+from .scaling import scale_map
 
 __all__ = ["enhance", "enhance_batch", "OUTPUTS"]
 
@@ -28,11 +29,14 @@ def enhance_batch(batch, params: PhaseParams, backend):
     out = xp.empty((*batch.shape, 3), dtype=batch.dtype)
     for start in range(0, batch.shape[0], chunk):
         part = batch[start:start + chunk]
-        lwpa, pe, lpe, _ = phase_maps(monogenic_components(part, params, backend), params, backend)
-        maps = {"lwpa": scale_to_255(lwpa, xp), "lpe": scale_to_255(lpe, xp)}
+        lwpa, pe, lpe, amplitude = phase_maps(monogenic_components(part, params, backend),
+                                              params, backend)
+        maps = {"lwpa": scale_map(lwpa, "angle", params, xp), "lpe": scale_map(lpe, "energy", params, xp)}
         maps["elea"] = elea(lpe if params.elea_source == "lpe" else pe, params, backend)
+        # A constant image has no phase: all zeros, whatever the scaling (spec 4.8).
+        flat = amplitude.max(axis=(-2, -1), keepdims=True) == 0
         for c, name in enumerate(params.channel_order):
-            out[start:start + chunk, ..., c] = maps[name]
+            out[start:start + chunk, ..., c] = xp.where(flat, 0, maps[name])
     return out
 
 
@@ -40,9 +44,9 @@ def enhance(images, params: PhaseParams | None = None, *, backend=None, dtype="f
             out: str = "float"):
     """Enhanced image ENH = [LwPA, LPE, ELEA] of one radiograph or a batch.
 
-    Each channel is min-max scaled per image: LwPA and LPE span the full range
-    for non-constant input, ELEA peaks at the maximum. A constant image gives
-    all zeros.
+    With the published scaling (``params.scaling="minmax"``) each channel is
+    min-max scaled per image: LwPA and LPE span the full range for non-constant
+    input, ELEA peaks at the maximum. A constant image gives all zeros.
 
     Parameters
     ----------
@@ -51,7 +55,7 @@ def enhance(images, params: PhaseParams | None = None, *, backend=None, dtype="f
         result does not depend on the intensity scale (affine invariance), so
         16-bit data need no rescaling.
     params : PhaseParams, optional
-        Defaults to ``PhaseParams()`` (the "kovesi" preset).
+        Defaults to ``PhaseParams()``, the ``"qi2021"`` preset.
     backend : {"numpy", "cupy", "auto"} or None
         Where to compute; None follows the input array's kind.
     dtype : {"float32", "float64"}

@@ -169,7 +169,7 @@ def bandpass_bank(shape: tuple[int, int], params: PhaseParams, half: bool = True
         if params.filter_family == "log_gabor":
             g = log_gabor(rho, wavelength, params.sigma_onf)
         else:
-            a = assd_exponent(params.assd_alpha, params.assd_bandwidth)
+            a = params.assd_exponent or assd_exponent(params.assd_alpha, params.assd_bandwidth)
             g = assd(rho, wavelength, params.assd_alpha, a)
         bank.append(g * lowpass)
     return np.stack(bank)

@@ -44,6 +44,17 @@ def backend_name(request):
     return request.param
 
 
+PRESET_NAMES = ("qi2021", "kovesi", "assd_lpe")
+
+
+@pytest.fixture(params=PRESET_NAMES)
+def preset(request):
+    """Each named parameter preset in turn (spec section 5 must hold for every one)."""
+    from phasefeat import PhaseParams
+
+    return PhaseParams.preset(request.param)
+
+
 def real_image_paths() -> list[Path]:
     if not REAL_DIR.is_dir():
         return []

@@ -63,7 +63,7 @@ def test_enhance_16bit_file_and_resize(tmp_path):
     src = tmp_path / "cxr16.png"
     Image.fromarray(chest_phantom((120, 90), seed=4, dtype="uint16")).save(src)
     result = run("enhance", str(src), "--output", str(tmp_path / "f.png"), "--size", "64",
-                 "--enh-png", str(tmp_path / "e.png"), "--preset", "lab_assd")
+                 "--enh-png", str(tmp_path / "e.png"), "--preset", "assd_lpe")
     assert result.exit_code == 0, result.output
     with Image.open(tmp_path / "e.png") as im:
         assert im.size == (64, 64)

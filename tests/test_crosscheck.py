@@ -11,7 +11,7 @@ from phasefeat import PhaseParams, monogenic
 
 pc = pytest.importorskip("phasecongruency")
 
-PARAMS = PhaseParams(lowpass=None)
+PARAMS = PhaseParams.preset("kovesi", lowpass=None)  # monofilt: log-Gabor, no low-pass
 
 
 def assert_matches_monofilt(image):

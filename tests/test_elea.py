@@ -7,6 +7,7 @@ from phasefeat import PhaseParams, kirsch, monogenic
 from phasefeat import elea as E
 from phasefeat._cpu_kernels import kernels
 from phasefeat.backend import get_backend
+from phasefeat.scaling import minmax_255
 
 NUMPY = get_backend("numpy")
 
@@ -70,23 +71,26 @@ def test_power_spectrum_matches_mask_transfer_functions(meng_compat, shape):
     assert energy == pytest.approx((np.abs(full) ** 2 * p_full).sum() / (h * w), rel=1e-12)
 
 
+@pytest.mark.parametrize("meng_compat", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(3, 31, 47), (1, 64, 64)])
-def test_fused_cpu_kernels_match_reference(dtype, shape):
+def test_fused_cpu_kernels_match_reference(dtype, shape, meng_compat):
     fused = kernels()
     assert fused is not None, "numba is a core dependency"
     rng = np.random.default_rng(3)
     t = rng.random(shape).astype(dtype)
     thr = rng.random((8, *shape)).astype(dtype) / 8
+    if meng_compat:  # the weights of a repeated mask are the same weights
+        thr[4] = thr[0]
     z = np.empty((8, *shape), dtype=dtype)
     v = np.empty(shape, dtype=dtype)
     for n in range(shape[0]):
         fused[0](t[n], z[:, n])
-        fused[1](t[n], thr[:, n], 1 / 2.83, v[n])
+        fused[1](t[n], thr[:, n], 1 / 2.83, meng_compat, v[n])
     tol = 1e-5 if dtype == "float32" else 1e-12
     assert np.allclose(z, kirsch.correlate_bank(t, False, np), atol=tol)
-    ref = kirsch.adjoint_bank(kirsch.shrink(kirsch.correlate_bank(t, False, np), thr / 2.83, np),
-                              False, np)
+    ref = kirsch.adjoint_bank(kirsch.shrink(kirsch.correlate_bank(t, meng_compat, np), thr / 2.83, np),
+                              meng_compat, np)
     assert np.allclose(v, ref, atol=tol)
 
 
@@ -117,7 +121,7 @@ def test_lambda_to_infinity_returns_t_hat(lpe):
 
 def test_unit_transmission_returns_scaled_source(lpe):
     params = PhaseParams()
-    scaled = E.scale_to_255(lpe, np)
+    scaled = minmax_255(lpe, np)
     rho = E.airlight(scaled, params, np)
     raw_r = E.invert_attenuation(scaled, np.ones_like(scaled), rho, params, np)
     # With t == 1 ELEA_raw == S, so r = S / 255 and ELEA = 255 * S / max S = S.
@@ -146,10 +150,12 @@ def test_iteration_count_follows_params(lpe):
     assert d["iterations"] == 0 and np.array_equal(d["transmission"], d["t_hat"])
 
 
-def test_fused_and_reference_paths_agree_end_to_end(lpe, monkeypatch):
-    fused = E.elea(lpe, PhaseParams(), NUMPY)
+@pytest.mark.parametrize("preset", ["qi2021", "kovesi", "assd_lpe"])
+def test_fused_and_reference_paths_agree_end_to_end(lpe, monkeypatch, preset):
+    params = PhaseParams.preset(preset)
+    fused = E.elea(lpe, params, NUMPY)
     monkeypatch.setattr(E, "_fused", lambda params, backend: None)
-    reference = E.elea(lpe, PhaseParams(), NUMPY)
+    reference = E.elea(lpe, params, NUMPY)
     assert np.abs(fused - reference).max() < 1e-9
 
 
@@ -170,6 +176,6 @@ def test_scaled_maximum_is_exactly_255(dtype):
     # turned the airlight round(0.7 * max S + 1e-10) from 179 into 178.
     rng = np.random.default_rng(12)
     x = (rng.standard_normal((200, 9, 11)) * rng.lognormal(0, 3, (200, 1, 1))).astype(dtype)
-    scaled = E.scale_to_255(x, np)
+    scaled = minmax_255(x, np)
     assert np.all(scaled.max(axis=(1, 2)) == 255) and np.all(scaled.min(axis=(1, 2)) == 0)
     assert np.all(E.airlight(scaled, PhaseParams(), np) == 179)

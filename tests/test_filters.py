@@ -37,6 +37,15 @@ def test_log_gabor_peak_and_dc(wavelength):
     assert np.all(g[2:] < 1)
 
 
+def test_assd_exponent_field_overrides_the_bandwidth():
+    explicit = bandpass_bank((64, 64), PhaseParams(assd_exponent=1.838, lowpass=None), half=False)
+    solved = bandpass_bank((64, 64), PhaseParams(assd_exponent=None, lowpass=None), half=False)
+    _, _, rho = frequency_grid((64, 64), kovesi_odd_grid=True, half=False)
+    assert np.allclose(explicit[0], assd(rho, 25.0, 0.2, 1.838))
+    assert np.allclose(solved[0], assd(rho, 25.0, 0.2, assd_exponent(0.2, 4.0)))
+    assert not np.allclose(explicit, solved)
+
+
 def test_assd_exponent_and_bandwidth():
     a = assd_exponent(0.2, 4.0)
     assert a == pytest.approx(1.8339, abs=1e-4)
@@ -48,7 +57,7 @@ def test_assd_exponent_and_bandwidth():
     assert assd(np.array([0.0]), 25.0, 0.2, a)[0] == 0.0
 
 
-@pytest.mark.parametrize("preset", ["kovesi", "lab_assd"])
+@pytest.mark.parametrize("preset", ["qi2021", "kovesi", "assd_lpe"])
 @pytest.mark.parametrize("shape", [(64, 64), (63, 80), (299, 299)])
 def test_bank_is_zero_at_dc_and_peaks_near_one(preset, shape):
     params = PhaseParams.preset(preset, lowpass=None)
@@ -103,9 +112,9 @@ def test_filter_bank_is_built_once_per_shape_params_dtype():
     be = get_backend("numpy")
     a = filter_bank((64, 70), PhaseParams(), "float32", be)
     assert filter_bank((64, 70), PhaseParams(), np.float32, be) is a
-    assert a.dtype == np.complex64 and a.shape == (9, 64, 36) and not a.flags.writeable
+    assert a.dtype == np.complex64 and a.shape == (6, 64, 36) and not a.flags.writeable
     assert filter_bank((64, 70), PhaseParams(), "float64", be).dtype == np.complex128
     assert filter_bank((64, 71), PhaseParams(), "float32", be) is not a
-    assert filter_bank((64, 70), PhaseParams(nscale=2), "float32", be).shape[0] == 6
+    assert filter_bank((64, 70), PhaseParams(nscale=3), "float32", be).shape[0] == 9
     p = bank_power_spectrum((64, 70), False, "float32", be)
     assert bank_power_spectrum((64, 70), False, "float32", be) is p

@@ -33,10 +33,14 @@ GRATINGS = [(128, (16, 0)), (128, (0, 12)), (128, (9, -5)), (128, (3, 11)),
             (299, (37, 0)), (299, (0, 30)), (299, (9, -5)), (299, (18, -25))]
 
 
+def polarised(x, polarity):
+    return np.abs(x) if polarity == 0 else polarity * x
+
+
 @pytest.mark.parametrize(("n", "k"), GRATINGS)
 @pytest.mark.parametrize("kovesi_odd_grid", GRID)
-def test_grating(backend_name, n, k, kovesi_odd_grid):
-    params = PhaseParams(kovesi_odd_grid=kovesi_odd_grid)
+def test_grating(backend_name, n, k, kovesi_odd_grid, preset):
+    params = preset.replace(kovesi_odd_grid=kovesi_odd_grid)
     image, theta = grating((n, n), k)
     r = monogenic(image, params, backend=backend_name, dtype="float64")
     gains = bank_gain((n, n), k, params)
@@ -56,7 +60,8 @@ def test_grating(backend_name, n, k, kovesi_odd_grid):
     orient = np.arctan2(o2, o1)[big]
     diff = (orient - math.atan2(ky, kx)) % np.pi
     assert np.minimum(diff, np.pi - diff).max() < 1e-10
-    pe = a * sum(g * (np.abs(np.cos(theta)) - np.abs(np.sin(theta))) for g in gains)
+    pe = a * sum(g * (polarised(np.cos(theta), params.polarity) - np.abs(np.sin(theta)))
+                 for g in gains)
     assert np.abs(r.phase_energy - pe).max() < 1e-11
 
 
@@ -73,9 +78,9 @@ def step_edge(h, w):
 
 
 @pytest.mark.parametrize("w", [128, 299, 64, 63])
-def test_step_edge_has_zero_phase_and_antisymmetry(backend_name, w):
+def test_step_edge_has_zero_phase_and_antisymmetry(backend_name, w, preset):
     image, c = step_edge(16, w)
-    r = monogenic(image, PhaseParams(lowpass=None), backend=backend_name, dtype="float64")
+    r = monogenic(image, preset.replace(lowpass=None), backend=backend_name, dtype="float64")
     lwpa = r.lwpa[0]
     assert abs(lwpa[c]) < 1e-12
     d = np.arange(1, w // 4)
@@ -84,10 +89,10 @@ def test_step_edge_has_zero_phase_and_antisymmetry(backend_name, w):
 
 @pytest.mark.parametrize(("value", "expected"), [(1.0, np.pi / 2), (-1.0, -np.pi / 2)])
 @pytest.mark.parametrize("shape", [(64, 64), (299, 299), (40, 63)])
-def test_thin_line(backend_name, value, expected, shape):
+def test_thin_line(backend_name, value, expected, shape, preset):
     image = np.zeros(shape)
     image[:, shape[1] // 2] = value
-    r = monogenic(image, backend=backend_name, dtype="float64")
+    r = monogenic(image, preset, backend=backend_name, dtype="float64")
     assert np.abs(r.lwpa[:, shape[1] // 2] - expected).max() < 1e-12
 
 
@@ -96,36 +101,41 @@ def significant(r, frac=1e-6):
 
 
 @pytest.mark.parametrize(("a", "b"), [(3.5, 100.0), (0.01, -7.0), (1000.0, 0.0)])
-def test_affine_invariance(backend_name, radiograph, a, b):
-    r1 = monogenic(radiograph, backend=backend_name, dtype="float64")
-    r2 = monogenic(a * radiograph + b, backend=backend_name, dtype="float64")
+def test_affine_invariance(backend_name, radiograph, a, b, preset):
+    r1 = monogenic(radiograph, preset, backend=backend_name, dtype="float64")
+    r2 = monogenic(a * radiograph + b, preset, backend=backend_name, dtype="float64")
     m = significant(r1)
     assert np.abs(r2.lwpa - r1.lwpa)[m].max() < 1e-10
     assert np.abs(r2.phase_energy - a * r1.phase_energy).max() < 1e-10 * a * np.abs(r1.phase_energy).max()
 
 
-def test_negation(backend_name, radiograph):
-    r1 = monogenic(radiograph, backend=backend_name, dtype="float64")
-    r2 = monogenic(-radiograph, backend=backend_name, dtype="float64")
+def test_negation(backend_name, radiograph, preset):
+    """LwPA(-I) = -LwPA(I); PE(-I) = PE(I) with polarity 0, and polarity +1 <-> -1."""
+    r1 = monogenic(radiograph, preset, backend=backend_name, dtype="float64")
+    r2 = monogenic(-radiograph, preset, backend=backend_name, dtype="float64")
     m = significant(r1)
     assert np.abs(r2.lwpa + r1.lwpa)[m].max() < 1e-10
-    assert np.allclose(r2.phase_energy, r1.phase_energy, rtol=0, atol=1e-10 * np.abs(r1.phase_energy).max())
+    mirror = monogenic(radiograph, preset.replace(polarity=-preset.polarity), backend=backend_name,
+                       dtype="float64")
+    assert np.allclose(r2.phase_energy, mirror.phase_energy, rtol=0,
+                       atol=1e-10 * np.abs(r1.phase_energy).max())
 
 
-def test_linearity(backend_name):
+def test_linearity(backend_name, preset):
     rng = np.random.default_rng(4)
     x, y = rng.standard_normal((2, 50, 61))
-    rx, ry = (monogenic(v, backend=backend_name, dtype="float64") for v in (x, y))
-    rxy = monogenic(2 * x - 3 * y, backend=backend_name, dtype="float64")
+    rx, ry = (monogenic(v, preset, backend=backend_name, dtype="float64") for v in (x, y))
+    rxy = monogenic(2 * x - 3 * y, preset, backend=backend_name, dtype="float64")
     for name in ("even", "odd_x", "odd_y"):
         expect = 2 * getattr(rx, name) - 3 * getattr(ry, name)
         assert np.allclose(getattr(rxy, name), expect, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("shift", [(5, -9), (0, 1), (150, 299)])
-def test_shift_equivariance(backend_name, radiograph, shift):
-    r1 = monogenic(radiograph, backend=backend_name, dtype="float64")
-    r2 = monogenic(np.roll(radiograph, shift, axis=(0, 1)), backend=backend_name, dtype="float64")
+def test_shift_equivariance(backend_name, radiograph, shift, preset):
+    r1 = monogenic(radiograph, preset, backend=backend_name, dtype="float64")
+    r2 = monogenic(np.roll(radiograph, shift, axis=(0, 1)), preset, backend=backend_name,
+                   dtype="float64")
     for name in ("lwpa", "phase_energy", "lpe"):
         a, b = np.roll(getattr(r1, name), shift, axis=(0, 1)), getattr(r2, name)
         scale = max(np.abs(a).max(), 1.0)
@@ -136,28 +146,28 @@ def test_shift_equivariance(backend_name, radiograph, shift):
 
 
 @pytest.mark.parametrize("shape", [(40, 63), (64, 64), (299, 299)])
-def test_transpose_swaps_odd_components(backend_name, shape):
+def test_transpose_swaps_odd_components(backend_name, shape, preset):
     img = np.random.default_rng(5).random(shape)
-    r1 = monogenic(img, backend=backend_name, dtype="float64")
-    r2 = monogenic(img.T.copy(), backend=backend_name, dtype="float64")
+    r1 = monogenic(img, preset, backend=backend_name, dtype="float64")
+    r2 = monogenic(img.T.copy(), preset, backend=backend_name, dtype="float64")
     assert np.abs(r2.lwpa - r1.lwpa.T).max() < 1e-11
     assert np.abs(r2.odd_x - r1.odd_y.transpose(0, 2, 1)).max() < 1e-11
     assert np.abs(r2.odd_y - r1.odd_x.transpose(0, 2, 1)).max() < 1e-11
 
 
 @pytest.mark.parametrize("n", [63, 64, 299])
-def test_rot90(backend_name, n):
+def test_rot90(backend_name, n, preset):
     img = np.random.default_rng(6).random((n, n))
-    r1 = monogenic(img, backend=backend_name, dtype="float64")
-    r2 = monogenic(np.rot90(img).copy(), backend=backend_name, dtype="float64")
+    r1 = monogenic(img, preset, backend=backend_name, dtype="float64")
+    r2 = monogenic(np.rot90(img).copy(), preset, backend=backend_name, dtype="float64")
     assert np.abs(r2.lwpa - np.rot90(r1.lwpa)).max() < 1e-11
 
 
 @pytest.mark.parametrize("shape", [(63, 63), (299, 299), (45, 81)])
-def test_parseval_per_scale(backend_name, shape):
+def test_parseval_per_scale(backend_name, shape, preset):
     img = np.random.default_rng(7).random(shape)
-    r = monogenic(img, backend=backend_name, dtype="float64")
-    for s in range(3):
+    r = monogenic(img, preset, backend=backend_name, dtype="float64")
+    for s in range(preset.nscale):
         odd = (r.odd_x[s] ** 2).sum() + (r.odd_y[s] ** 2).sum()
         assert odd / (r.even[s] ** 2).sum() == pytest.approx(1, abs=1e-13)
 
@@ -175,23 +185,23 @@ def test_grid_radius_range():
     assert rho.max() <= math.sqrt(2) / 2
 
 
-def test_shapes_and_batch_equals_single(backend_name):
+def test_shapes_and_batch_equals_single(backend_name, preset):
     rng = np.random.default_rng(9)
     batch = rng.random((3, 37, 52))
-    rb = monogenic(batch, backend=backend_name, dtype="float64")
-    assert rb.even.shape == (3, 3, 37, 52) and rb.lwpa.shape == (3, 37, 52)
+    rb = monogenic(batch, preset, backend=backend_name, dtype="float64")
+    assert rb.even.shape == (preset.nscale, 3, 37, 52) and rb.lwpa.shape == (3, 37, 52)
     for i in range(3):
-        ri = monogenic(batch[i], backend=backend_name, dtype="float64")
-        assert ri.even.shape == (3, 37, 52) and ri.lpe.shape == (37, 52)
+        ri = monogenic(batch[i], preset, backend=backend_name, dtype="float64")
+        assert ri.even.shape == (preset.nscale, 37, 52) and ri.lpe.shape == (37, 52)
         for name in ("even", "odd_x", "odd_y"):
             assert np.allclose(getattr(rb, name)[:, i], getattr(ri, name), rtol=0, atol=1e-13)
         for name in ("lwpa", "phase_energy", "lpe", "amplitude"):
             assert np.allclose(getattr(rb, name)[i], getattr(ri, name), rtol=0, atol=1e-12)
 
 
-def test_float32_close_to_float64(backend_name, radiograph):
-    r64 = monogenic(radiograph, backend=backend_name, dtype="float64")
-    r32 = monogenic(radiograph.astype(np.float32), backend=backend_name, dtype="float32")
+def test_float32_close_to_float64(backend_name, radiograph, preset):
+    r64 = monogenic(radiograph, preset, backend=backend_name, dtype="float64")
+    r32 = monogenic(radiograph.astype(np.float32), preset, backend=backend_name, dtype="float32")
     assert r32.lwpa.dtype == np.float32 and r32.even.dtype == np.float32
     m = significant(r64, 1e-3)
     assert np.abs(r32.lwpa - r64.lwpa)[m].max() < 1e-3
@@ -203,8 +213,8 @@ def test_float32_close_to_float64(backend_name, radiograph):
 @pytest.mark.parametrize(("value", "dtype"), [(17, "uint8"), (65535, "uint16"), (0.1, "float32"),
                                               (-3e5, "float64")])
 @pytest.mark.parametrize("compute", ["float32", "float64"])
-def test_constant_image_gives_zeros(backend_name, value, dtype, compute):
-    r = monogenic(np.full((299, 301), value, dtype=dtype), backend=backend_name, dtype=compute)
+def test_constant_image_gives_zeros(backend_name, value, dtype, compute, preset):
+    r = monogenic(np.full((299, 301), value, dtype=dtype), preset, backend=backend_name, dtype=compute)
     for name in ("even", "odd_x", "odd_y", "lwpa", "phase_energy", "lpe", "amplitude"):
         assert np.all(getattr(r, name) == 0), name
 
@@ -212,19 +222,20 @@ def test_constant_image_gives_zeros(backend_name, value, dtype, compute):
 def test_reflect_border_keeps_shape_and_tames_wraparound():
     # Top and bottom differ strongly: periodic filtering sees a false edge at the border.
     ramp = np.tile(np.linspace(0, 1, 120)[:, None], (1, 90))
-    per = monogenic(ramp, PhaseParams(), dtype="float64")
-    ref = monogenic(ramp, PhaseParams(border="reflect"), dtype="float64")
+    kovesi = PhaseParams.preset("kovesi")
+    per = monogenic(ramp, kovesi, dtype="float64")
+    ref = monogenic(ramp, kovesi.replace(border="reflect"), dtype="float64")
     assert ref.lwpa.shape == ramp.shape and ref.even.shape == (3, 120, 90)
     assert np.abs(ref.phase_energy[0]).mean() < 0.2 * np.abs(per.phase_energy[0]).mean()
 
 
 @pytest.mark.parametrize("polarity", [0, 1, -1])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fused_phase_maps_match_reference(radiograph, polarity, dtype, monkeypatch):
+def test_fused_phase_maps_match_reference(radiograph, polarity, dtype, monkeypatch, preset):
     import sys
 
     module = sys.modules["phasefeat.monogenic"]
-    params = PhaseParams(polarity=polarity)
+    params = preset.replace(polarity=polarity)
     fused = monogenic(radiograph, params, backend="numpy", dtype=dtype)
     monkeypatch.setattr(module, "cpu_kernels", lambda: None)
     ref = monogenic(radiograph, params, backend="numpy", dtype=dtype)

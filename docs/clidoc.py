@@ -1,6 +1,6 @@
 """Generate ``docs/cli.md`` from the click commands themselves, so it cannot drift.
 
-    python -m phasefeat._clidoc > docs/cli.md
+    python docs/clidoc.py > docs/cli.md
 
 A test regenerates it and compares, and parses every example command.
 """
@@ -36,16 +36,15 @@ EXAMPLES = {
 
 
 def groups():
+    from phasefeat.cli import cli as phasefeat_cli
     from trainer.cli import cli as trainer_cli
-
-    from .cli import cli as phasefeat_cli
 
     return {"phasefeat": phasefeat_cli, "trainer": trainer_cli}
 
 
 def render() -> str:
     lines = ["# Command-line reference", "",
-             "Generated from the commands themselves (`python -m phasefeat._clidoc > docs/cli.md`); "
+             "Generated from the commands themselves (`python docs/clidoc.py > docs/cli.md`); "
              "a test fails if this file and the code disagree. Every command also answers `--help`.", ""]
     for prog, group in groups().items():
         settings = {**group.context_settings, "terminal_width": 100, "max_content_width": 100}
