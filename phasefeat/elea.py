@@ -33,9 +33,16 @@ def _per_image(reduce, x):
 
 
 def airlight(scaled, params: PhaseParams, xp):
-    """``rho = round(kappa * max S + 1e-10)`` per image, or ``(c0 + 255) / 2``
-    where that falls outside ``(c0, c1)``. Shape ``(N, 1, 1)``."""
-    rho = xp.round(params.kappa * _per_image(xp.max, scaled).astype("float64") + 1e-10)
+    """``rho = round(kappa * top + 1e-10)`` per image, or ``(c0 + 255) / 2``
+    where that falls outside ``(c0, c1)``. Shape ``(N, 1, 1)``.
+
+    ``top`` is ``max S`` (255 for any non-constant min-max scaled map); with
+    ``scaling="fixed"`` it is 255 itself, so no pixel sets the airlight.
+    """
+    top = _per_image(xp.max, scaled).astype("float64")
+    if params.scaling == "fixed":
+        top = xp.where(top > 0, 255.0, 0.0)
+    rho = xp.round(params.kappa * top + 1e-10)
     ok = (rho > params.c0) & (rho < params.c1)
     return xp.where(ok, rho, (params.c0 + 255) / 2).astype(scaled.dtype)
 
@@ -145,10 +152,15 @@ def regularize_transmission(t_hat, weights, params: PhaseParams, backend) -> BCC
 
 
 def invert_attenuation(scaled, transmission, rho, params: PhaseParams, xp):
-    """``ELEA = 255 r / max r`` with ``r = clip(((S - rho) / max(|T|, eps)**delta + rho) / 255, 0, 1)``."""
+    """``ELEA = 255 r / max r`` with ``r = clip(((S - rho) / max(|T|, eps)**delta + rho) / 255, 0, 1)``.
+
+    With ``scaling="fixed"`` the per-image peak is not divided out: ``ELEA = 255 r``.
+    """
     dtype = scaled.dtype
     denom = xp.maximum(xp.abs(transmission), dtype.type(params.eps)) ** dtype.type(params.delta)
     r = xp.clip(((scaled - rho) / denom + rho) / dtype.type(255), 0, 1)
+    if params.scaling == "fixed":
+        return (r * dtype.type(255)).astype(dtype, copy=False)
     peak = _per_image(xp.max, r)
     return xp.where(peak > 0, r * (255 / xp.where(peak > 0, peak, 1)), 0).astype(dtype, copy=False)
 

@@ -1,0 +1,88 @@
+"""From phase maps to 0..255: the published min-max and the fixed mapping (``scaling="fixed"``)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from phasefeat import PhaseParams, enhance, monogenic
+from phasefeat.backend import get_backend
+from phasefeat.scaling import angle_255, energy_255, minmax_255
+
+FIXED = PhaseParams(scaling="fixed")
+
+
+def test_angle_mapping_is_the_same_for_every_image():
+    lwpa = np.array([[[-math.pi / 2, 0.0, math.pi / 2, math.pi / 4]]])
+    assert np.allclose(angle_255(lwpa, np), [[[0.0, 127.5, 255.0, 191.25]]], atol=1e-12)
+
+
+def test_energy_mapping_puts_zero_at_mid_grey_and_the_percentile_at_the_ends():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 60, 70))
+    out = energy_255(x, 99.0, 5, np)
+    q = np.percentile(np.abs(x[:, 5:-5, 5:-5]).reshape(2, -1), 99.0, axis=1)
+    for n in range(2):
+        assert np.allclose(out[n], np.clip(127.5 * (1 + x[n] / q[n]), 0, 255))
+    assert energy_255(np.zeros((1, 8, 8)), 99.0, 1, np).max() == 0
+    assert np.mean(out == 255) == pytest.approx(0.005, abs=0.004)
+
+
+def test_energy_percentile_leaves_the_border_out():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 64, 64))
+    spiked = x.copy()
+    spiked[:, :4, :] = 1e6  # a burned-in marker or a wrap-around edge
+    a, b = energy_255(x, 99.0, 8, np), energy_255(spiked, 99.0, 8, np)
+    assert np.array_equal(a[:, 8:-8, 8:-8], b[:, 8:-8, 8:-8])
+    assert not np.array_equal(minmax_255(x, np)[:, 8:-8, 8:-8], minmax_255(spiked, np)[:, 8:-8, 8:-8])
+
+
+def test_margin_wider_than_the_image_uses_all_of_it():
+    x = np.random.default_rng(2).standard_normal((1, 10, 10))
+    assert np.array_equal(energy_255(x, 99.0, 50, np), energy_255(x, 99.0, 0, np))
+
+
+def test_fixed_lwpa_channel_is_the_angle_mapping(backend_name, radiograph):
+    enh = enhance(radiograph, FIXED, backend=backend_name, dtype="float64")
+    lwpa = monogenic(radiograph, FIXED, backend=backend_name, dtype="float64").lwpa
+    got = enh[..., FIXED.channel_order.index("lwpa")] * 255
+    assert np.abs(got - (lwpa + math.pi / 2) * 255 / math.pi).max() < 1e-9
+
+
+def test_fixed_scaling_keeps_the_constant_image_at_zero(backend_name):
+    assert not enhance(np.full((40, 52), 9.0), FIXED, backend=backend_name).any()
+
+
+def test_a_corner_marker_moves_min_max_but_not_fixed_grey_levels(radiograph):
+    """A bright label in a corner sets the min-max range of the whole image (and, through it,
+    every ELEA value); with fixed scaling the centre keeps its grey levels."""
+    marked = radiograph.copy()
+    marked[4:14, 4:30] = radiograph.max()
+    centre = (slice(100, 200), slice(100, 200))
+    change = {}
+    for scaling in ("minmax", "fixed"):
+        params = PhaseParams(scaling=scaling)
+        a = enhance(radiograph, params, dtype="float64")[centre] * 255
+        b = enhance(marked, params, dtype="float64")[centre] * 255
+        change[scaling] = np.abs(a - b).mean(axis=(0, 1))
+    assert change["fixed"].max() < 1.5
+    assert change["minmax"].max() > 10 * change["fixed"].max()
+
+
+def test_fixed_airlight_does_not_follow_the_brightest_pixel():
+    from phasefeat.elea import airlight
+
+    scaled = np.full((2, 4, 4), 100.0)
+    scaled[1, 0, 0] = 255.0
+    assert np.all(airlight(scaled, FIXED, np) == 179)
+    assert airlight(scaled, PhaseParams(), np).ravel().tolist() == [70.0, 179.0]
+
+
+@pytest.mark.gpu
+def test_energy_mapping_on_cupy_equals_numpy():
+    cp = pytest.importorskip("cupy")
+    x = np.random.default_rng(3).standard_normal((3, 50, 61))
+    got = energy_255(cp.asarray(x), 99.0, 6, cp)
+    assert np.allclose(cp.asnumpy(got), energy_255(x, 99.0, 6, np), atol=1e-9)
+    assert get_backend("cupy").name == "cupy"
