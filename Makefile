@@ -8,6 +8,8 @@ DATA ?=
 DEMO_DIR ?= $(OUT)/demo
 DEMO_PER_CLASS ?= 100
 DEMO_SIZE ?= 128
+# Extra `phasefeat convert` options, e.g. DEMO_CONVERT="--features-at 128" (features at the stored size).
+DEMO_CONVERT ?=
 DEMO_TRAIN ?= --width 0.125 --epochs 30 --patience 8 --learning-rate 0.0001 --batch-size 16 --repeats 3
 
 .PHONY: demo test lint bench clean
@@ -34,7 +36,7 @@ demo: $(VENV)/.installed-train
 	if [ -z "$$raw" ]; then raw="$(DEMO_DIR)/raw"; \
 	  $(BIN)/phasefeat demo-data "$$raw" --per-class $(DEMO_PER_CLASS) --seed 0; fi; \
 	if [ -f "$(DEMO_DIR)/enh.h5" ]; then echo "reusing $(DEMO_DIR)/enh.h5 (delete it to convert again)"; \
-	else $(BIN)/phasefeat convert "$$raw" "$(DEMO_DIR)/enh.h5" --size $(DEMO_SIZE); fi; \
+	else $(BIN)/phasefeat convert "$$raw" "$(DEMO_DIR)/enh.h5" --size $(DEMO_SIZE) $(DEMO_CONVERT); fi; \
 	$(BIN)/phasefeat enhance --output "$(DEMO_DIR)/enh-phantom.png" --backend auto; \
 	$(BIN)/phasefeat preview "$(DEMO_DIR)/enh.h5" -o "$(DEMO_DIR)/preview.png" --per-class 2; \
 	$(BIN)/trainer compare --store "$(DEMO_DIR)/enh.h5" $(DEMO_TRAIN) --out "$(DEMO_DIR)/results"; \

@@ -17,6 +17,7 @@ EXAMPLES = {
         "phasefeat convert raw/ enh.h5 --labels train.txt --classes normal,pneumonia,covid",
         "phasefeat convert raw/ enh.h5 --backend cupy --batch-size 256 --workers 8",
         "phasefeat convert raw/ enh.h5 --alias 'Lung_Opacity=pneumonia' --fit pad --cxr-dtype uint16",
+        "phasefeat convert raw/ enh.h5 --preset kovesi --features-at 299",
         "phasefeat convert raw/ enh.h5 --scheduler local:2",
         "phasefeat convert raw/ enh.h5 --scheduler local:2 --virtual",
         "phasefeat convert /shared/raw /shared/enh.h5 --scheduler tcp://scheduler:8786 --backend cupy",

@@ -97,6 +97,26 @@ def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
         click.echo(f"wrote {atomic_save_png(enh, enh_png)}")
 
 
+class FeaturesAt(click.ParamType):
+    """``native`` or a working size in pixels."""
+
+    name = "native|SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "native":
+            return value
+        text = str(value).strip().lower()
+        if text == "native":
+            return "native"
+        try:
+            size = int(text)
+        except ValueError:
+            self.fail(f"expected 'native' or a size in pixels, got {value!r}", param, ctx)
+        if size < 8:
+            self.fail(f"a working size must be at least 8 pixels, got {size}", param, ctx)
+        return size
+
+
 def _parse_aliases(values) -> dict[str, str]:
     aliases = {}
     for item in values:
@@ -137,6 +157,11 @@ def _load_params(preset: str, params_file):
               default="stretch", show_default=True,
               help="How to reach the square size: stretch (as the study), pad (keep aspect, black "
                    "borders) or crop (keep aspect, centre crop).")
+@click.option("--features-at", type=FeaturesAt(), default="native", show_default=True,
+              help="Where ENH is computed: native = at each image's own resolution (after the --fit "
+                   "geometry), SIZE = at SIZE x SIZE; the maps are then resized to --size with the "
+                   "radiograph's filter. --features-at equal to --size computes them on the stored "
+                   "image (fastest on a CPU). docs/algorithm.md compares the choices.")
 @click.option("--cxr-dtype", type=click.Choice(["uint8", "uint16"]), default="uint8",
               show_default=True, help="Storage type of the resized radiograph.")
 @click.option("--enh-dtype", type=click.Choice(["uint8", "float16", "float32"]), default="uint8",
@@ -170,9 +195,9 @@ def _load_params(preset: str, params_file):
               help="Start over: replace an existing store and discard unfinished pieces.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def convert(input_dir, output, labels, classes, aliases, size, fit_mode, cxr_dtype, enh_dtype,
-            compression, preset, params_file, backend, workers, batch_size, max_pixels, piece_size,
-            scheduler, shard_dir, virtual, overwrite, strict, quiet):
+def convert(input_dir, output, labels, classes, aliases, size, fit_mode, features_at, cxr_dtype,
+            enh_dtype, compression, preset, params_file, backend, workers, batch_size, max_pixels,
+            piece_size, scheduler, shard_dir, virtual, overwrite, strict, quiet):
     """Convert a folder of radiographs into one HDF5 store of CXR and ENH.
 
     INPUT holds class folders (INPUT/<class>/..., `masks/` ignored) or, with
@@ -190,7 +215,7 @@ def convert(input_dir, output, labels, classes, aliases, size, fit_mode, cxr_dty
 
     params = _load_params(preset, params_file)
     options = ConvertOptions(size=size, fit=fit_mode, cxr_dtype=cxr_dtype, enh_dtype=enh_dtype,
-                             max_pixels=max_pixels,
+                             max_pixels=max_pixels, features_at=features_at,
                              piece_size=piece_size or (256 if scheduler else 64))
     try:
         summary = run_convert(

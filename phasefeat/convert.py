@@ -20,18 +20,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from ._atomic import atomic_path
 from .discover import Discovery, discover
-from .imageio import DEFAULT_MAX_PIXELS, FITS, ImageReadError, fit, read_image
 from .params import PhaseParams
+from .pieces import ConvertOptions, finish_piece, process_piece
 from .store import COMPRESSIONS, FORMAT_VERSION, assemble, read_piece_failures, write_piece
 
 __all__ = ["ConvertOptions", "ConvertError", "ConvertSummary", "convert", "work_dir"]
-
-CXR_DTYPES = ("uint8", "uint16")
-ENH_DTYPES = ("uint8", "float16", "float32")
 
 
 class ConvertError(RuntimeError):
@@ -42,30 +37,6 @@ class ConvertError(RuntimeError):
 class _RemoteBackend:
     name: str
     device: str
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvertOptions:
-    """What determines the stored values (and must match to resume)."""
-
-    size: int = 299
-    fit: str = "stretch"
-    cxr_dtype: str = "uint8"
-    enh_dtype: str = "uint8"
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    piece_size: int = 64
-
-    def __post_init__(self):
-        if self.size < 8:
-            raise ValueError(f"size must be at least 8, got {self.size}")
-        if self.fit not in FITS:
-            raise ValueError(f"fit must be one of {list(FITS)}, got {self.fit!r}")
-        if self.cxr_dtype not in CXR_DTYPES:
-            raise ValueError(f"cxr_dtype must be one of {list(CXR_DTYPES)}")
-        if self.enh_dtype not in ENH_DTYPES:
-            raise ValueError(f"enh_dtype must be one of {list(ENH_DTYPES)}")
-        if self.piece_size < 1 or self.max_pixels < 1:
-            raise ValueError("piece_size and max_pixels must be positive")
 
 
 @dataclasses.dataclass
@@ -93,79 +64,6 @@ def work_dir(output: Path, shard_dir=None) -> Path:
     """
     name = output.name + ".parts"
     return Path(shard_dir) / name if shard_dir else output.with_name(name)
-
-
-# ---- one piece: runs in a worker process ---------------------------------------------------
-
-def _quantise(pixels: np.ndarray, dtype: str) -> np.ndarray:
-    top = np.iinfo(dtype).max
-    return np.rint(pixels * top).astype(dtype)
-
-
-def _enhance(grey: np.ndarray, params: PhaseParams, enh_dtype: str, backend: str) -> np.ndarray:
-    from .features import enhance
-
-    if enh_dtype == "uint8":
-        return enhance(grey, params, backend=backend, out="uint8")
-    return enhance(grey, params, backend=backend).astype(enh_dtype)
-
-
-def process_piece(task: dict) -> dict:
-    """Decode, fit and (optionally) enhance one piece. Top-level for pickling."""
-    opts = ConvertOptions(**task["options"])
-    root = Path(task["root"])
-    ok, failed = [], []
-    for index, rel, label, patient in task["entries"]:
-        try:
-            data = (root / rel).read_bytes()
-        except OSError as exc:
-            failed.append((index, rel, f"cannot read file ({exc.strerror or exc})"))
-            continue
-        try:
-            image = read_image(data, opts.max_pixels)
-            grey = np.clip(fit(image.pixels, opts.size, opts.fit), 0, 1)
-        except ImageReadError as exc:
-            failed.append((index, rel, str(exc)))
-            continue
-        # Keep only what is stored: a decoded 3000 px original is 36 MB of float32.
-        ok.append((index, rel, label, patient, hashlib.sha256(data).hexdigest(),
-                   (image.width, image.height, image.mode), grey))
-        del image, data
-    n, size = len(ok), opts.size
-    grey = np.stack([o[6] for o in ok]) if ok else np.zeros((0, size, size), np.float32)
-    piece = {
-        "piece_id": np.int64(task["piece_id"]),
-        "index": np.array([o[0] for o in ok], dtype=np.int64),
-        "labels": np.array([o[2] for o in ok], dtype=np.int32),
-        "source_path": np.array([o[1] for o in ok], dtype=str),
-        "patient_id": np.array([o[3] for o in ok], dtype=str),
-        "sha256": np.array([o[4] for o in ok], dtype=str),
-        "orig_width": np.array([o[5][0] for o in ok], dtype=np.int32),
-        "orig_height": np.array([o[5][1] for o in ok], dtype=np.int32),
-        "orig_mode": np.array([o[5][2] for o in ok], dtype=str),
-        "cxr": _quantise(grey, opts.cxr_dtype)[..., None],
-        "failed_path": np.array([f[1] for f in failed], dtype=str),
-        "failed_reason": np.array([f[2] for f in failed], dtype=str),
-    }
-    params = PhaseParams.from_json(task["params_json"])
-    if task["enhance_here"]:
-        piece["enh"] = _enhance(grey, params, opts.enh_dtype, "numpy") if n else \
-            np.zeros((0, size, size, 3), dtype=opts.enh_dtype)
-    else:
-        piece["grey"] = grey.astype(np.float32)
-    return piece
-
-
-def finish_piece(piece: dict, task: dict, backend: str) -> dict:
-    """Compute ENH for a piece decoded without features (GPU path), in batches."""
-    if "grey" not in piece:
-        return piece
-    opts = ConvertOptions(**task["options"])
-    params = PhaseParams.from_json(task["params_json"])
-    grey, size, step = piece.pop("grey"), opts.size, task.get("batch_size", 64)
-    parts = [_enhance(grey[k:k + step], params, opts.enh_dtype, backend) for k in range(0, len(grey), step)]
-    piece["enh"] = np.concatenate(parts) if parts else np.zeros((0, size, size, 3), dtype=opts.enh_dtype)
-    return piece
 
 
 # ---- the driver --------------------------------------------------------------------------
@@ -366,6 +264,7 @@ def _convert(disc, output, params, options, be, identity, workers, batch_size, o
     failures.sort()
     versions = _library_versions()
     attrs = {"params_json": params.to_json(), "params_digest": params.digest(),
+             "preset": params.preset_name(), "features_at": options.features_label,
              "phasefeat_version": versions.get("phasefeat", "unknown"),
              "backend": be.name, "device": be.device,
              "library_versions": json.dumps(versions),

@@ -30,7 +30,7 @@ def dask_piece(task: dict, out_path: str, backend: str) -> tuple[int, int]:
     ``backend="auto"`` is resolved here, on the worker: its GPU when usable.
     """
     from .backend import get_backend
-    from .convert import finish_piece, process_piece
+    from .pieces import finish_piece, process_piece
     from .store import write_piece
 
     backend = get_backend(backend).name if backend == "auto" else backend
@@ -78,7 +78,7 @@ def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done
     Parameters
     ----------
     tasks : list of dict
-        The pieces still to do (as ``phasefeat.convert.process_piece`` takes them).
+        The pieces still to do (as :func:`phasefeat.pieces.process_piece` takes them).
     piece_paths : list of Path
         Where piece ``k`` lands; must be on storage every worker can write.
     scheduler : str

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 __all__ = ["ImageReadError", "ImageData", "read_image", "read_grey", "to_grey", "resize", "fit",
-           "sniff_format", "FITS", "DEFAULT_MAX_PIXELS"]
+           "square", "sniff_format", "FITS", "DEFAULT_MAX_PIXELS"]
 
 LUMA = (0.299, 0.587, 0.114)
 FITS = ("stretch", "pad", "crop")
@@ -261,3 +261,26 @@ def fit(grey: np.ndarray, size: int, how: str = "stretch") -> np.ndarray:
         return out
     top, left = (nh - size) // 2, (nw - size) // 2
     return np.ascontiguousarray(scaled[top:top + size, left:left + size])
+
+
+def square(grey: np.ndarray, how: str = "stretch") -> np.ndarray:
+    """The geometry of :func:`fit` at the image's own resolution.
+
+    ``pad`` centres the image on a black square of its longer side, ``crop``
+    keeps the central square of its shorter side, and ``stretch`` leaves the
+    image as it is (its stretch happens when it is resized). Resizing the result
+    to ``size x size`` gives the same framing as ``fit(grey, size, how)``.
+    """
+    if how not in FITS:
+        raise ValueError(f"fit must be one of {list(FITS)}, got {how!r}")
+    h, w = grey.shape
+    if how == "stretch" or h == w:
+        return np.asarray(grey, dtype=np.float32)
+    side = max(h, w) if how == "pad" else min(h, w)
+    if how == "pad":
+        out = np.zeros((side, side), dtype=np.float32)
+        top, left = (side - h) // 2, (side - w) // 2
+        out[top:top + h, left:left + w] = grey
+        return out
+    top, left = (h - side) // 2, (w - side) // 2
+    return np.ascontiguousarray(grey[top:top + side, left:left + side], dtype=np.float32)

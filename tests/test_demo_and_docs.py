@@ -125,7 +125,7 @@ def test_make_demo_on_own_data_twice(tmp_path):
         (venv / stamp).touch()
     out = tmp_path / "out"
     command = ["make", "--no-print-directory", "demo", f"VENV={venv}", f"BIN={bin_dir}", f"DATA={data}",
-               f"OUT={out}", "DEMO_SIZE=32",
+               f"OUT={out}", "DEMO_SIZE=32", "DEMO_CONVERT=--features-at 32",
                "DEMO_TRAIN=--width 0.0625 --epochs 1 --repeats 1 --batch-size 16"]
     first = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]

@@ -27,13 +27,22 @@ def raw(tmp_path):
 def test_local_cluster_equals_single_machine_on_real_radiographs(tmp_path):
     if not real_image_paths():
         pytest.skip(f"real radiographs not found at {REAL_DIR}")
-    args = ["--size", "32", "-q", "--backend", "numpy", "--piece-size", "16"]
+    args = ["--size", "32", "-q", "--backend", "numpy", "--piece-size", "16", "--features-at", "32"]
     run("convert", REAL_DIR, tmp_path / "one.h5", *args, "--workers", 1)
     result = run("convert", REAL_DIR, tmp_path / "dask.h5", *args, "--scheduler", "local:2",
                  "--shard-dir", tmp_path / "shards")
     assert "Dask dashboard: http" in result.output
     assert_same_store(tmp_path / "one.h5", tmp_path / "dask.h5", skip=("engine",))
     assert not (tmp_path / "shards" / "dask.h5.parts").exists()
+
+
+def test_native_features_on_a_local_cluster_equal_single_machine(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=3)
+    args = [*ARGS, "--features-at", "native"]
+    run("convert", root, tmp_path / "one.h5", *args, "--workers", 1)
+    run("convert", root, tmp_path / "dask.h5", *args, "--scheduler", "local:1")
+    assert_same_store(tmp_path / "one.h5", tmp_path / "dask.h5", skip=("engine",))
 
 
 def _start(args):

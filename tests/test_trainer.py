@@ -29,7 +29,8 @@ def store(tmp_path_factory):
         root = tmp / "raw"
         class_folder_dataset(root, per_class=20)
     path = tmp / "s.h5"
-    convert(root, path, options=ConvertOptions(size=32, piece_size=32), backend="numpy", progress=False)
+    convert(root, path, options=ConvertOptions(size=32, piece_size=32, features_at=32), backend="numpy",
+            progress=False)
     return path
 
 

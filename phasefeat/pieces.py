@@ -1,0 +1,203 @@
+"""One piece of a conversion: decode, fit and enhance a fixed list of files.
+
+A piece is the unit of work that a worker process (or a Dask task) finishes and
+writes atomically; :mod:`phasefeat.convert` cuts the input into pieces and
+assembles the store from them. On the CPU a worker computes the features too;
+with a GPU it only decodes, and :func:`finish_piece` computes the features in
+batches where the GPU is.
+
+The features are computed on a *feature image*: by default the stored
+radiograph itself, or (``features_at``) the image at its native resolution or
+at another working size, whose maps are then resized to the store size with the
+same filter as the radiograph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .imageio import DEFAULT_MAX_PIXELS, FITS, ImageReadError, fit, read_image, resize, square
+from .params import PhaseParams
+
+__all__ = ["ConvertOptions", "CXR_DTYPES", "ENH_DTYPES", "feature_image", "enhance_to_store",
+           "process_piece", "finish_piece"]
+
+CXR_DTYPES = ("uint8", "uint16")
+ENH_DTYPES = ("uint8", "float16", "float32")
+#: The working size of the features cannot be smaller than the store's smallest size.
+MIN_SIZE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertOptions:
+    """What determines the stored values (and must match to resume).
+
+    Attributes
+    ----------
+    size : int
+        Side of the stored square images.
+    fit : {"stretch", "pad", "crop"}
+        How an image reaches the square (see :func:`phasefeat.imageio.fit`).
+    features_at : "native", int or None
+        Where ENH is computed: ``"native"`` (default) at the image's own
+        resolution after the ``fit`` geometry, an int working size, or
+        ``None`` (the same as ``size``) on the stored ``size x size`` image.
+        Maps computed elsewhere are resized to ``size`` with the radiograph's
+        (Lanczos) filter. ``docs/algorithm.md`` shows why native is the default.
+    """
+
+    size: int = 299
+    fit: str = "stretch"
+    cxr_dtype: str = "uint8"
+    enh_dtype: str = "uint8"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    piece_size: int = 64
+    features_at: int | str | None = "native"
+
+    def __post_init__(self):
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < MIN_SIZE:
+            raise ValueError(f"size must be an integer of at least {MIN_SIZE}, got {self.size!r}")
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {list(FITS)}, got {self.fit!r}")
+        if self.cxr_dtype not in CXR_DTYPES:
+            raise ValueError(f"cxr_dtype must be one of {list(CXR_DTYPES)}")
+        if self.enh_dtype not in ENH_DTYPES:
+            raise ValueError(f"enh_dtype must be one of {list(ENH_DTYPES)}")
+        if self.piece_size < 1 or self.max_pixels < 1:
+            raise ValueError("piece_size and max_pixels must be positive")
+        at = self.features_at
+        if at is not None and at != "native":
+            if isinstance(at, bool) or not isinstance(at, int) or at < MIN_SIZE:
+                raise ValueError(f"features_at must be 'native' or a size of at least {MIN_SIZE}, "
+                                 f"got {at!r}")
+            if at == self.size:  # the same thing, said explicitly: one identity for resuming
+                object.__setattr__(self, "features_at", None)
+
+    @property
+    def features_label(self) -> str:
+        """``"store size"``, ``"native"`` or the working size, for records and messages."""
+        return "store size" if self.features_at is None else str(self.features_at)
+
+
+def _quantise(pixels: np.ndarray, dtype: str) -> np.ndarray:
+    """Values in [0, 1] to a storage type: ``rint`` for integers, a cast for floats."""
+    if np.dtype(dtype).kind == "u":
+        return np.rint(np.clip(pixels, 0, 1) * np.iinfo(dtype).max).astype(dtype)
+    return pixels.astype(dtype)
+
+
+def feature_image(pixels: np.ndarray, opts: ConvertOptions) -> np.ndarray | None:
+    """The grey image ENH is computed on, or None when that is the stored radiograph."""
+    if opts.features_at is None:
+        return None
+    if opts.features_at == "native":
+        return np.clip(square(pixels, opts.fit), 0, 1)
+    return np.clip(fit(pixels, opts.features_at, opts.fit), 0, 1)
+
+
+def _resize_maps(enh: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` maps in [0, 1] to ``(size, size, 3)`` with the radiograph's filter."""
+    return np.clip(np.stack([resize(enh[..., c], (size, size)) for c in range(3)], axis=-1), 0, 1)
+
+
+def enhance_to_store(batch: np.ndarray, params: PhaseParams, opts: ConvertOptions,
+                     backend: str) -> np.ndarray:
+    """ENH of a ``(n, h, w)`` batch of feature images, at the store size and storage type."""
+    from .features import enhance
+
+    n, size = len(batch), opts.size
+    if n == 0:
+        return np.zeros((0, size, size, 3), dtype=opts.enh_dtype)
+    if batch.shape[1:] == (size, size):
+        if opts.enh_dtype == "uint8":
+            return enhance(batch, params, backend=backend, out="uint8")
+        return enhance(batch, params, backend=backend).astype(opts.enh_dtype)
+    maps = enhance(batch, params, backend=backend)
+    return _quantise(np.stack([_resize_maps(m, size) for m in maps]), opts.enh_dtype)
+
+
+def process_piece(task: dict) -> dict:
+    """Decode, fit and (on the CPU) enhance one piece. Top-level for pickling.
+
+    With ``features_at`` set, the CPU path enhances each image as soon as it is
+    decoded and keeps only its resized maps, so memory does not grow with the
+    images' native size times the piece size.
+    """
+    opts = ConvertOptions(**task["options"])
+    params = PhaseParams.from_json(task["params_json"])
+    root = Path(task["root"])
+    here = task["enhance_here"]
+    ok, failed = [], []
+    for index, rel, label, patient in task["entries"]:
+        try:
+            data = (root / rel).read_bytes()
+        except OSError as exc:
+            failed.append((index, rel, f"cannot read file ({exc.strerror or exc})"))
+            continue
+        try:
+            image = read_image(data, opts.max_pixels)
+            grey = np.clip(fit(image.pixels, opts.size, opts.fit), 0, 1)
+            features = feature_image(image.pixels, opts)
+        except ImageReadError as exc:
+            failed.append((index, rel, str(exc)))
+            continue
+        if features is not None and here:
+            features = enhance_to_store(features[None], params, opts, "numpy")[0]
+        # Keep only what is stored: a decoded 3000 px original is 36 MB of float32.
+        ok.append((index, rel, label, patient, hashlib.sha256(data).hexdigest(),
+                   (image.width, image.height, image.mode), grey, features))
+        del image, data
+    size = opts.size
+    grey = np.stack([o[6] for o in ok]) if ok else np.zeros((0, size, size), np.float32)
+    piece = {
+        "piece_id": np.int64(task["piece_id"]),
+        "index": np.array([o[0] for o in ok], dtype=np.int64),
+        "labels": np.array([o[2] for o in ok], dtype=np.int32),
+        "source_path": np.array([o[1] for o in ok], dtype=str),
+        "patient_id": np.array([o[3] for o in ok], dtype=str),
+        "sha256": np.array([o[4] for o in ok], dtype=str),
+        "orig_width": np.array([o[5][0] for o in ok], dtype=np.int32),
+        "orig_height": np.array([o[5][1] for o in ok], dtype=np.int32),
+        "orig_mode": np.array([o[5][2] for o in ok], dtype=str),
+        "cxr": _quantise(grey, opts.cxr_dtype)[..., None],
+        "failed_path": np.array([f[1] for f in failed], dtype=str),
+        "failed_reason": np.array([f[2] for f in failed], dtype=str),
+    }
+    if opts.features_at is None:
+        if here:
+            piece["enh"] = enhance_to_store(grey, params, opts, "numpy")
+        else:
+            piece["features"] = [g for g in grey]
+    elif here:
+        piece["enh"] = np.stack([o[7] for o in ok]) if ok else \
+            np.zeros((0, size, size, 3), dtype=opts.enh_dtype)
+    else:
+        piece["features"] = [o[7] for o in ok]
+    return piece
+
+
+def finish_piece(piece: dict, task: dict, backend: str) -> dict:
+    """Compute ENH of a piece decoded without features (the GPU path).
+
+    Runs of feature images of one shape go through the backend together, in
+    batches of ``task["batch_size"]``.
+    """
+    if "features" not in piece:
+        return piece
+    opts = ConvertOptions(**task["options"])
+    params = PhaseParams.from_json(task["params_json"])
+    images, step = piece.pop("features"), task.get("batch_size", 64)
+    parts, start = [], 0
+    while start < len(images):
+        stop = start + 1
+        while stop < len(images) and stop - start < step and images[stop].shape == images[start].shape:
+            stop += 1
+        parts.append(enhance_to_store(np.stack(images[start:stop]), params, opts, backend))
+        start = stop
+    piece["enh"] = np.concatenate(parts) if parts else \
+        np.zeros((0, opts.size, opts.size, 3), dtype=opts.enh_dtype)
+    return piece
