@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def parse_args(argv=None):
     parser.add_argument("--configs", default="all",
                         help="comma-separated labels of CONFIGS to run, or 'all'")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (all cores)")
     parser.add_argument("--figure", type=Path, default=None,
                         help="also draw one radiograph per class folder with each configuration's maps")
     parser.add_argument("--pairs", nargs=2, type=Path, metavar=("CXR_DIR", "ENH_DIR"), default=None,
@@ -110,25 +112,45 @@ def best_order(mean: dict, std: dict) -> tuple[float, tuple[str, ...]]:
     return best
 
 
-def statistics(paths, configs, size: int, progress=True) -> list[dict]:
-    """Per-channel mean, std and share of ELEA at 255 of every configuration over ``paths``."""
-    from tqdm import tqdm
-
+def _image_sums(task) -> dict:
+    """Per configuration: per-channel sum and sum of squares of uint8/255, and the ELEA share at 255."""
     from phasefeat.imageio import read_image
 
+    path, configs, size = task
+    pixels = read_image(path).pixels
+    out = {}
+    for config in configs:
+        enh, order = enh_of(pixels, config, size)
+        x = enh.astype(np.float64) / 255
+        out[config[0]] = {name: (x[..., c].sum(), (x[..., c] ** 2).sum()) for c, name in enumerate(order)}
+        out[config[0]]["elea255"] = float((enh[..., order.index("elea")] == 255).mean())
+    return out
+
+
+def statistics(paths, configs, size: int, progress=True, workers: int = 1) -> list[dict]:
+    """Per-channel mean, std and share of ELEA at 255 of every configuration over ``paths``."""
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    configs = [tuple(c) for c in configs]
     acc = {c[0]: {n: [0.0, 0.0] for n in CHANNELS} | {"elea255": 0.0} for c in configs}
-    pixels_per_image = size * size
-    for path in tqdm(paths, desc="images", disable=not progress):
-        pixels = read_image(path).pixels
-        for config in configs:
-            enh, order = enh_of(pixels, config, size)
-            x = enh.astype(np.float64) / 255
-            for c, name in enumerate(order):
-                acc[config[0]][name][0] += x[..., c].sum()
-                acc[config[0]][name][1] += (x[..., c] ** 2).sum()
-            acc[config[0]]["elea255"] += float((enh[..., order.index("elea")] == 255).mean())
+    tasks = [(p, configs, size) for p in paths]
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(_image_sums, tasks) if pool else map(_image_sums, tasks)
+        for sums in tqdm(results, total=len(tasks), desc="images", disable=not progress):
+            for label, per in sums.items():
+                for name in CHANNELS:
+                    acc[label][name][0] += per[name][0]
+                    acc[label][name][1] += per[name][1]
+                acc[label]["elea255"] += per["elea255"]
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
     rows = []
-    total = len(paths) * pixels_per_image
+    total = len(paths) * size * size
     for label, preset, scaling, features_at in configs:
         a = acc[label]
         mean = {n: a[n][0] / total for n in CHANNELS}
@@ -150,39 +172,43 @@ def pair_paths(cxr_dir: Path, enh_dir: Path, limit: int = 0) -> list[tuple[Path,
 
 
 def compare_pairs(pairs, configs, progress=True) -> list[dict]:
-    """Per configuration: the best channel order's mean |difference| and per-channel correlation."""
+    """Per (preset, scaling): the best channel order's mean |difference| and per-channel correlation.
+
+    Each configuration is computed on the radiograph at the released image's resolution, so
+    ``features_at`` plays no part here and configurations that differ only in it are run once.
+    """
     from PIL import Image
     from tqdm import tqdm
 
-    from phasefeat.imageio import read_image
+    from phasefeat import PhaseParams, enhance
+    from phasefeat.imageio import read_image, resize
 
+    variants = {}
+    for _, preset, scaling, _ in configs:
+        variants.setdefault(preset if scaling == "minmax" else f"{preset} {scaling}",
+                            PhaseParams.preset(preset, scaling=scaling))
     orders = list(itertools.permutations(range(3)))
-    sums = {c[0]: np.zeros((len(orders), 2, 3)) for c in configs}  # [order, (mad, corr), channel]
+    sums = {label: np.zeros((len(orders), 2, 3)) for label in variants}  # [order, (mad, corr), slot]
     for cxr_path, enh_path in tqdm(pairs, desc="pairs", disable=not progress):
         with Image.open(enh_path) as im:
             released = np.asarray(im.convert("RGB"), dtype=np.float64)
         h, w = released.shape[:2]
         pixels = read_image(cxr_path).pixels
-        for config in configs:
-            from phasefeat.imageio import resize
-
-            ours, _ = enh_of(resize(pixels, (h, w)) if pixels.shape != (h, w) else pixels,
-                             config[:3] + ("native",), max(h, w))
-            ours = ours.astype(np.float64)
-            if ours.shape[:2] != (h, w):  # non-square pairs: the released image sets the frame
-                ours = np.stack([resize(ours[..., c], (h, w)) for c in range(3)], axis=-1)
+        grey = pixels if pixels.shape == (h, w) else np.clip(resize(pixels, (h, w)), 0, 1)
+        for label, params in variants.items():
+            ours = enhance(grey, params, out="uint8").astype(np.float64)
             for k, order in enumerate(orders):
                 for slot, c in enumerate(order):
                     a, b = ours[..., c], released[..., slot]
-                    sums[config[0]][k, 0, slot] += np.abs(a - b).mean()
-                    sums[config[0]][k, 1, slot] += np.corrcoef(a.ravel(), b.ravel())[0, 1] \
-                        if a.std() > 0 and b.std() > 0 else 0.0
+                    sums[label][k, 0, slot] += np.abs(a - b).mean()
+                    if a.std() > 0 and b.std() > 0:
+                        sums[label][k, 1, slot] += np.corrcoef(a.ravel(), b.ravel())[0, 1]
     rows = []
-    for label, *_ in configs:
+    for label, params in variants.items():
         mean = sums[label] / max(len(pairs), 1)
         k = int(np.argmin(mean[:, 0].mean(axis=1)))
         rows.append({"config": label, "pairs": len(pairs),
-                     "order_of_released_rgb": [f"our channel {c}" for c in orders[k]],
+                     "released_rgb_is": [params.channel_order[c] for c in orders[k]],
                      "mean_abs_difference": mean[k, 0].tolist(), "correlation": mean[k, 1].tolist()})
     return rows
 
@@ -231,15 +257,16 @@ def main(argv=None) -> int:
             raise SystemExit(f"no pairs with the same relative name in {args.pairs[0]} and {args.pairs[1]}")
         rows = compare_pairs(pairs, configs)
         for r in rows:
-            print(f"{r['config']:<24s} |diff| {np.round(r['mean_abs_difference'], 1)}  "
-                  f"corr {np.round(r['correlation'], 3)}  ({', '.join(r['order_of_released_rgb'])})")
+            print(f"{r['config']:<18s} released RGB = ({', '.join(r['released_rgb_is'])}): "
+                  f"|difference| {np.round(r['mean_abs_difference'], 1)} grey levels, "
+                  f"correlation {np.round(r['correlation'], 3)}")
         write_record(args.json.with_name(args.json.stem + "-pairs.json"), "enh-evidence-pairs",
                      cpu_model(), rows=rows)
         return 0
     paths = image_paths(args.folder, args.limit)
     if not paths:
         raise SystemExit(f"no radiographs under {args.folder}")
-    rows = statistics(paths, configs, args.size)
+    rows = statistics(paths, configs, args.size, workers=args.workers)
     print_stats(rows)
     write_record(args.json, "enh-evidence", cpu_model(),
                  settings={"folder": args.folder.name, "images": len(paths), "size": args.size,
