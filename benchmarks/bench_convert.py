@@ -11,6 +11,11 @@ radiograph-like 8-bit PNGs at 1024x1024, then measures on this machine, with
 * peak RSS of the main and worker processes for a quarter of the set and the
   whole set (memory must not grow with the number of images).
 
+These rows compute the features on the stored 299 px image (``--features-at 299``).
+A second table (``--sweep-images``) converts a smaller set with the features at
+working sizes 299, 512 and 1024 (on 1024 px inputs), and at native resolution on
+2048 px inputs for two set sizes, with the peak RSS of each.
+
 Prints a table and writes JSON. Each measurement runs in a fresh child process
 so its peak RSS is its own.
 
@@ -43,6 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--data", type=Path, default=REPO / "benchmarks" / "data",
                         help="where the generated set is cached")
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask LocalCluster rows")
+    parser.add_argument("--sweep-images", type=int, default=96,
+                        help="images per row of the working-size / native table (0: skip it)")
+    parser.add_argument("--skip-main", action="store_true", help="only the working-size table")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "convert-cpu.json")
     return parser.parse_args(argv)
 
@@ -95,7 +103,9 @@ start = time.perf_counter()
 count = 0
 if stage == "convert":
     from phasefeat.convert import convert, ConvertOptions
-    s = convert(args["root"], args["out"], options=ConvertOptions(size=args["size"]),
+    s = convert(args["root"], args["out"],
+                options=ConvertOptions(size=args["size"], features_at=args.get("features_at", args["size"]),
+                                       piece_size=args.get("piece_size", 64)),
                 workers=args["workers"], backend="numpy", progress=False, overwrite=True,
                 scheduler=args.get("scheduler"))
     count = s.converted
@@ -155,16 +165,51 @@ def measure(stage: str, **args) -> dict:
     return row
 
 
+def sweep(args, tmp) -> list[dict]:
+    """Features at working sizes 299/512/1024 on 1024 px inputs, and native on 2048 px inputs.
+
+    Pieces of 8 images, so even the smaller set runs in worker processes and the peak RSS
+    of the two 2048 px rows compare like with like.
+    """
+    rows = []
+    n = args.sweep_images
+    inputs = generated_set(args.data, n, 1024, args.workers)
+    for working in (299, 512, 1024):
+        rows.append({"what": f"features at {working}, 1024 px inputs", "input_size": 1024,
+                     "features_at": working,
+                     **measure("convert", root=str(inputs), out=f"{tmp}/s{working}.h5", size=args.size,
+                               workers=args.workers, features_at=working, piece_size=8)})
+    for count in (max(n // 4, 3), n):
+        big = generated_set(args.data, count, 2048, args.workers)
+        rows.append({"what": f"native, {count} x 2048 px inputs", "input_size": 2048,
+                     "features_at": "native",
+                     **measure("convert", root=str(big), out=f"{tmp}/n{count}.h5", size=args.size,
+                               workers=args.workers, features_at="native", piece_size=8)})
+    return rows
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
+    from benchmarks._record import portable, write_record
     from phasefeat.backend import cpu_model
 
+    settings = {k: portable(v) for k, v in vars(args).items()}
+    Path(args.data).mkdir(parents=True, exist_ok=True)
+    if args.skip_main:
+        with tempfile.TemporaryDirectory(dir=args.data) as tmp:
+            sweep_rows = sweep(args, tmp)
+        print_sweep(sweep_rows, args)
+        write_record(args.json.with_name(args.json.stem + "-features-at.json"), "convert-features-at",
+                     cpu_model(), settings=settings, rows=sweep_rows)
+        return 0
+
     root = generated_set(args.data, args.images, args.source_size, args.workers)
+    # The main table: features on the stored image, comparable with earlier records.
     quarter = generated_set(args.data, max(args.images // 4, 3), args.source_size, args.workers)
     rows = []
     with tempfile.TemporaryDirectory(dir=args.data) as tmp:
-        common = {"size": args.size, "workers": args.workers}
+        common = {"size": args.size, "workers": args.workers, "features_at": args.size}
         rows.append({"what": "decode + resize alone", **measure("decode", root=str(root), **common)})
         rows.append({"what": "features alone", **measure("features", root=str(root), **common)})
         rows.append({"what": "write alone", **measure("write", out=f"{tmp}/w.h5", n=args.images,
@@ -217,11 +262,22 @@ def main(argv=None) -> int:
         print(f"Dask: scaling efficiency 1 -> {args.workers} workers {dask['dask_scaling_efficiency']:.0%}; "
               f"overhead vs the single-machine path at {args.workers} cores "
               f"{dask['dask_overhead_vs_single_machine']:.0%} (target <= 15%)")
-    from benchmarks._record import portable, write_record
-
-    settings = {k: portable(v) for k, v in vars(args).items()}
     write_record(args.json, "convert", cpu_model(), settings=settings, rows=rows, summary=summary)
+    if args.sweep_images:
+        with tempfile.TemporaryDirectory(dir=args.data) as tmp:
+            sweep_rows = sweep(args, tmp)
+        print_sweep(sweep_rows, args)
+        write_record(args.json.with_name(args.json.stem + "-features-at.json"), "convert-features-at",
+                     cpu_model(), settings=settings, rows=sweep_rows)
     return 0
+
+
+def print_sweep(rows, args) -> None:
+    print(f"\nwhere the features are computed; store {args.size} px, {args.workers} workers")
+    print(f"{'measurement':40s} {'images':>7s} {'seconds':>8s} {'img/s':>8s} {'main MB':>8s} {'worker MB':>9s}")
+    for r in rows:
+        print(f"{r['what']:40s} {r['images']:7d} {r['seconds']:8.1f} {r['img_s']:8.1f} "
+              f"{r['rss_main_mb']:8.0f} {r['rss_workers_mb']:9.0f}")
 
 
 if __name__ == "__main__":

@@ -151,8 +151,13 @@ def _load_params(preset: str, params_file):
 @click.option("--alias", "aliases", multiple=True, metavar="NAME=CLASS",
               help="Extra class-name alias, repeatable (built in: COVID-19->covid, "
                    "Viral Pneumonia->pneumonia, No Finding->normal, ...).")
+@click.option("--source-pattern", default=None, metavar="REGEX",
+              help="Record each sample's source (hospital, archive) from its path relative to INPUT: "
+                   "the first group of REGEX, e.g. '^[^/]+/([a-z]+)_' for names like covid/ieee_1.png, "
+                   "or '^([^/]+)/' for a folder level. Overrides a label file's source column (CSV "
+                   "'source', COVIDx 4th column).")
 @click.option("--size", type=click.IntRange(min=8), default=299, show_default=True,
-              help="Working size: every image becomes SIZE x SIZE before the features.")
+              help="Stored size: every image becomes SIZE x SIZE.")
 @click.option("--fit", "fit_mode", type=click.Choice(["stretch", "pad", "crop"]),
               default="stretch", show_default=True,
               help="How to reach the square size: stretch (as the study), pad (keep aspect, black "
@@ -195,9 +200,9 @@ def _load_params(preset: str, params_file):
               help="Start over: replace an existing store and discard unfinished pieces.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def convert(input_dir, output, labels, classes, aliases, size, fit_mode, features_at, cxr_dtype,
-            enh_dtype, compression, preset, params_file, backend, workers, batch_size, max_pixels,
-            piece_size, scheduler, shard_dir, virtual, overwrite, strict, quiet):
+def convert(input_dir, output, labels, classes, aliases, source_pattern, size, fit_mode, features_at,
+            cxr_dtype, enh_dtype, compression, preset, params_file, backend, workers, batch_size,
+            max_pixels, piece_size, scheduler, shard_dir, virtual, overwrite, strict, quiet):
     """Convert a folder of radiographs into one HDF5 store of CXR and ENH.
 
     INPUT holds class folders (INPUT/<class>/..., `masks/` ignored) or, with
@@ -224,7 +229,7 @@ def convert(input_dir, output, labels, classes, aliases, size, fit_mode, feature
             aliases=_parse_aliases(aliases), workers=workers or os.cpu_count() or 1,
             backend=backend, batch_size=batch_size, overwrite=overwrite, compression=compression,
             progress=not quiet, command_line=" ".join(["phasefeat", *sys.argv[1:]]),
-            scheduler=scheduler, shard_dir=shard_dir, virtual=virtual)
+            scheduler=scheduler, shard_dir=shard_dir, virtual=virtual, source_pattern=source_pattern)
     except (ConvertError, DiscoveryError, BackendUnavailableError, DaskUnavailableError,
             ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -327,7 +332,11 @@ def preview(store_path, output, indices, per_class, seed):
               help="Smallest image side in pixels.")
 @click.option("--max-size", type=click.IntRange(min=64), default=512, show_default=True,
               help="Largest image side in pixels.")
-def demo_data(out, per_class, seed, min_size, max_size):
+@click.option("--shortcut", is_flag=True,
+              help="Plant a known shortcut: each image carries its simulated site's marker (a corner "
+                   "letter and a frame grey level) and the site depends on the class; file names start "
+                   "with the site (convert with --source-pattern '^[^/]+/(site[a-z])_').")
+def demo_data(out, per_class, seed, min_size, max_size, shortcut):
     """Write SYNTHETIC radiograph-like phantoms in the class-folder layout.
 
     OUT/normal, OUT/pneumonia (a lobar consolidation in one lung) and OUT/covid
@@ -340,9 +349,10 @@ def demo_data(out, per_class, seed, min_size, max_size):
     if min_size > max_size:
         raise click.BadParameter("--min-size must not exceed --max-size", param_hint="--min-size")
     result = write_demo_data(out, per_class=per_class, seed=seed, min_size=min_size,
-                             max_size=max_size, progress=True)
+                             max_size=max_size, progress=True, shortcut=shortcut)
     verb = "reused" if result["reused"] else "wrote"
-    click.echo(f"{verb} {result['files']} synthetic images in {out} ({per_class} per class, seed {seed})")
+    click.echo(f"{verb} {result['files']} synthetic images in {out} ({per_class} per class, seed {seed}"
+               + (", planted site shortcut" if shortcut else "") + ")")
 
 
 def main(argv=None) -> None:

@@ -73,13 +73,14 @@ def _file_digest(path) -> str:
 
 
 def _identity(disc: Discovery, params: PhaseParams, options: ConvertOptions, backend: str,
-              labels) -> dict:
+              labels, source_pattern: str | None = None) -> dict:
     listing = []
     for s in disc.samples:
         st = (disc.root / s.path).stat()
-        listing.append([s.path, s.label, s.patient_id, st.st_size, st.st_mtime_ns])
+        listing.append([s.path, s.label, s.patient_id, s.source, st.st_size, st.st_mtime_ns])
     return {"format_version": FORMAT_VERSION, "input_root": str(disc.root.resolve()),
             "layout": disc.layout, "labels_file_sha256": _file_digest(labels),
+            "source_pattern": source_pattern or "",
             "class_names": list(disc.class_names), "params": params.to_dict(),
             "options": dataclasses.asdict(options), "backend": backend,
             "listing": listing, "discovery_failures": [list(f) for f in disc.failures]}
@@ -87,7 +88,8 @@ def _identity(disc: Discovery, params: PhaseParams, options: ConvertOptions, bac
 
 def _describe_difference(old: dict, new: dict) -> str:
     lines = []
-    for key in ("input_root", "layout", "labels_file_sha256", "class_names", "backend", "format_version"):
+    for key in ("input_root", "layout", "labels_file_sha256", "source_pattern", "class_names", "backend",
+                "format_version"):
         if old.get(key) != new.get(key):
             lines.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
     for group in ("params", "options"):
@@ -183,7 +185,8 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
             options: ConvertOptions | None = None, labels=None, classes=None, aliases=None,
             workers: int = 1, backend: str = "auto", batch_size: int = 64, overwrite: bool = False,
             compression: str = "none", progress: bool = True, command_line: str = "",
-            scheduler: str | None = None, shard_dir=None, virtual: bool = False) -> ConvertSummary:
+            scheduler: str | None = None, shard_dir=None, virtual: bool = False,
+            source_pattern: str | None = None) -> ConvertSummary:
     """Convert every radiograph under ``input_root`` into the store ``output``.
 
     See ``phasefeat convert --help`` and ``docs/store-format.md``. Raises
@@ -200,14 +203,15 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
     if not output.parent.is_dir():
         raise ConvertError(f"output folder {output.parent} does not exist")
     start = time.perf_counter()
-    disc = discover(input_root, labels=labels, classes=classes, aliases=aliases)
+    disc = discover(input_root, labels=labels, classes=classes, aliases=aliases,
+                    source_pattern=source_pattern)
     if scheduler and backend in ("cupy", "auto"):
         # Resolved on the workers (the client may have no GPU); "auto" per worker.
         be = _RemoteBackend(backend, "Dask workers" + (" (GPU)" if backend == "cupy" else
                                                        " (GPU where usable, else CPU)"))
     else:
         be = get_backend(backend)
-    identity = _identity(disc, params, options, be.name, labels)
+    identity = _identity(disc, params, options, be.name, labels, source_pattern)
     try:
         return _convert(disc, output, params, options, be, identity, workers, batch_size,
                         overwrite, compression, progress, command_line, start, scheduler, shard_dir,
@@ -226,7 +230,8 @@ def _convert(disc, output, params, options, be, identity, workers, batch_size, o
 
     work = _prepare_work_dir(output, identity, overwrite, shard_dir)
     class_index = {name: i for i, name in enumerate(disc.class_names)}
-    entries = [(i, s.path, class_index[s.label], s.patient_id) for i, s in enumerate(disc.samples)]
+    entries = [(i, s.path, class_index[s.label], s.patient_id, s.source)
+               for i, s in enumerate(disc.samples)]
     size = options.piece_size
     chunks = [entries[k:k + size] for k in range(0, len(entries), size)]
     piece_paths = [work / f"piece-{k:06d}.npz" for k in range(len(chunks))]
@@ -270,6 +275,7 @@ def _convert(disc, output, params, options, be, identity, workers, batch_size, o
              "library_versions": json.dumps(versions),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "input_root": str(disc.root.resolve()),
              "command_line": command_line, "layout": disc.layout, "size": options.size,
+             "source_pattern": identity["source_pattern"],
              "fit": options.fit, "cxr_dtype": options.cxr_dtype, "enh_dtype": options.enh_dtype,
              "compression": compression, "discovered": disc.discovered,
              "engine": f"dask {scheduler}" if scheduler else "local"}

@@ -4,9 +4,14 @@ Three layouts are understood:
 
 * class folders: ``raw/<class>/**/*`` (``masks/`` folders are ignored, so the
   Kaggle ``<class>/images/`` + ``<class>/masks/`` layout works);
-* a CSV label file with ``path,label`` columns (optional ``patient_id``);
+* a CSV label file with ``path,label`` columns (optional ``patient_id`` and
+  ``source``);
 * COVIDx label files: ``patient_id filename class source`` separated by spaces,
   no header.
+
+Each sample may carry the *source* it came from (the hospital, archive or
+collection): the CSV ``source`` column, the COVIDx fourth column, or the first
+group of ``source_pattern`` matched against the sample's relative path.
 
 Class names are normalised through an alias table (``COVID-19`` -> ``covid``...)
 that users can extend. The result is sorted, so the sample order never depends
@@ -22,7 +27,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 __all__ = ["Sample", "Discovery", "DiscoveryError", "DEFAULT_ALIASES", "IMAGE_SUFFIXES",
-           "discover", "normalise_class"]
+           "discover", "normalise_class", "compile_source_pattern"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 IGNORED_FOLDERS = {"masks", "mask", "__macosx"}
@@ -40,11 +45,12 @@ class DiscoveryError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
-    """One file to convert: its path relative to the input root, class and patient."""
+    """One file to convert: its path relative to the input root, class, patient and source."""
 
     path: str
     label: str
     patient_id: str = ""
+    source: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +131,7 @@ def _read_label_rows(label_file: Path) -> tuple[str, list[dict]]:
             raise DiscoveryError(
                 f"{label_file}:{number}: expected a CSV with 'path,label' columns or COVIDx lines "
                 f"'patient_id filename class source', got {line.strip()[:80]!r}")
-        rows.append({"patient_id": parts[0], "path": parts[1], "label": parts[2]})
+        rows.append({"patient_id": parts[0], "path": parts[1], "label": parts[2], "source": parts[3]})
     return "covidx", rows
 
 
@@ -145,12 +151,40 @@ def _label_file(root: Path, label_file: Path, aliases):
             failures.append((listed, "listed more than once in the label file"))
             continue
         seen.add(rel)
-        samples.append(Sample(rel, normalise_class(label, aliases), row.get("patient_id", "")))
+        samples.append(Sample(rel, normalise_class(label, aliases), row.get("patient_id", ""),
+                              row.get("source", "")))
     return layout, samples, failures
 
 
+def compile_source_pattern(pattern: str | None):
+    """A compiled ``--source-pattern`` with one capturing group, or None.
+
+    Raises
+    ------
+    DiscoveryError
+        For an invalid regular expression or one without a group.
+    """
+    if pattern is None:
+        return None
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise DiscoveryError(f"--source-pattern {pattern!r} is not a regular expression ({exc})") from None
+    if compiled.groups < 1:
+        raise DiscoveryError(f"--source-pattern {pattern!r} needs a group, e.g. '^[^/]+/([a-z]+)_': "
+                             "the first group's match is the source")
+    return compiled
+
+
+def _with_source(sample: Sample, pattern) -> Sample:
+    match = pattern.search(sample.path)
+    source = (match.group(1) or "") if match else ""
+    return dataclasses.replace(sample, source=source)
+
+
 def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None,
-             classes: list[str] | None = None, aliases: dict[str, str] | None = None) -> Discovery:
+             classes: list[str] | None = None, aliases: dict[str, str] | None = None,
+             source_pattern: str | None = None) -> Discovery:
     """List the samples of an input folder.
 
     Parameters
@@ -165,12 +199,18 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
         classes are reported as failures. Default: alphanumeric order.
     aliases : dict, optional
         Extra ``name -> class`` entries on top of :data:`DEFAULT_ALIASES`.
+    source_pattern : str, optional
+        Regular expression searched in each sample's relative path (POSIX
+        separators); its first group is the sample's source (empty where it does
+        not match). Overrides a label file's source column.
 
     Raises
     ------
     DiscoveryError
-        Missing or empty input, no classes found, unreadable label file.
+        Missing or empty input, no classes found, unreadable label file, a bad
+        source pattern.
     """
+    pattern = compile_source_pattern(source_pattern)
     root = Path(root)
     if not root.is_dir():
         raise DiscoveryError(f"input folder {root} does not exist or is not a folder")
@@ -199,6 +239,8 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
         samples, found = keep, pinned
     if not found:
         raise DiscoveryError(f"no classes found in {root}")
+    if pattern is not None:
+        samples = [_with_source(s, pattern) for s in samples]
     samples.sort(key=lambda s: s.path)
     failures.sort()
     return Discovery(root, tuple(samples), tuple(failures), tuple(found), layout)

@@ -3,12 +3,59 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from .store import Store
 
-__all__ = ["report", "verify_sources"]
+__all__ = ["report", "verify_sources", "class_source_table", "cramers_v", "format_class_source"]
+
+
+def class_source_table(labels, sources, n_classes: int) -> tuple[np.ndarray, list[str]]:
+    """Counts of each (class, source) pair: ``table[c, s]``, with the sorted source names.
+
+    An empty source is listed as ``"(unknown)"``.
+    """
+    names = sorted({s or "(unknown)" for s in sources})
+    column = {name: k for k, name in enumerate(names)}
+    table = np.zeros((n_classes, len(names)), dtype=np.int64)
+    for label, source in zip(np.asarray(labels).tolist(), sources, strict=True):
+        table[label, column[source or "(unknown)"]] += 1
+    return table, names
+
+
+def cramers_v(table) -> float:
+    """Cramér's V of a contingency table: 0 (independent) to 1 (one determines the other).
+
+    ``sqrt(chi2 / (n * (min(r, c) - 1)))`` over the rows and columns that are not
+    empty; NaN when fewer than two remain on either side.
+
+    References
+    ----------
+    .. [1] H. Cramér, Mathematical Methods of Statistics, Princeton, 1946, p. 282.
+    """
+    table = np.asarray(table, dtype=np.float64)
+    table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0]
+    r, c = table.shape
+    n = table.sum()
+    if min(r, c) < 2 or n == 0:
+        return float("nan")
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / n
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    return math.sqrt(chi2 / (n * (min(r, c) - 1)))
+
+
+def format_class_source(table, class_names, source_names) -> list[str]:
+    """The class x source table as aligned text lines, with row totals."""
+    width = max([12, *(len(s) + 2 for s in source_names)])
+    lines = [f"  {'class':<12s}" + "".join(f"{s:>{width}s}" for s in source_names) + f"{'total':>8s}"]
+    for c, name in enumerate(class_names):
+        lines.append(f"  {name:<12s}" + "".join(f"{v:>{width}d}" for v in table[c])
+                     + f"{int(table[c].sum()):>8d}")
+    return lines
 
 
 def report(store: Store, failures_shown: int = 20) -> str:
@@ -33,6 +80,19 @@ def report(store: Store, failures_shown: int = 20) -> str:
     patients = [p for p in store.patient_ids if p]
     lines.append(f"patients     {len(set(patients))} distinct ids" if patients else
                  "patients     no patient ids in this layout")
+    sources = store.sources
+    if any(sources):
+        table, names = class_source_table(store.labels, sources, len(store.class_names))
+        v = cramers_v(table)
+        lines.append(f"sources      {len(names)}; class x source (Cramér's V {v:.2f}: 0 = independent, "
+                     "1 = the source decides the class)")
+        lines += format_class_source(table, store.class_names, names)
+        if v >= 0.5:
+            lines.append("  warning: class and source are strongly associated; a classifier can learn the "
+                         "source instead of the disease (trainer audit measures it)")
+    else:
+        lines.append("sources      none recorded (convert with --source-pattern, or a label file's "
+                     "source column)")
     failures = store.failures
     lines.append(f"failures     {len(failures)}")
     for reason, n in Counter(r.split(" (")[0] for _, r in failures).most_common():

@@ -132,7 +132,7 @@ def process_piece(task: dict) -> dict:
     root = Path(task["root"])
     here = task["enhance_here"]
     ok, failed = [], []
-    for index, rel, label, patient in task["entries"]:
+    for index, rel, label, patient, source in task["entries"]:
         try:
             data = (root / rel).read_bytes()
         except OSError as exc:
@@ -149,7 +149,7 @@ def process_piece(task: dict) -> dict:
             features = enhance_to_store(features[None], params, opts, "numpy")[0]
         # Keep only what is stored: a decoded 3000 px original is 36 MB of float32.
         ok.append((index, rel, label, patient, hashlib.sha256(data).hexdigest(),
-                   (image.width, image.height, image.mode), grey, features))
+                   (image.width, image.height, image.mode), grey, features, source))
         del image, data
     size = opts.size
     grey = np.stack([o[6] for o in ok]) if ok else np.zeros((0, size, size), np.float32)
@@ -159,6 +159,7 @@ def process_piece(task: dict) -> dict:
         "labels": np.array([o[2] for o in ok], dtype=np.int32),
         "source_path": np.array([o[1] for o in ok], dtype=str),
         "patient_id": np.array([o[3] for o in ok], dtype=str),
+        "source": np.array([o[8] for o in ok], dtype=str),
         "sha256": np.array([o[4] for o in ok], dtype=str),
         "orig_width": np.array([o[5][0] for o in ok], dtype=np.int32),
         "orig_height": np.array([o[5][1] for o in ok], dtype=np.int32),

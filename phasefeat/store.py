@@ -7,7 +7,7 @@ Layout (documented in ``docs/store-format.md``)::
     /labels         (N,) int32, indices into the class names
     /class_names    (C,) str
     /meta/source_path, /meta/sha256, /meta/orig_width, /meta/orig_height,
-    /meta/orig_mode, /meta/patient_id                     (N,) each
+    /meta/orig_mode, /meta/patient_id, /meta/source       (N,) each
     /failures/path, /failures/reason                      (F,) each
     attributes: format_version, params_json, params_digest, phasefeat_version,
     backend, device, library_versions, created, input_root, command_line, ...
@@ -30,7 +30,9 @@ from ._atomic import atomic_path
 __all__ = ["FORMAT_VERSION", "StoreError", "Store", "open_store", "write_piece", "read_piece",
            "read_piece_failures", "assemble"]
 
-FORMAT_VERSION = 1
+#: Version 2 added /meta/source (every store has it, possibly empty). Readers accept every
+#: version up to their own; a version-1 store reads with empty sources.
+FORMAT_VERSION = 2
 COMPRESSIONS = ("none", "lzf", "gzip")
 
 
@@ -63,7 +65,8 @@ def read_piece_failures(path: Path) -> list[tuple[str, str]]:
         return list(zip(data["failed_path"].tolist(), data["failed_reason"].tolist(), strict=True))
 
 
-META_COLUMNS = ("labels", "source_path", "sha256", "orig_width", "orig_height", "orig_mode", "patient_id")
+META_COLUMNS = ("labels", "source_path", "sha256", "orig_width", "orig_height", "orig_mode", "patient_id",
+                "source")
 
 
 def _write_shard(path: Path, piece: dict, compression: str) -> None:
@@ -139,7 +142,7 @@ def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, cl
         f.create_dataset("labels", data=joined["labels"].astype(np.int32))
         f.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=text)
         meta = f.create_group("meta")
-        for key in ("source_path", "sha256", "orig_mode", "patient_id"):
+        for key in ("source_path", "sha256", "orig_mode", "patient_id", "source"):
             meta.create_dataset(key, data=joined[key].astype(str).astype(object), dtype=text)
         for key in ("orig_width", "orig_height"):
             meta.create_dataset(key, data=joined[key].astype(np.int32))
@@ -188,11 +191,54 @@ class Store:
         if missing or version is None:
             self._file.close()
             raise StoreError(f"{self.path}: not a phasefeat store (missing {', '.join(missing) or 'format_version'})")
-        if int(version) > FORMAT_VERSION:
+        raw = version
+        try:
+            version = int(raw)
+            if version != float(raw) or version < 1:
+                raise ValueError
+        except (TypeError, ValueError):
             self._file.close()
-            raise StoreError(f"{self.path}: store format {int(version)} is newer than this phasefeat "
+            shown = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            raise StoreError(f"{self.path}: format_version {shown!r} is not a positive integer; "
+                             "not a store this phasefeat wrote") from None
+        if version > FORMAT_VERSION:
+            self._file.close()
+            raise StoreError(f"{self.path}: store format {version} is newer than this phasefeat "
                              f"reads ({FORMAT_VERSION}); upgrade phasefeat")
-        self._labels = self._file["labels"][()]
+        try:
+            self._labels = self._file["labels"][()]
+            self._check_invariants()
+        except StoreError:
+            self._file.close()
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            self._file.close()
+            raise StoreError(f"{self.path}: unreadable store ({exc})") from None
+
+    def _check_invariants(self) -> None:
+        """The shape rules every command relies on, checked once for every reader."""
+        f, n = self._file, len(self._labels)
+        problems = []
+        if self._labels.ndim != 1 or self._labels.dtype.kind not in "iu":
+            problems.append(f"/labels has shape {self._labels.shape} and dtype {self._labels.dtype}")
+        n_classes = len(f["class_names"])
+        if n and (self._labels.min() < 0 or self._labels.max() >= n_classes):
+            problems.append(f"/labels holds values outside 0..{n_classes - 1}")
+        for name, channels in (("cxr", 1), ("enh", 3)):
+            shape = f[name].shape
+            if len(shape) != 4 or shape[0] != n or shape[3] != channels:
+                problems.append(f"/{name} has shape {shape}, expected ({n}, H, W, {channels})")
+        if f["cxr"].shape[1:3] != f["enh"].shape[1:3]:
+            problems.append(f"/cxr and /enh images differ in size ({f['cxr'].shape} vs {f['enh'].shape})")
+        for name in ("source_path", "sha256", "orig_width", "orig_height", "orig_mode", "patient_id",
+                     "source"):
+            key = f"meta/{name}"
+            if key in f and f[key].shape != (n,):
+                problems.append(f"/{key} has {f[key].shape[0] if f[key].shape else 0} entries for {n} samples")
+        if "failures/reason" not in f or f["failures/reason"].shape != f["failures/path"].shape:
+            problems.append("/failures/reason is missing or does not match /failures/path")
+        if problems:
+            raise StoreError(f"{self.path}: inconsistent store: {'; '.join(problems)}")
 
     def __len__(self) -> int:
         return int(self._labels.shape[0])
@@ -248,6 +294,13 @@ class Store:
         return self._strings("meta/patient_id")
 
     @property
+    def sources(self) -> list[str]:
+        """Source of each sample (``""`` where unknown, and everywhere in a version-1 store)."""
+        if "meta/source" not in self._file:
+            return [""] * len(self)
+        return self._strings("meta/source")
+
+    @property
     def sha256(self) -> list[str]:
         return self._strings("meta/sha256")
 
@@ -298,7 +351,8 @@ def random_store(path, n: int, size: int = 299, seed: int = 0) -> Path:
     for k in range(0, n, 64):
         m = min(64, n - k)
         piece = {"labels": rng.integers(0, 3, m).astype(np.int32), "source_path": np.array(["x"] * m),
-                 "patient_id": np.array([""] * m), "sha256": np.array(["0" * 64] * m),
+                 "patient_id": np.array([""] * m), "source": np.array([""] * m),
+                 "sha256": np.array(["0" * 64] * m),
                  "orig_width": np.zeros(m, np.int32), "orig_height": np.zeros(m, np.int32),
                  "orig_mode": np.array(["L"] * m),
                  "cxr": rng.integers(0, 256, (m, size, size, 1), dtype=np.uint8),

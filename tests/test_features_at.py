@@ -108,7 +108,7 @@ def test_batched_features_equal_per_image_features(raw, features_at):
     paths = sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.png"))
     task = {"root": str(raw), "piece_id": 0, "params_json": PhaseParams().to_json(), "batch_size": 2,
             "options": {"size": 32, "features_at": features_at},
-            "entries": [(i, rel, 0, "") for i, rel in enumerate(paths)]}
+            "entries": [(i, rel, 0, "", "") for i, rel in enumerate(paths)]}
     here = process_piece({**task, "enhance_here": True})
     later = finish_piece(process_piece({**task, "enhance_here": False}), task, "numpy")
     assert "features" not in later and np.array_equal(here["enh"], later["enh"])

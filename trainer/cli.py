@@ -44,15 +44,47 @@ def _common(f):
     return f
 
 
+def _design(f):
+    """What the model is asked and shown, and how the test set is chosen."""
+    options = [
+        click.option("--target", type=click.Choice(["class", "source"]), default="class", show_default=True,
+                     help="What to predict: the class, or the image's source (a source probe: how "
+                          "visible is the hospital/collection in the pixels?). Needs recorded sources."),
+        click.option("--occlude", type=click.Choice(["none", "center", "outside"]), default="none",
+                     show_default=True,
+                     help="Black out the central box (center: only borders, corners and markers remain) "
+                          "or everything but it (outside), in training, validation and testing alike. "
+                          "The mask is a layer of the saved model."),
+        click.option("--occlude-fraction", type=click.FloatRange(0.05, 0.95), default=0.6, show_default=True,
+                     help="Side of the central box as a share of the image side."),
+        click.option("--split-by", type=click.Choice(["patient", "source"]), default="patient",
+                     show_default=True,
+                     help="Keep all images of a patient (or of a source) in one part of the split."),
+        click.option("--test-source", "test_sources", default=None, metavar="NAME[,NAME]",
+                     help="External validation: these sources are the test set; train and validation "
+                          "come from the others. The report lists the classes the test set holds."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def _base(kw):
     from .experiment import RunConfig
 
-    return RunConfig(epochs=kw["epochs"], batch_size=kw["batch_size"], image_size=kw["image_size"],
-                     width=kw["width"], learning_rate=kw["learning_rate"], patience=kw["patience"],
-                     optimizer=kw["optimizer"], head_activation=kw["head_activation"],
-                     split_seed=kw["split_seed"], deterministic=kw["deterministic"],
-                     jit_compile=kw["jit_compile"], mixed_precision=kw["mixed_precision"],
-                     augment=kw["augment"], weights=kw["weights"])
+    design = {}
+    if "target" in kw:
+        design = {"target": kw["target"], "occlude": kw["occlude"], "occlude_fraction": kw["occlude_fraction"],
+                  "split_by": kw["split_by"], "test_sources": _csv(kw["test_sources"] or "")}
+    try:
+        return RunConfig(epochs=kw["epochs"], batch_size=kw["batch_size"], image_size=kw["image_size"],
+                         width=kw["width"], learning_rate=kw["learning_rate"], patience=kw["patience"],
+                         optimizer=kw["optimizer"], head_activation=kw["head_activation"],
+                         split_seed=kw["split_seed"], deterministic=kw["deterministic"],
+                         jit_compile=kw["jit_compile"], mixed_precision=kw["mixed_precision"],
+                         augment=kw["augment"], weights=kw["weights"], **design)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _csv(value):
@@ -71,6 +103,7 @@ def cli():
 
 @cli.command()
 @_common
+@_design
 @click.option("--inputs", default="cxr,enh", show_default=True, help="Inputs to compare (cxr, enh).")
 @click.option("--losses", default="cce,scce", show_default=True,
               help="Losses to compare: cce, scce, focal, weighted_cce, cce_ls.")
@@ -79,24 +112,79 @@ def cli():
 @click.option("--seed", type=int, default=0, show_default=True, help="First training seed.")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Folder for runs, runs.csv, results.json, report.md and figures; reused on rerun.")
-def compare(inputs, losses, repeats, seed, out, **kw):
+@click.option("--audit", "with_audit", is_flag=True,
+              help="Also run the shortcut audit (see `trainer audit --help`) into OUT/audit and append its "
+                   "verdict and tables to report.md.")
+def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
     """Run the paired grid inputs x losses x repeats and write the report."""
     from .experiment import GridError, run_grid
     from .report import summary_lines, write_report
 
+    base = _base(kw)
     try:
         results = run_grid(kw["store"], out, inputs=_csv(inputs), losses=_csv(losses), repeats=repeats,
-                           seed=seed, base=_base(kw), workers=kw["workers"])
+                           seed=seed, base=base, workers=kw["workers"])
+        record = _audit(kw["store"], f"{out}/audit", _csv(inputs), repeats, seed, base,
+                        kw["occlude_fraction"], kw["workers"]) if with_audit else None
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     report = write_report(results, out)
+    if record is not None:
+        from .audit import audit_markdown
+
+        with open(report, "a") as handle:
+            handle.write("\n".join(["", "# Shortcut audit", "", *audit_markdown(record)]) + "\n")
     click.echo(f"wrote {report}, runs.csv, results.json and figures in {out}")
     for line in summary_lines(out):
         click.echo(f"  {line}")
+    if record is not None:
+        for what, v in record["verdicts"].items():
+            click.echo(f"  Audit, {what.upper()}: {v['headline']}.")
+
+
+def _audit(store, out, inputs, repeats, seed, base, fraction, workers):
+    import dataclasses
+
+    from .audit import run_audit
+
+    plain = dataclasses.replace(base, target="class", occlude="none", test_sources=(), split_by="patient")
+    return run_audit(store, out, inputs=inputs, repeats=repeats, seed=seed, base=plain,
+                     occlude_fraction=fraction, workers=workers)
 
 
 @cli.command()
 @_common
+@click.option("--inputs", default="cxr,enh", show_default=True, help="Inputs to audit (cxr, enh).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Paired repeats of every experiment (repeat k uses seed + k).")
+@click.option("--seed", type=int, default=0, show_default=True, help="First training seed.")
+@click.option("--occlude-fraction", type=click.FloatRange(0.05, 0.95), default=0.6, show_default=True,
+              help="Side of the blacked-out central box as a share of the image side; it should cover "
+                   "the lungs of your images.")
+@click.option("--out", default="audit", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the runs, audit.md and audit.json; reused on rerun.")
+def audit(inputs, repeats, seed, occlude_fraction, out, **kw):
+    """Disease or source? Train with the lungs blacked out, probe the source, hold out a source.
+
+    Writes OUT/audit.md: the class x source table with Cramér's V, accuracy and macro AUC of each
+    experiment with 95 % intervals next to chance, and a computed verdict per input. See
+    docs/shortcut-audit.md for what each experiment means and its limits.
+    """
+    from .experiment import GridError
+
+    try:
+        record = _audit(kw["store"], out, _csv(inputs), repeats, seed, _base(kw), occlude_fraction,
+                        kw["workers"])
+    except (GridError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {out}/audit.md and audit.json")
+    for what, v in record["verdicts"].items():
+        click.echo(f"  {what.upper()}: {v['headline']}.")
+
+
+@cli.command()
+@_common
+@_design
 @click.option("--input", "what", type=click.Choice(["cxr", "enh"]), default="enh", show_default=True,
               help="Which store images to train on.")
 @click.option("--loss", default="cce", show_default=True, help="Loss name (see `compare --help`).")

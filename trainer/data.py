@@ -20,7 +20,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["StoreBatches", "channel_stats", "INPUTS", "scale", "value_range"]
+__all__ = ["StoreBatches", "channel_stats", "INPUTS", "scale", "value_range", "OccludedFeatures",
+           "read_inputs"]
 
 INPUTS = ("cxr", "enh")
 
@@ -50,10 +51,46 @@ def _resize(batch: np.ndarray, size: int) -> np.ndarray:
         dtype=np.float32)
 
 
-def channel_stats(store_path, indices, what: str, batch_size: int = 64, image_size=None):
+class OccludedFeatures:
+    """ENH recomputed from the radiograph after its occlusion, instead of the stored ENH.
+
+    The stored maps cannot simply be masked: per-image min-max scaling and filters up to
+    75 px wide carry the content of the central box into the border pixels, so a model
+    shown only the border of stored ENH still sees the lungs. Blacking out the radiograph
+    first and computing ENH from it (at the stored size, with the store's parameters)
+    leaves nothing of the box to see.
+    """
+
+    def __init__(self, mode: str, fraction: float, params_json: str, enh_dtype):
+        self.mode, self.fraction = mode, float(fraction)
+        self.params_json, self.enh_dtype = params_json, np.dtype(enh_dtype)
+
+    def __call__(self, cxr: np.ndarray) -> np.ndarray:
+        from phasefeat import PhaseParams, enhance
+
+        from .model import occlusion_mask
+
+        mask = occlusion_mask(cxr.shape[1], cxr.shape[2], self.mode, self.fraction)
+        grey = scale(cxr)[..., 0] * mask[..., 0]
+        enh = enhance(grey, PhaseParams.from_json(self.params_json), backend="numpy", out="uint8")
+        if self.enh_dtype == np.uint8:
+            return enh
+        return (enh.astype(np.float32) / 255).astype(self.enh_dtype)
+
+
+def read_inputs(store, indices, what: str, derive: OccludedFeatures | None = None) -> np.ndarray:
+    """The model inputs of ``indices`` (stored values): ``what`` as stored, or ENH derived by ``derive``."""
+    if derive is None:
+        return store.read_many(indices, what)
+    return derive(store.read_many(indices, "cxr"))
+
+
+def channel_stats(store_path, indices, what: str, batch_size: int = 64, image_size=None, mask=None,
+                  derive: OccludedFeatures | None = None):
     """Per-channel mean and std of the scaled images of ``indices`` (the training split).
 
-    Streams in batches; returns two float32 arrays of shape (C,).
+    Streams in batches; returns two float32 arrays of shape (C,). ``mask`` (``(H, W, 1)``
+    of 0/1 at the model's input size) is applied first, as the model's occlusion layer does.
     """
     from phasefeat.store import open_store
 
@@ -62,9 +99,11 @@ def channel_stats(store_path, indices, what: str, batch_size: int = 64, image_si
     with open_store(store_path) as store:
         for start in range(0, len(indices), batch_size):
             part = np.sort(np.asarray(indices[start:start + batch_size]))
-            x = scale(store.read_many(part, what))
+            x = scale(read_inputs(store, part, what, derive))
             if image_size:
                 x = _resize(x, image_size)
+            if mask is not None:
+                x = x * mask
             x = x.astype(np.float64)
             s, sq = x.sum(axis=(0, 1, 2)), (x * x).sum(axis=(0, 1, 2))
             total = s if total is None else total + s
@@ -102,12 +141,14 @@ class StoreBatches(_base()):
         Resize on the fly (antialiased bilinear) to ``image_size`` squared.
     augment : bool
         Random horizontal flips and small shifts (training only).
+    derive : OccludedFeatures, optional
+        Compute ENH from the occluded radiograph instead of reading it.
     **kwargs
         ``workers``, ``use_multiprocessing``, ``max_queue_size`` for Keras.
     """
 
     def __init__(self, store_path, indices, what, labels, n_classes, label_mode, batch_size,
-                 *, shuffle=False, seed=0, image_size=None, augment=False, **kwargs):
+                 *, shuffle=False, seed=0, image_size=None, augment=False, derive=None, **kwargs):
         super().__init__(**kwargs)
         if what not in INPUTS:
             raise ValueError(f"input must be one of {list(INPUTS)}, got {what!r}")
@@ -116,7 +157,7 @@ class StoreBatches(_base()):
         self.what, self.n_classes, self.label_mode = what, n_classes, label_mode
         self.labels = np.asarray(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.image_size, self.augment = image_size, augment
+        self.image_size, self.augment, self.derive = image_size, augment, derive
         self.epoch = 0
         self._order = self._make_order()
         self._store = None
@@ -145,7 +186,7 @@ class StoreBatches(_base()):
         chosen = self._order[i * self.batch_size:(i + 1) * self.batch_size]
         # Read in file order (contiguous runs are faster); batch membership is what matters.
         chosen = np.sort(chosen)
-        x = self._handle().read_many(chosen, self.what)
+        x = read_inputs(self._handle(), chosen, self.what, self.derive)
         if self.image_size and x.shape[1:3] != (self.image_size, self.image_size):
             x = _resize(x.astype(np.float32), self.image_size)  # stays on the stored scale
         if self.augment:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -18,9 +19,13 @@ import numpy as np
 
 from .losses import class_weights, get_loss
 from .metrics import classification_metrics
-from .splits import Split, make_split
+from .splits import Split, make_external_split, make_split
 
-__all__ = ["RunConfig", "GridError", "prepare_split", "train_run", "run_grid", "run_name"]
+__all__ = ["RunConfig", "GridError", "prepare_split", "train_run", "run_grid", "run_name",
+           "run_or_reuse", "store_info", "store_identity", "TARGETS", "SPLIT_BY"]
+
+TARGETS = ("class", "source")
+SPLIT_BY = ("patient", "source")
 
 
 class GridError(ValueError):
@@ -53,33 +58,85 @@ class RunConfig:
     dropout: float = 0.5
     focal_gamma: float = 2.0
     weights: str | None = None
+    target: str = "class"
+    occlude: str = "none"
+    occlude_fraction: float = 0.6
+    split_by: str = "patient"
+    test_sources: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        from .model import OCCLUSIONS
+
+        object.__setattr__(self, "test_sources", tuple(self.test_sources))
+        for name, value, choices in (("target", self.target, TARGETS), ("occlude", self.occlude, OCCLUSIONS),
+                                     ("split_by", self.split_by, SPLIT_BY)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        if not 0 < self.occlude_fraction < 1:
+            raise ValueError(f"occlude_fraction must lie in (0, 1), got {self.occlude_fraction!r}")
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+                and self.learning_rate > 0):
+            raise ValueError(f"learning rate must be a positive finite number, got {self.learning_rate!r}")
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
+        """SHA-256 of every setting. Settings added later are left out at the values that
+        reproduce earlier runs, so finished runs of earlier versions keep their digest."""
+        fields = dataclasses.asdict(self)
+        fields["test_sources"] = list(self.test_sources)
+        for name, legacy in LATER_FIELDS.items():
+            if fields[name] == legacy:
+                del fields[name]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+LATER_FIELDS = {"target": "class", "occlude": "none", "occlude_fraction": 0.6, "split_by": "patient",
+                "test_sources": []}
 
 
 def run_name(cfg: RunConfig, repeat: int) -> str:
     return f"{cfg.input}-{cfg.loss}-r{repeat}"
 
 
-def _store_info(store_path, what):
+def store_identity(store) -> str:
+    """What the store holds, not where it lies: parameters, samples, labels and source hashes."""
+    h = hashlib.sha256()
+    for part in (store.attrs.get("params_digest", ""), str(len(store)), json.dumps(store.class_names),
+                 store.attrs.get("features_at", ""), str(store.shape("enh"))):
+        h.update(part.encode() + b"\0")
+    h.update(np.ascontiguousarray(store.labels, dtype=np.int64).tobytes())
+    for digest in store.sha256:
+        h.update(digest.encode())
+    return h.hexdigest()
+
+
+def store_info(store_path, what: str, target: str = "class") -> dict:
+    """Labels (of the class or of the source), names, patients, sources, shape and identity."""
     from phasefeat.store import StoreError, open_store
 
+    if what not in ("cxr", "enh"):
+        raise GridError(f"input must be cxr or enh, got {what!r}")
     try:
         with open_store(store_path) as store:
-            if what not in ("cxr", "enh"):
-                raise GridError(f"input must be cxr or enh, got {what!r}")
             info = {"labels": store.labels.copy(), "class_names": store.class_names,
-                    "patient_ids": store.patient_ids, "shape": store.shape(what),
-                    "dtype": store.dtype(what),
-                    "params_digest": store.attrs.get("params_digest", "")}
+                    "patient_ids": store.patient_ids, "sources": store.sources,
+                    "shape": store.shape(what), "dtype": store.dtype(what),
+                    "params_digest": store.attrs.get("params_digest", ""),
+                    "params_json": store.attrs.get("params_json", ""),
+                    "store_identity": store_identity(store)}
     except StoreError as exc:
         raise GridError(str(exc)) from None
-    n = len(info["class_names"])
     if len(info["labels"]) == 0:
         raise GridError(f"{store_path} holds no samples")
-    if info["labels"].min() < 0 or info["labels"].max() >= n:
-        raise GridError(f"labels outside 0..{n - 1} in {store_path}")
+    if target == "source":
+        unknown = sum(1 for s in info["sources"] if not s)
+        if unknown:
+            raise GridError(f"{unknown} of {len(info['sources'])} samples of {store_path} have no source; "
+                            "convert with --source-pattern (or a label file's source column) to probe sources")
+        names = sorted(set(info["sources"]))
+        index = {name: k for k, name in enumerate(names)}
+        info["class_labels"], info["class_names_of_store"] = info["labels"], info["class_names"]
+        info["labels"] = np.array([index[s] for s in info["sources"]], dtype=np.int32)
+        info["class_names"] = names
     return info
 
 
@@ -87,9 +144,17 @@ def prepare_split(store_path, cfg: RunConfig, info: dict | None = None) -> Split
     """The split of ``cfg`` (``info``: the store's labels and patients, if already read)."""
     from .splits import SplitError
 
-    info = info or _store_info(store_path, cfg.input)
+    info = info or store_info(store_path, cfg.input, cfg.target)
     try:
-        return make_split(info["labels"], info["patient_ids"], seed=cfg.split_seed,
+        if cfg.test_sources:
+            return make_external_split(info["labels"], info["sources"], cfg.test_sources,
+                                       info["patient_ids"], seed=cfg.split_seed,
+                                       val_fraction=cfg.val_fraction)
+        groups = info["sources"] if cfg.split_by == "source" else info["patient_ids"]
+        if cfg.split_by == "source" and not all(groups):
+            raise GridError("--split-by source needs a source for every sample "
+                            "(convert with --source-pattern)")
+        return make_split(info["labels"], groups, seed=cfg.split_seed,
                           test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
     except SplitError as exc:
         raise GridError(str(exc)) from None
@@ -146,27 +211,34 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     """Train, evaluate and save one run; returns its result dict (also written as JSON)."""
     import keras
 
-    from .data import StoreBatches, channel_stats, value_range
-    from .model import vgg16_classifier
+    from .data import OccludedFeatures, StoreBatches, channel_stats, value_range
+    from .model import occlusion_mask, vgg16_classifier
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    info = _store_info(store_path, cfg.input)
+    info = store_info(store_path, cfg.input, cfg.target)
     split = split or prepare_split(store_path, cfg, info)
+    out_dir.mkdir(parents=True, exist_ok=True)
     names, labels = info["class_names"], info["labels"]
     n_classes = len(names)
     spec = get_loss(cfg.loss)
-    mean, std = channel_stats(store_path, split.train, cfg.input, image_size=cfg.image_size)
+    h, w, c = info["shape"][1:]
+    size = cfg.image_size or h
+    shape = (size, size if cfg.image_size else w, c)
+    mask = occlusion_mask(shape[0], shape[1], cfg.occlude, cfg.occlude_fraction)
+    derive = None
+    if cfg.occlude != "none" and cfg.input == "enh":
+        derive = OccludedFeatures(cfg.occlude, cfg.occlude_fraction, info["params_json"], info["dtype"])
+    mean, std = channel_stats(store_path, split.train, cfg.input, image_size=cfg.image_size,
+                              mask=None if cfg.occlude == "none" else mask, derive=derive)
 
     _seed_everything(cfg.seed, cfg.deterministic)
     keras.config.set_dtype_policy("mixed_float16" if cfg.mixed_precision else "float32")
-    h, w, c = info["shape"][1:]
-    size = cfg.image_size or h
-    model = vgg16_classifier((size, size if cfg.image_size else w, c), n_classes, width=cfg.width,
+    model = vgg16_classifier(shape, n_classes, width=cfg.width,
                              head={"units": cfg.head_units, "activation": cfg.head_activation,
                                    "dropout": cfg.dropout}, weights=cfg.weights,
                              preprocessing={"scale": 1 / value_range(info["dtype"]),
-                                            "mean": mean.tolist(), "std": std.tolist()})
+                                            "mean": mean.tolist(), "std": std.tolist()},
+                             occlude=(cfg.occlude, cfg.occlude_fraction))
     loss = spec.build(gamma=cfg.focal_gamma, weights=class_weights(labels[split.train], n_classes)
                       if cfg.loss == "weighted_cce" else None)
     optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}[cfg.optimizer](
@@ -175,7 +247,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
 
     common = {"store_path": store_path, "what": cfg.input, "labels": labels, "n_classes": n_classes,
               "label_mode": spec.label_mode, "batch_size": cfg.batch_size,
-              "image_size": cfg.image_size}
+              "image_size": cfg.image_size, "derive": derive}
     # Threads, not processes: pickling ~1 MB samples between processes costs more than the read.
     common.update(workers=workers, use_multiprocessing=False)
     train = StoreBatches(indices=split.train, shuffle=True, seed=cfg.seed, augment=cfg.augment, **common)
@@ -194,12 +266,15 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     test_labels = labels[split.test]
     metrics = classification_metrics(test_labels, probabilities, names)
     model.save(out_dir / "model.keras")
+    np.savez(out_dir / "predictions.npz", indices=split.test, labels=test_labels,
+             probabilities=probabilities.astype(np.float32))
     for ds in (train, val, test):
         ds.close()
     result = {
         "run": out_dir.name, "input": cfg.input, "loss": cfg.loss, "seed": cfg.seed,
         "config": dataclasses.asdict(cfg), "config_digest": cfg.digest(),
-        "store_params_digest": info["params_digest"], "class_names": names,
+        "store_params_digest": info["params_digest"], "store_identity": info["store_identity"],
+        "class_names": names, "target": cfg.target, "occlude": cfg.occlude,
         "val_loss": float(val_loss), "test_loss": float(test_loss),
         "test_cross_entropy": _cross_entropy(probabilities, test_labels),
         "test_accuracy": metrics["accuracy"], "metrics": metrics,
@@ -208,6 +283,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
         "backend": keras.backend.backend(), "jit_compile": cfg.jit_compile,
         "mixed_precision": cfg.mixed_precision, "deterministic": cfg.deterministic,
         "split_sizes": [len(split.train), len(split.val), len(split.test)],
+        "test_classes_present": sorted(names[k] for k in set(test_labels.tolist())),
         "train_mean": mean.tolist(), "train_std": std.tolist(),
     }
     tmp = out_dir / "result.json.tmp"
@@ -231,12 +307,24 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
     out.mkdir(parents=True, exist_ok=True)
     for loss in losses:
         get_loss(loss)
-    split = prepare_split(store_path, dataclasses.replace(base, input=inputs[0]))
-    settings = {"store": str(Path(store_path).resolve()), "base": dataclasses.asdict(base),
-                "seed": seed, "split": json.loads(split.to_json())}
+    info = store_info(store_path, inputs[0], base.target)
+    split = prepare_split(store_path, dataclasses.replace(base, input=inputs[0]), info)
+    # Keyed on what the store holds, not on its path: a store re-converted in place is another store.
+    settings = {"store_identity": info["store_identity"], "base": json.loads(json.dumps(
+                dataclasses.asdict(base))), "seed": seed, "split": json.loads(split.to_json())}
     settings_path = out / "grid.json"
     if settings_path.exists():
-        old = json.loads(settings_path.read_text())
+        try:
+            old = json.loads(settings_path.read_text())
+        except ValueError:
+            raise GridError(f"{settings_path} is damaged (not JSON); delete it or use another --out") from None
+        old_identity = old.get("store_identity")
+        if old_identity is None:
+            raise GridError(f"{out} was made by an earlier version that did not record the store's "
+                            "identity, so its runs cannot be matched to this store; use another --out")
+        if old_identity != settings["store_identity"]:
+            raise GridError(f"{out} holds runs made on another store (or this store before it was "
+                            "converted again); use another --out or delete it")
         if old != settings:
             differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise GridError(f"{out} holds runs made with other settings ({', '.join(differ)} differ); "
@@ -250,14 +338,30 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
     for what, loss, k in bar:
         cfg = dataclasses.replace(base, input=what, loss=loss, seed=seed + k)
         run_dir = out / "runs" / run_name(cfg, k)
-        done = run_dir / "result.json"
-        if done.exists():
-            result = json.loads(done.read_text())
-            if result.get("config_digest") != cfg.digest():
-                raise GridError(f"{run_dir} was made with other settings; delete it or use another --out")
-        else:
-            bar.set_postfix(run=run_dir.name)
-            result = train_run(store_path, cfg, run_dir, split=split, verbose=verbose,
-                               progress=progress, workers=workers)
-        results.append(result)
+        bar.set_postfix(run=run_dir.name)
+        results.append(run_or_reuse(store_path, cfg, run_dir, split, info["store_identity"],
+                                    verbose=verbose, progress=progress, workers=workers))
     return results
+
+
+def run_or_reuse(store_path, cfg: RunConfig, run_dir: Path, split: Split, identity: str,
+                 **train_kwargs) -> dict:
+    """The finished run in ``run_dir`` if it was made with ``cfg`` on this store, else train it.
+
+    Raises
+    ------
+    GridError
+        ``run_dir`` holds a run with other settings, of another store, or a damaged result.
+    """
+    done = run_dir / "result.json"
+    if not done.exists():
+        return train_run(store_path, cfg, run_dir, split=split, **train_kwargs)
+    try:
+        result = json.loads(done.read_text())
+    except ValueError:
+        raise GridError(f"{done} is damaged (not JSON); delete {run_dir} to run it again") from None
+    if result.get("config_digest") != cfg.digest():
+        raise GridError(f"{run_dir} was made with other settings; delete it or use another --out")
+    if result.get("store_identity", identity) != identity:
+        raise GridError(f"{run_dir} was trained on another store; delete it or use another --out")
+    return result

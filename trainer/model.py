@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["vgg16_classifier", "DEFAULT_HEAD", "VGG16_BLOCKS"]
+import functools
+
+import numpy as np
+
+__all__ = ["vgg16_classifier", "DEFAULT_HEAD", "VGG16_BLOCKS", "OCCLUSIONS", "occlusion_mask",
+           "occlusion_layer"]
+
+#: ``center`` blacks out the central box (lungs and heart), ``outside`` keeps only it.
+OCCLUSIONS = ("none", "center", "outside")
 
 #: Filters of each VGG16 block (Simonyan & Zisserman, 2015, configuration D).
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -11,6 +19,66 @@ VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 51
 # moving statistics otherwise stay near their initial values and validation loss explodes.
 DEFAULT_HEAD = {"units": 256, "activation": "relu", "dropout": 0.5, "pooling": "avg",
                 "bn_momentum": 0.9}
+
+
+def occlusion_mask(height: int, width: int, mode: str, fraction: float) -> np.ndarray:
+    """``(H, W, 1)`` uint8 mask of 0s and 1s: the pixels a model may see.
+
+    Parameters
+    ----------
+    mode : {"none", "center", "outside"}
+        ``center`` zeroes the central ``fraction`` x ``fraction`` box, so only the
+        borders, corners and burned-in markers remain; ``outside`` zeroes
+        everything but that box.
+    fraction : float
+        Side of the box as a share of the image side, in (0, 1).
+    """
+    if mode not in OCCLUSIONS:
+        raise ValueError(f"occlusion must be one of {list(OCCLUSIONS)}, got {mode!r}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"occlusion fraction must lie in (0, 1), got {fraction!r}")
+    mask = np.ones((height, width, 1), dtype=np.uint8)
+    if mode == "none":
+        return mask
+    bh, bw = max(1, round(fraction * height)), max(1, round(fraction * width))
+    top, left = (height - bh) // 2, (width - bw) // 2
+    box = np.zeros_like(mask)
+    box[top:top + bh, left:left + bw] = 1
+    return 1 - box if mode == "center" else box
+
+
+@functools.cache
+def _occlusion_class():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="trainer")
+    class Occlusion(keras.layers.Layer):
+        """Multiplies the input by a fixed mask (:func:`occlusion_mask`), in every split.
+
+        Part of the saved model, so evaluation and saliency see exactly what training saw.
+        """
+
+        def __init__(self, mode="none", fraction=0.6, **kwargs):
+            super().__init__(**kwargs)
+            self.mode, self.fraction = mode, float(fraction)
+            occlusion_mask(2, 2, mode, self.fraction)  # validate early
+
+        def build(self, input_shape):
+            h, w = int(input_shape[1]), int(input_shape[2])
+            self.mask = keras.ops.convert_to_tensor(occlusion_mask(h, w, self.mode, self.fraction))
+
+        def call(self, x):
+            return x * keras.ops.cast(self.mask, x.dtype)
+
+        def get_config(self):
+            return {**super().get_config(), "mode": self.mode, "fraction": self.fraction}
+
+    return Occlusion
+
+
+def occlusion_layer(mode: str, fraction: float, name: str = "occlusion"):
+    """The :class:`Occlusion` layer (registered for safe-mode loading)."""
+    return _occlusion_class()(mode=mode, fraction=fraction, name=name)
 
 
 def _conv_base(x, width: float):
@@ -26,7 +94,7 @@ def _conv_base(x, width: float):
 
 def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict | None = None,
                      weights: str | None = None, preprocessing: dict | None = None,
-                     name: str = "vgg16_classifier"):
+                     name: str = "vgg16_classifier", occlude: tuple[str, float] | None = None):
     """VGG16 convolutional base plus a classification head.
 
     Parameters
@@ -48,6 +116,9 @@ def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict
         ``{"scale": s, "mean": [...], "std": [...]}``: the model first computes
         ``(x * s - mean) / std`` per channel, so batches can stay uint8 and the
         training-split statistics travel inside the saved model.
+    occlude : (mode, fraction), optional
+        Mask the input first (:func:`occlusion_mask`); ``None`` or mode
+        ``"none"`` adds no layer.
 
     Returns
     -------
@@ -63,6 +134,8 @@ def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict
         raise ValueError(f"input_shape must be (H, W, 1) or (H, W, 3), got {tuple(input_shape)}")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
+    if occlude is not None and occlude[0] != "none":
+        x = occlusion_layer(*occlude)(x)
     if preprocessing is not None:
         x = keras.layers.Rescaling(preprocessing["scale"], name="scale")(x)
         std = [float(v) for v in preprocessing["std"]]

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-__all__ = ["Split", "SplitError", "make_split"]
+__all__ = ["Split", "SplitError", "make_split", "make_external_split"]
 
 
 class SplitError(ValueError):
@@ -22,7 +22,10 @@ class SplitError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """Sample indices of each part, sorted; disjoint and covering all samples."""
+    """Sample indices of each part, sorted; disjoint and covering all samples.
+
+    ``test_sources`` names the sources of an external test set (``test_fraction`` is then 0).
+    """
 
     train: np.ndarray
     val: np.ndarray
@@ -31,19 +34,22 @@ class Split:
     test_fraction: float
     val_fraction: float
     grouped: bool
+    test_sources: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps({"seed": self.seed, "test_fraction": self.test_fraction,
-                           "val_fraction": self.val_fraction, "grouped": self.grouped,
-                           "train": self.train.tolist(), "val": self.val.tolist(),
-                           "test": self.test.tolist()})
+        out = {"seed": self.seed, "test_fraction": self.test_fraction,
+               "val_fraction": self.val_fraction, "grouped": self.grouped,
+               "train": self.train.tolist(), "val": self.val.tolist(), "test": self.test.tolist()}
+        if self.test_sources:
+            out["test_sources"] = list(self.test_sources)
+        return json.dumps(out)
 
     @classmethod
     def from_json(cls, text: str) -> Split:
         d = json.loads(text)
         return cls(np.asarray(d["train"], dtype=np.int64), np.asarray(d["val"], dtype=np.int64),
                    np.asarray(d["test"], dtype=np.int64), d["seed"], d["test_fraction"],
-                   d["val_fraction"], d["grouped"])
+                   d["val_fraction"], d["grouped"], tuple(d.get("test_sources", ())))
 
 
 def _take(indices_by_group, group_label, labels, fraction, rng):
@@ -65,6 +71,73 @@ def _take(indices_by_group, group_label, labels, fraction, rng):
             chosen.extend(indices_by_group[group])
             taken += len(indices_by_group[group])
     return set(chosen)
+
+
+def _need_two_classes(labels, where: str) -> None:
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise SplitError(f"{where} holds {len(present)} class(es) ({present.tolist()}); a classifier "
+                         "needs at least two (a one-class model is 100 % accurate and means nothing)")
+
+
+def _groups(labels, patient_ids):
+    grouped = patient_ids is not None and any(p for p in patient_ids)
+    keys = [p if grouped and p else f"#{i}" for i, p in
+            enumerate(patient_ids if grouped else [""] * len(labels))]
+    indices_by_group = defaultdict(list)
+    for i, key in enumerate(keys):
+        indices_by_group[key].append(i)
+    group_label = {g: Counter(labels[idx].tolist()).most_common(1)[0][0]
+                   for g, idx in indices_by_group.items()}
+    return grouped, indices_by_group, group_label
+
+
+def make_external_split(labels, sources, test_sources, patient_ids=None, *, seed: int = 0,
+                        val_fraction: float = 0.3) -> Split:
+    """External validation: the named sources are the test set; train and validation share the rest.
+
+    Parameters
+    ----------
+    labels : array of int, shape (N,)
+    sources : sequence of str
+        Each sample's source.
+    test_sources : sequence of str
+        The sources held out as the test set.
+    patient_ids : sequence of str, optional
+        Group the train/validation split by patient.
+
+    Raises
+    ------
+    SplitError
+        Unknown source names, a class that only the test sources hold (no model
+        could learn it), or fewer than two classes for training.
+    """
+    labels = np.asarray(labels)
+    sources = np.asarray(sources, dtype=object)
+    known = sorted(set(sources.tolist()))
+    unknown = [s for s in test_sources if s not in known]
+    if unknown:
+        raise SplitError(f"test source(s) {unknown} not in the store; its sources are {known}")
+    held = np.isin(sources, list(test_sources))
+    test, rest = np.flatnonzero(held), np.flatnonzero(~held)
+    if len(rest) == 0:
+        raise SplitError("every sample is in the test sources; nothing is left to train on")
+    missing = sorted(set(labels[test].tolist()) - set(labels[rest].tolist()))
+    if missing:
+        raise SplitError(f"class(es) {missing} occur only in the test source(s) {list(test_sources)}: "
+                         "no model can learn them from the other sources")
+    _need_two_classes(labels[rest], "the training sources")
+    if not 0 < val_fraction < 1:
+        raise SplitError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    patients = None if patient_ids is None else [patient_ids[i] for i in rest]
+    grouped, by_group, group_label = _groups(labels[rest], patients)
+    val_local = _take(by_group, group_label, labels[rest], val_fraction, np.random.default_rng(seed))
+    val = rest[sorted(val_local)]
+    train = np.setdiff1d(rest, val)
+    split = Split(train, np.sort(val), test, seed, 0.0, val_fraction, grouped, tuple(test_sources))
+    for part in ("train", "val"):
+        _need_two_classes(labels[getattr(split, part)], f"the {part} part")
+    return split
 
 
 def make_split(labels, patient_ids=None, *, seed: int = 0, test_fraction: float = 0.3,
@@ -93,14 +166,8 @@ def make_split(labels, patient_ids=None, *, seed: int = 0, test_fraction: float 
     for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
         if not 0 < value < 1:
             raise SplitError(f"{name} must lie in (0, 1), got {value}")
-    grouped = patient_ids is not None and any(p for p in patient_ids)
-    keys = [p if grouped and p else f"#{i}" for i, p in
-            enumerate(patient_ids if grouped else [""] * len(labels))]
-    indices_by_group = defaultdict(list)
-    for i, key in enumerate(keys):
-        indices_by_group[key].append(i)
-    group_label = {g: Counter(labels[idx].tolist()).most_common(1)[0][0]
-                   for g, idx in indices_by_group.items()}
+    _need_two_classes(labels, "the store")
+    grouped, indices_by_group, group_label = _groups(labels, patient_ids)
     rng = np.random.default_rng(seed)
     test = _take(indices_by_group, group_label, labels, test_fraction, rng)
     rest = {g: idx for g, idx in indices_by_group.items() if idx[0] not in test}
@@ -109,6 +176,7 @@ def make_split(labels, patient_ids=None, *, seed: int = 0, test_fraction: float 
     split = Split(np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64),
                   np.array(sorted(test), dtype=np.int64), seed, test_fraction, val_fraction, grouped)
     for part in ("train", "val", "test"):
+        _need_two_classes(labels[getattr(split, part)], f"the {part} part")
         counts = np.bincount(labels[getattr(split, part)], minlength=int(labels.max()) + 1)
         short = [c for c, n in enumerate(counts) if n < min_per_class]
         if short:

@@ -1,0 +1,160 @@
+"""trainer audit: occlusion, source probes, external validation, intervals and the computed verdict."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from phasefeat import PhaseParams, enhance
+from phasefeat.cli import cli as phasefeat_cli
+from phasefeat.demo_data import SOURCE_PATTERN, write_demo_data
+from trainer.audit import MARGIN, above_chance, external_candidates, interval_metrics, verdicts
+from trainer.cli import cli
+from trainer.data import OccludedFeatures
+from trainer.model import occlusion_mask
+from trainer.splits import SplitError, make_external_split
+
+TRAIN = ["--width", "0.125", "--epochs", "15", "--patience", "5", "--learning-rate", "0.0003",
+         "--batch-size", "8", "--repeats", "1", "--inputs", "cxr", "--occlude-fraction", "0.8"]
+
+
+def invoke(command, *args, ok=True):
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.mark.parametrize(("mode", "visible"), [("none", 64 * 80), ("center", 64 * 80 - 38 * 48),
+                                               ("outside", 38 * 48)])
+def test_occlusion_mask(mode, visible):
+    mask = occlusion_mask(64, 80, mode, 0.6)
+    assert mask.shape == (64, 80, 1) and mask.dtype == np.uint8 and int(mask.sum()) == visible
+    if mode == "center":
+        assert mask[32, 40, 0] == 0 and mask[0, 0, 0] == 1
+    with pytest.raises(ValueError, match="fraction"):
+        occlusion_mask(8, 8, mode, 1.0)
+
+
+def test_occluded_features_are_enh_of_the_blacked_out_radiograph():
+    from phasefeat.phantom import chest_phantom
+
+    cxr = np.stack([chest_phantom(48, seed=s, dtype="uint8") for s in range(2)])[..., None]
+    derive = OccludedFeatures("center", 0.5, PhaseParams().to_json(), "uint8")
+    mask = occlusion_mask(48, 48, "center", 0.5)[..., 0]
+    want = enhance(cxr[..., 0].astype(np.float32) / 255 * mask, out="uint8")
+    assert np.array_equal(derive(cxr), want)
+    as_float = OccludedFeatures("center", 0.5, PhaseParams().to_json(), "float16")(cxr)
+    assert as_float.dtype == np.float16 and np.allclose(as_float, want / 255, atol=1e-3)
+
+
+def test_external_split_holds_out_whole_sources():
+    labels = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 0, 1, 2] * 3)
+    sources = np.array(["a", "a", "a", "b", "b", "c", "c", "c", "b", "a", "b", "c"] * 3)
+    split = make_external_split(labels, sources, ["c"], seed=1)
+    assert set(sources[split.test]) == {"c"} and "c" not in set(sources[split.train])
+    assert sorted(np.concatenate([split.train, split.val, split.test]).tolist()) == list(range(36))
+    assert split.test_sources == ("c",) and json.loads(split.to_json())["test_sources"] == ["c"]
+    with pytest.raises(SplitError, match="not in the store"):
+        make_external_split(labels, sources, ["z"])
+    only_c = np.where(sources == "c", 2, labels % 2)
+    with pytest.raises(SplitError, match="occur only in the test source"):
+        make_external_split(only_c, sources, ["c"])
+
+
+def test_external_candidates_share_their_classes_with_another_source():
+    # The shared radiographs: ieee (covid, pneumonia), mhh (covid), nih (normal, pneumonia).
+    labels = [0] * 20 + [0] * 20 + [1] * 40 + [2] * 8 + [2] * 32
+    sources = ["ieee"] * 20 + ["mhh"] * 20 + ["nih"] * 40 + ["ieee"] * 8 + ["nih"] * 32
+    assert external_candidates(labels, sources) == ["ieee", "mhh"]
+
+
+def test_interval_metrics_on_a_known_case():
+    y = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    perfect = np.eye(3)[y]
+    m = interval_metrics(y, [perfect, perfect], resamples=200)
+    assert m["accuracy"] == 1.0 and m["accuracy_ci"] == [1.0, 1.0] and m["macro_auc"] == 1.0
+    assert m["chance"] == 0.5 and m["classes_present"] == [0, 1, 2]
+    constant = np.tile([1.0, 0.0, 0.0], (100, 1))  # always the majority class
+    m = interval_metrics(y, [constant], resamples=500)
+    assert m["accuracy"] == 0.5 and m["accuracy_ci"][0] < 0.5 < m["accuracy_ci"][1]
+    assert m["macro_auc"] == pytest.approx(0.5) and not above_chance(m)
+    one_class = interval_metrics(np.zeros(10, int), [np.eye(3)[np.zeros(10, int)]], resamples=50)
+    assert np.isnan(one_class["macro_auc"]) and one_class["chance"] == 1.0
+
+
+def _result(acc, low, auc_low, chance=1 / 3):
+    return {"accuracy": acc, "accuracy_ci": [low, acc + 0.05], "chance": chance,
+            "macro_auc": auc_low + 0.05, "macro_auc_ci": [auc_low, auc_low + 0.1]}
+
+
+def test_verdicts_follow_the_documented_thresholds():
+    clean = {"cxr": {"center": _result(0.35, 0.2, 0.45)}}
+    assert not verdicts(clean, ["cxr"], 0.2)["cxr"]["flagged"]
+    assert "no shortcut found" in verdicts(clean, ["cxr"], 0.2)["cxr"]["headline"]
+    by_accuracy = {"cxr": {"center": _result(0.6, 1 / 3 + MARGIN + 0.01, 0.5)}}
+    v = verdicts(by_accuracy, ["cxr"], 0.9)["cxr"]
+    assert v["flagged"] and "confounded by source" in v["headline"]
+    by_auc = {"cxr": {"center": _result(0.34, 0.2, 0.5 + 2 * MARGIN + 0.01)}}
+    assert verdicts(by_auc, ["cxr"], 0.9)["cxr"]["flagged"]
+    probe = {"cxr": {"center": _result(0.35, 0.2, 0.45), "source": _result(0.9, 0.8, 0.9, chance=0.5)}}
+    v = verdicts(probe, ["cxr"], 0.8)["cxr"]
+    assert not v["flagged"] and "tells the image source apart" in v["headline"]
+    assert "Cramér's V 0.80" in v["headline"]
+    external = {"cxr": {"center": _result(0.35, 0.2, 0.45),
+                        "external:b": {"internal_sensitivity": 0.9, "external_sensitivity": 0.4,
+                                       "class_names_present": ["pneumonia"]}}}
+    assert "do not transfer" in verdicts(external, ["cxr"], 0.3)["cxr"]["headline"]
+
+
+def _phantom_store(root, shortcut):
+    write_demo_data(root / "raw", per_class=40, seed=0, min_size=128, max_size=192, shortcut=shortcut)
+    args = ["convert", root / "raw", root / "s.h5", "--size", 64, "--features-at", 64, "-q",
+            "--backend", "numpy"]
+    if shortcut:
+        args += ["--source-pattern", SOURCE_PATTERN]
+    invoke(phasefeat_cli, *args)
+    return root / "s.h5"
+
+
+@pytest.mark.slow
+def test_audit_flags_a_planted_shortcut(tmp_path):
+    store = _phantom_store(tmp_path, shortcut=True)
+    result = invoke(cli, "audit", "--store", store, "--out", tmp_path / "audit", *TRAIN)
+    record = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert record["verdicts"]["cxr"]["flagged"], result.output
+    center = record["results"]["cxr"]["center"]
+    assert center["accuracy"] > center["chance"] + 0.3
+    assert set(record["results"]["cxr"]) == {"full", "center", "source", "external:siteb"}
+    assert record["results"]["cxr"]["source"]["accuracy"] > 0.8
+    text = (tmp_path / "audit" / "audit.md").read_text()
+    assert "confounded by source" in text and "| CXR | center |" in text and "sitea" in text
+    assert "CXR: with the central box" in result.output
+    again = invoke(cli, "audit", "--store", store, "--out", tmp_path / "audit", *TRAIN)
+    assert again.output.splitlines()[-2:] == result.output.splitlines()[-2:]  # reused, same answer
+
+
+@pytest.mark.slow
+def test_audit_does_not_flag_clean_phantoms_and_compare_appends_it(tmp_path):
+    store = _phantom_store(tmp_path, shortcut=False)
+    invoke(cli, "compare", "--store", store, "--out", tmp_path / "cmp", "--losses", "cce", "--audit", *TRAIN)
+    record = json.loads((tmp_path / "cmp" / "audit" / "audit.json").read_text())
+    assert set(record["results"]["cxr"]) == {"full", "center"}  # no sources: no probe, no hold-out
+    assert not record["verdicts"]["cxr"]["flagged"]
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "# Shortcut audit" in report and "no shortcut found" in report
+
+
+def test_audit_refuses_a_source_probe_without_sources(tmp_path):
+    store = tmp_path / "s.h5"
+    write_demo_data(tmp_path / "raw", per_class=4, seed=0, min_size=64, max_size=70)
+    invoke(phasefeat_cli, "convert", tmp_path / "raw", store, "--size", 32, "--features-at", 32, "-q",
+           "--backend", "numpy")
+    result = invoke(cli, "train", "--store", store, "--target", "source", "--out", tmp_path / "r", ok=False)
+    assert result.exit_code == 1 and "no source" in result.output and "--source-pattern" in result.output
+    assert not (tmp_path / "r").exists()
+    bad = invoke(cli, "train", "--store", store, "--test-source", "nowhere", "--out", tmp_path / "r2",
+                 ok=False)
+    assert bad.exit_code == 1 and "not in the store" in bad.output and not (tmp_path / "r2").exists()
