@@ -6,13 +6,22 @@ OUT ?= out
 # make demo DATA=path/to/raw uses your own radiographs (class folders) instead of phantoms.
 DATA ?=
 DEMO_DIR ?= $(OUT)/demo
-DEMO_PER_CLASS ?= 100
-DEMO_SIZE ?= 128
-# Extra `phasefeat convert` options, e.g. DEMO_CONVERT="--features-at 128" (features at the stored size).
+DEMO_PER_CLASS ?= 60
+DEMO_SIZE ?= 64
+# Extra `phasefeat convert` options, e.g. DEMO_CONVERT="--features-at 64" (features at the stored size).
 DEMO_CONVERT ?=
-DEMO_TRAIN ?= --width 0.125 --epochs 30 --patience 8 --learning-rate 0.0001 --batch-size 16 --repeats 3
+DEMO_TRAIN ?= --width 0.125 --epochs 15 --patience 5 --learning-rate 0.0003 --batch-size 8 --repeats 2
+# The phantoms' lungs reach further out than a 0.6 box, so their audit blacks out 0.8 of each side.
+DEMO_AUDIT ?= --audit $(if $(DATA),,--occlude-fraction 0.8)
+SITES := '^[^/]+/(site[a-z])_'
 
-.PHONY: demo test lint bench clean
+.DEFAULT_GOAL := help
+.PHONY: help demo test lint bench clean
+
+## help: list the targets (this text)
+help:
+	@echo "make targets:"
+	@sed -n 's/^## /  /p' $(MAKEFILE_LIST)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,20 +39,23 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,train]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-train
 
-## demo: phantoms (or DATA=...) -> convert -> preview -> CXR/ENH x CCE/SCCE comparison -> report
+## demo: phantoms with a planted site shortcut (or DATA=...) -> convert -> preview -> CXR/ENH x CCE/SCCE
+##       comparison with the shortcut audit -> report (about 5 min on 2 CPU cores; docs/benchmarks.md)
 demo: $(VENV)/.installed-train
-	@set -e; raw="$(DATA)"; mkdir -p "$(DEMO_DIR)"; \
-	if [ -z "$$raw" ]; then raw="$(DEMO_DIR)/raw"; \
-	  $(BIN)/phasefeat demo-data "$$raw" --per-class $(DEMO_PER_CLASS) --seed 0; fi; \
+	@set -e; raw="$(DATA)"; mkdir -p "$(DEMO_DIR)"; sources=""; \
+	if [ -z "$$raw" ]; then raw="$(DEMO_DIR)/raw"; sources="--source-pattern $(SITES)"; \
+	  $(BIN)/phasefeat demo-data "$$raw" --per-class $(DEMO_PER_CLASS) --seed 0 --shortcut; fi; \
 	if [ -f "$(DEMO_DIR)/enh.h5" ]; then echo "reusing $(DEMO_DIR)/enh.h5 (delete it to convert again)"; \
-	else $(BIN)/phasefeat convert "$$raw" "$(DEMO_DIR)/enh.h5" --size $(DEMO_SIZE) $(DEMO_CONVERT); fi; \
-	$(BIN)/phasefeat enhance --output "$(DEMO_DIR)/enh-phantom.png" --backend auto; \
+	else $(BIN)/phasefeat convert "$$raw" "$(DEMO_DIR)/enh.h5" --size $(DEMO_SIZE) $$sources $(DEMO_CONVERT); fi; \
 	$(BIN)/phasefeat preview "$(DEMO_DIR)/enh.h5" -o "$(DEMO_DIR)/preview.png" --per-class 2; \
-	$(BIN)/trainer compare --store "$(DEMO_DIR)/enh.h5" $(DEMO_TRAIN) --out "$(DEMO_DIR)/results"; \
+	$(BIN)/trainer compare --store "$(DEMO_DIR)/enh.h5" $(DEMO_TRAIN) $(DEMO_AUDIT) --out "$(DEMO_DIR)/results"; \
 	echo; echo "Done. Look at:"; \
-	echo "  $(DEMO_DIR)/preview.png          samples of each class: CXR, LwPA, LPE, ELEA, composite"; \
-	echo "  $(DEMO_DIR)/results/report.md    tables, paired comparisons, bit-identity finding"; \
-	echo "  $(DEMO_DIR)/results/*.png        learning curves, confusion matrices, per-seed losses"
+	if [ -z "$(DATA)" ]; then echo "  $(DEMO_DIR)/raw/                   the synthetic phantoms (README.txt says what they are)"; fi; \
+	echo "  $(DEMO_DIR)/enh.h5               the store (phasefeat inspect $(DEMO_DIR)/enh.h5)"; \
+	echo "  $(DEMO_DIR)/preview.png          samples of each class: CXR, the three ENH maps, composite"; \
+	echo "  $(DEMO_DIR)/results/report.md    tables, paired comparisons, bit identity, shortcut audit"; \
+	echo "  $(DEMO_DIR)/results/*.png        learning curves, confusion matrices, per-seed losses"; \
+	echo "  $(DEMO_DIR)/results/runs.csv, results.json, split.json; audit/audit.md, audit.json; runs/"
 
 ## test: lint, then the whole test suite (GPU tests are skipped without a GPU; installs TensorFlow CPU)
 test: $(VENV)/.installed-test

@@ -3,19 +3,47 @@
 The public API: :class:`PhaseParams`, :func:`monogenic`, :func:`enhance` and
 :class:`BackendUnavailableError`. Everything is written once for an array
 module (NumPy, or CuPy on a GPU).
+
+The names are imported on first use, so ``import phasefeat.cli`` (every command's
+start-up) does not pay for NumPy, Numba and the filters before it needs them.
 """
 
+import sys
+import types
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-
-from .backend import BackendUnavailableError, gpu_available
-from .features import enhance
-from .monogenic import MonogenicResult, monogenic
-from .params import PhaseParams
 
 try:
     __version__ = version("phasefeat")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["PhaseParams", "monogenic", "MonogenicResult", "enhance", "BackendUnavailableError",
-           "gpu_available", "__version__"]
+_PUBLIC = {"PhaseParams": ".params", "monogenic": ".monogenic", "MonogenicResult": ".monogenic",
+           "enhance": ".features", "BackendUnavailableError": ".backend", "gpu_available": ".backend"}
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'phasefeat' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``phasefeat.monogenic`` the function when its submodule of the same name loads
+    (the import system would otherwise set the package attribute to the submodule)."""
+
+    def __setattr__(self, name, value):
+        if name in _PUBLIC and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -71,6 +72,11 @@ def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
     from .params import PhaseParams
 
     params = PhaseParams.preset(preset)
+    if image is not None:
+        for flag, target in (("--output", output), ("--enh-png", enh_png)):
+            if target and Path(target).exists() and Path(target).resolve() == Path(image).resolve():
+                raise click.BadParameter(f"{target} is the input image; writing there would destroy it",
+                                         param_hint=flag)
     if image is None:
         from .phantom import chest_phantom
 
@@ -112,8 +118,8 @@ class FeaturesAt(click.ParamType):
             size = int(text)
         except ValueError:
             self.fail(f"expected 'native' or a size in pixels, got {value!r}", param, ctx)
-        if size < 8:
-            self.fail(f"a working size must be at least 8 pixels, got {size}", param, ctx)
+        if not 8 <= size <= 16384:
+            self.fail(f"a working size must be 8..16384 pixels, got {size}", param, ctx)
         return size
 
 
@@ -156,7 +162,7 @@ def _load_params(preset: str, params_file):
                    "the first group of REGEX, e.g. '^[^/]+/([a-z]+)_' for names like covid/ieee_1.png, "
                    "or '^([^/]+)/' for a folder level. Overrides a label file's source column (CSV "
                    "'source', COVIDx 4th column).")
-@click.option("--size", type=click.IntRange(min=8), default=299, show_default=True,
+@click.option("--size", type=click.IntRange(8, 16384), default=299, show_default=True,
               help="Stored size: every image becomes SIZE x SIZE.")
 @click.option("--fit", "fit_mode", type=click.Choice(["stretch", "pad", "crop"]),
               default="stretch", show_default=True,
@@ -184,7 +190,9 @@ def _load_params(preset: str, params_file):
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per feature batch on the GPU.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=100_000_000, show_default=True,
-              help="Refuse larger images (decompression bombs) before decoding them.")
+              help="Refuse larger images (decompression bombs) before decoding them; listed as failures.")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=256 * 2**20, show_default=True,
+              help="Refuse larger files before reading them; listed as failures.")
 @click.option("--piece-size", type=click.IntRange(min=1), default=None,
               help="Samples per resumable piece (a kill loses at most one piece per worker). "
                    "[default: 64; 256 with --scheduler]")
@@ -202,7 +210,7 @@ def _load_params(preset: str, params_file):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def convert(input_dir, output, labels, classes, aliases, source_pattern, size, fit_mode, features_at,
             cxr_dtype, enh_dtype, compression, preset, params_file, backend, workers, batch_size,
-            max_pixels, piece_size, scheduler, shard_dir, virtual, overwrite, strict, quiet):
+            max_pixels, max_bytes, piece_size, scheduler, shard_dir, virtual, overwrite, strict, quiet):
     """Convert a folder of radiographs into one HDF5 store of CXR and ENH.
 
     INPUT holds class folders (INPUT/<class>/..., `masks/` ignored) or, with
@@ -220,7 +228,7 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, size, f
 
     params = _load_params(preset, params_file)
     options = ConvertOptions(size=size, fit=fit_mode, cxr_dtype=cxr_dtype, enh_dtype=enh_dtype,
-                             max_pixels=max_pixels, features_at=features_at,
+                             max_pixels=max_pixels, max_bytes=max_bytes, features_at=features_at,
                              piece_size=piece_size or (256 if scheduler else 64))
     try:
         summary = run_convert(
@@ -236,6 +244,10 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, size, f
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; finished pieces are kept: rerun the same command "
                                    "to resume") from None
+    if summary.already_complete:
+        click.echo(f"{summary.output} is complete ({summary.converted} of {summary.discovered} images); "
+                   "removed what an interrupted run left behind")
+        return
     click.echo(f"converted {summary.converted} of {summary.discovered} images into {summary.output} "
                f"in {summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s, "
                f"{summary.backend} on {summary.device}"
@@ -246,15 +258,20 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, size, f
         for reason, n in sorted(summary.failures_by_reason.items(), key=lambda kv: -kv[1]):
             click.echo(f"  {n:>6d}  {reason}")
         click.echo(f"details: phasefeat inspect {summary.output}")
+        if summary.converted == 0:
+            raise click.ClickException(f"no image could be converted; {summary.output} lists why")
         if strict:
             sys.exit(1)
 
 
+@contextlib.contextmanager
 def _open(path):
+    """The store, with every :class:`StoreError` (at opening or later) as a one-line error."""
     from .store import StoreError, open_store
 
     try:
-        return open_store(path)
+        with open_store(path) as store:
+            yield store
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -262,8 +279,8 @@ def _open(path):
 @cli.command()
 @click.argument("store_path", metavar="STORE", type=click.Path(dir_okay=False))
 @click.option("--verify", is_flag=True,
-              help="Re-hash the source files still present and report missing or changed ones "
-                   "(exit status 1 on a mismatch).")
+              help="Re-hash the source files and report missing or changed ones (exit status 1 if any "
+                   "is missing, changed, or stored with a path that leaves the root).")
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Where the sources are now, for --verify [default: the recorded input root].")
 @click.option("--all-failures", is_flag=True, help="List every failed file, not the first 20.")
@@ -276,13 +293,17 @@ def inspect(store_path, verify, root, all_failures):
         if verify:
             result = verify_sources(store, root)
             click.echo(f"verify       {result['checked']} re-hashed under {result['root']}, "
-                       f"{len(result['missing'])} missing, {len(result['mismatched'])} changed")
+                       f"{len(result['missing'])} missing, {len(result['mismatched'])} changed, "
+                       f"{len(result['refused'])} refused")
             for rel in result["mismatched"]:
                 click.echo(f"  CHANGED  {rel}")
+            for rel in result["refused"][:20]:
+                click.echo(f"  REFUSED  {rel} (leaves the root)")
             for rel in result["missing"][:20]:
                 click.echo(f"  missing  {rel}")
-            if result["mismatched"]:
-                sys.exit(1)
+            if result["mismatched"] or result["missing"] or result["refused"]:
+                hint = " (is --root where the sources are now?)" if result["missing"] else ""
+                raise click.ClickException(f"verification failed{hint}")
 
 
 @cli.command()

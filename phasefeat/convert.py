@@ -11,10 +11,13 @@ is assembled into a temporary file and renamed into place only when complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import glob
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections import Counter
@@ -50,6 +53,7 @@ class ConvertSummary:
     resumed_pieces: int
     backend: str
     device: str
+    already_complete: bool = False
 
     @property
     def images_per_second(self) -> float:
@@ -111,17 +115,84 @@ def _describe_difference(old: dict, new: dict) -> str:
     return "; ".join(lines)
 
 
-def _prepare_work_dir(output: Path, identity: dict, overwrite: bool, shard_dir=None) -> Path:
-    work = work_dir(output, shard_dir)
-    if output.exists() and not overwrite:
-        raise ConvertError(f"{output} already exists; pass --overwrite to replace it")
-    if overwrite and work.exists():
-        shutil.rmtree(work)
-    shards = output.with_name(output.name + ".shards")
-    if overwrite and shards.exists():  # the image shards of an earlier --virtual store
-        shutil.rmtree(shards)
+def _check_output(output: Path, root: Path) -> None:
+    """Refuse, before any work, an output that cannot be written or would destroy the input."""
+    import tempfile
+
+    if not output.parent.is_dir():
+        raise ConvertError(f"output folder {output.parent} does not exist")
+    try:
+        inside = output.resolve().is_relative_to(Path(root).resolve())
+    except OSError:
+        inside = False
+    if inside:
+        raise ConvertError(f"{output} is inside the input folder {root}; write the store elsewhere "
+                           "(it would be read as input next time, or destroy an input file)")
+    if output.is_dir():
+        raise ConvertError(f"{output} is a folder; give the store's file name")
+    # The longest names the conversion creates beside the output: the temporary final file and
+    # the work folder. Probing them now turns "name too long" or "read-only" into an error
+    # before an hour of work, not after.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+        os.close(fd)
+        os.unlink(probe)
+        parts = output.parent / f"{output.name}.parts"
+        if not parts.exists():
+            parts.mkdir()
+            parts.rmdir()
+    except OSError as exc:
+        raise ConvertError(f"cannot write beside {output} ({exc.strerror or exc}); choose another "
+                           "output folder or a shorter name") from None
+
+
+@contextlib.contextmanager
+def _locked(work: Path):
+    """Hold an OS lock on the work folder: a second convert of the same output says who runs it."""
+    import fcntl
+
+    work.mkdir(parents=True, exist_ok=True)
+    handle = open(work / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConvertError(f"the output is locked by {holder}: a conversion of the same output is "
+                           "running; wait for it to finish") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def _remove_leftovers(output: Path) -> None:
+    """Temporary files a killed run left beside the output (atomic writes that never landed)."""
+    for stale in output.parent.glob(f".{glob.escape(output.name)}.*.partial"):
+        stale.unlink(missing_ok=True)
+
+
+def _clear(work: Path) -> None:
+    """Empty the work folder but keep its lock file (held by this process)."""
+    for entry in work.iterdir():
+        if entry.name == ".lock":
+            continue
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _prepare_work_dir(output: Path, work: Path, identity: dict, overwrite: bool) -> None:
     manifest = work / "manifest.json"
-    if work.exists():
+    if overwrite:
+        _clear(work)
+        shards = output.with_name(output.name + ".shards")
+        if shards.exists():  # the image shards of an earlier --virtual store
+            shutil.rmtree(shards)
+    if manifest.exists():
         try:
             old = json.loads(manifest.read_text())
         except (OSError, ValueError):
@@ -132,12 +203,11 @@ def _prepare_work_dir(output: Path, identity: dict, overwrite: bool, shard_dir=N
                 f"({_describe_difference(old, identity)}); rerun with the same ones to resume, "
                 "or pass --overwrite to start over")
         if old is None:  # killed before the manifest landed: nothing finished yet
-            shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
+            _clear(work)
     if not manifest.exists():
+        _clear(work)
         with atomic_path(manifest) as tmp:
             tmp.write_text(json.dumps(identity))
-    return work
 
 
 def _library_versions() -> dict:
@@ -200,8 +270,13 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
     output = Path(output)
     if compression not in COMPRESSIONS:
         raise ConvertError(f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}")
-    if not output.parent.is_dir():
-        raise ConvertError(f"output folder {output.parent} does not exist")
+    if not Path(input_root).is_dir():
+        raise ConvertError(f"input folder {input_root} does not exist or is not a folder")
+    work = work_dir(output, shard_dir)
+    leftover = output.exists() and work.exists() and not overwrite
+    if output.exists() and not overwrite and not leftover:
+        raise ConvertError(f"{output} already exists; pass --overwrite to replace it")
+    _check_output(output, input_root)
     start = time.perf_counter()
     disc = discover(input_root, labels=labels, classes=classes, aliases=aliases,
                     source_pattern=source_pattern)
@@ -213,9 +288,13 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
         be = get_backend(backend)
     identity = _identity(disc, params, options, be.name, labels, source_pattern)
     try:
-        return _convert(disc, output, params, options, be, identity, workers, batch_size,
-                        overwrite, compression, progress, command_line, start, scheduler, shard_dir,
-                        virtual)
+        with _locked(work):
+            _remove_leftovers(output)
+            if leftover:
+                return _finish_leftover(output, work, identity, disc, be, start)
+            _prepare_work_dir(output, work, identity, overwrite)
+            return _convert(disc, output, work, params, options, be, identity, workers, batch_size,
+                            compression, progress, command_line, start, scheduler, virtual)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise ConvertError(f"disk full while writing next to {output}; free some space and "
@@ -223,12 +302,33 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
         raise
 
 
-def _convert(disc, output, params, options, be, identity, workers, batch_size, overwrite,
-             compression, progress, command_line, start, scheduler, shard_dir,
-             virtual) -> ConvertSummary:
+def _finish_leftover(output, work, identity, disc, be, start) -> ConvertSummary:
+    """A run killed after its store landed and before it cleaned up: the store is complete."""
+    from .store import StoreError, open_store
+
+    manifest = work / "manifest.json"
+    try:
+        same = json.loads(manifest.read_text()) == identity
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        raise ConvertError(f"{output} already exists (and {work} holds an unfinished conversion with "
+                           "other settings); pass --overwrite to replace both")
+    try:
+        with open_store(output) as store:
+            converted, failures = len(store), store.failures
+    except StoreError as exc:
+        raise ConvertError(f"{exc}; pass --overwrite to convert again") from None
+    shutil.rmtree(work)
+    by_reason = Counter(reason.split(" (")[0] for _, reason in failures)
+    return ConvertSummary(output, disc.discovered, converted, len(failures), dict(by_reason),
+                          time.perf_counter() - start, 0, be.name, be.device, already_complete=True)
+
+
+def _convert(disc, output, work, params, options, be, identity, workers, batch_size,
+             compression, progress, command_line, start, scheduler, virtual) -> ConvertSummary:
     from tqdm import tqdm
 
-    work = _prepare_work_dir(output, identity, overwrite, shard_dir)
     class_index = {name: i for i, name in enumerate(disc.class_names)}
     entries = [(i, s.path, class_index[s.label], s.patient_id, s.source)
                for i, s in enumerate(disc.samples)]

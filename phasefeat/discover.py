@@ -29,7 +29,11 @@ from pathlib import Path, PurePosixPath
 __all__ = ["Sample", "Discovery", "DiscoveryError", "DEFAULT_ALIASES", "IMAGE_SUFFIXES",
            "discover", "normalise_class", "compile_source_pattern"]
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".gif",
+                  ".webp"}
+#: Suffixes of files that are certainly not radiographs (read neither by name nor by content).
+TEXT_SUFFIXES = {".txt", ".csv", ".md", ".json", ".xlsx", ".xls", ".html", ".pdf", ".zip", ".gz",
+                 ".tar", ".h5", ".npz", ".py", ".yaml", ".yml", ".xml", ".log"}
 IGNORED_FOLDERS = {"masks", "mask", "__macosx"}
 
 DEFAULT_ALIASES = {
@@ -79,35 +83,120 @@ def normalise_class(name: str, aliases: dict[str, str] | None = None) -> str:
     return table.get(key, table.get(key.replace(" ", "_"), key))
 
 
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+def _display(path: str) -> str:
+    """A path as it can be stored and printed: undecodable bytes of a name become escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _class_folders(root: Path, aliases) -> tuple[list[Sample], list[tuple[str, str]]]:
-    samples = []
+def _entry_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file, or None for a readable regular file."""
+    import errno
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if path.is_symlink():
+            return "dangling symbolic link (its target does not exist)"
+        return f"cannot read file ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
+                else "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special file")
+        return f"not a regular file ({kind})"
+    if not os.access(path, os.R_OK):
+        return "cannot read file (Permission denied)"
+    return None
+
+
+def _looks_like_an_image(path: Path) -> bool:
+    """Content sniffing for files whose name says nothing (no or an unknown suffix)."""
+    from .imageio import sniff_format
+
+    try:
+        with open(path, "rb") as handle:
+            return sniff_format(handle.read(132)) is not None
+    except OSError:
+        return False
+
+
+def _classify(path: Path, rel: str) -> tuple[str, str]:
+    """``("sample", rel)``, ``("failure", reason)`` or ``("ignore", "")`` for one directory entry."""
+    if not rel.isprintable() or _display(rel) != rel:
+        return "failure", "file name is not valid UTF-8 (rename it)"
+    name = path.name
+    if name.startswith("."):
+        return "ignore", ""
+    suffix = Path(name).suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        return "ignore", ""
+    problem = _entry_problem(path)
+    if suffix in IMAGE_SUFFIXES:
+        return ("failure", problem) if problem else ("sample", rel)
+    if problem:  # an unreadable file with an unknown name: it might be an image
+        return "failure", problem
+    return ("sample", rel) if _looks_like_an_image(path) else ("ignore", "")
+
+
+def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tuple[str, str]]]:
+    samples, failures = [], []
+    pinned = {normalise_class(c, aliases) for c in classes} if classes else None
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if folder.name.casefold() in IGNORED_FOLDERS:
             continue
         label = normalise_class(folder.name, aliases)
-        for dirpath, dirnames, filenames in os.walk(folder):
+        if not os.access(folder, os.R_OK | os.X_OK):
+            if pinned is not None and label not in pinned:
+                continue  # excluded anyway
+            raise DiscoveryError(f"class folder {folder} cannot be read (permission denied); fix its "
+                                 "permissions or leave the class out with --classes")
+        seen = set()
+
+        def unreadable(exc, folder=folder):
+            rel = Path(exc.filename).relative_to(root).as_posix() if exc.filename else folder.name
+            failures.append((_display(rel) + "/", f"cannot read folder ({exc.strerror or exc})"))
+
+        for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
+            here = Path(dirpath)
+            try:
+                st = here.stat()
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:  # a link back to a folder already walked
+                failures.append((_display(here.relative_to(root).as_posix()) + "/",
+                                 "symbolic link loop (folder already visited)"))
+                dirnames[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
             dirnames[:] = sorted(d for d in dirnames
                                  if d.casefold() not in IGNORED_FOLDERS and not d.startswith("."))
             for name in sorted(filenames):
-                if _is_image_name(name):
-                    rel = Path(dirpath, name).relative_to(root).as_posix()
-                    samples.append(Sample(rel, label))
-    return samples, []
+                path = here / name
+                rel = path.relative_to(root).as_posix()
+                kind, value = _classify(path, rel)
+                if kind == "sample":
+                    samples.append(Sample(value, label))
+                elif kind == "failure":
+                    failures.append((_display(rel), value))
+    return samples, failures
 
 
 def _resolve_listed(root: Path, listed: str) -> tuple[str | None, str]:
     """Relative posix path of a label-file entry, or (None, reason)."""
-    candidate = (root / listed).resolve()
+    try:
+        candidate = (root / listed).resolve()
+    except (OSError, RuntimeError):  # Python raises RuntimeError for a symbolic link loop
+        return None, "symbolic link loop"
     try:
         rel = candidate.relative_to(root.resolve())
     except ValueError:
         return None, "listed path points outside the input root"
-    if not candidate.is_file():
+    if not os.path.lexists(root / listed):
         return None, "listed in the label file but missing"
+    problem = _entry_problem(root / listed)
+    if problem:
+        return None, problem
     return PurePosixPath(*rel.parts).as_posix(), ""
 
 
@@ -216,7 +305,7 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
         raise DiscoveryError(f"input folder {root} does not exist or is not a folder")
     if labels is None:
         layout = "class-folders"
-        samples, failures = _class_folders(root, aliases)
+        samples, failures = _class_folders(root, aliases, classes)
         if not any(p.is_dir() for p in root.iterdir()):
             raise DiscoveryError(f"no class folders in {root}: expected {root}/<class>/<images>, "
                                  "or pass --labels with a CSV or COVIDx label file")

@@ -1,7 +1,7 @@
 """Reading one radiograph as a grey array at full bit depth, and fitting it to a working size.
 
 The format is detected from the file's content, not its extension. PNG, JPEG,
-BMP and TIFF go through Pillow; DICOM through pydicom (the ``dicom`` extra),
+BMP, TIFF, GIF and WebP go through Pillow; DICOM through pydicom (the ``dicom`` extra),
 with the modality LUT, then the VOI LUT or window, then MONOCHROME1 inversion.
 Colour images become grey with luma weights 0.299/0.587/0.114; 16-bit greys
 keep 16 bits. Every failure is an :class:`ImageReadError` with a one-line reason.
@@ -66,6 +66,10 @@ def sniff_format(head: bytes) -> str | None:
         return "BMP"
     if head.startswith((b"II*\x00", b"MM\x00*")):
         return "TIFF"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
     if len(head) >= 132 and head[128:132] == b"DICM":
         return "DICOM"
     return None
@@ -84,17 +88,31 @@ def to_grey(array: np.ndarray) -> np.ndarray:
     raise ImageReadError(f"unsupported pixel layout with shape {array.shape}")
 
 
+def pixel_limit_error(width: int, height: int, max_pixels: int) -> ImageReadError:
+    return ImageReadError(f"image exceeds the pixel limit ({width}x{height}: {width * height:,} > "
+                          f"{max_pixels:,}; raise --max-pixels if the image is genuine)")
+
+
 def _read_pillow(path, fmt: str, max_pixels: int) -> ImageData:
     from PIL import Image
 
+    limit = Image.MAX_IMAGE_PIXELS
     with warnings.catch_warnings():
-        # Our own pixel limit replaces Pillow's bomb check (checked before decoding).
+        # Our own pixel limit, checked before decoding, replaces Pillow's bomb check, which
+        # would otherwise refuse images above its own limit whatever --max-pixels says.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        with im:
             width, height = im.size
             if width * height > max_pixels:
-                raise ImageReadError(f"{width}x{height} pixels exceeds the limit of {max_pixels:,} "
-                                     "(possible decompression bomb; raise --max-pixels if genuine)")
+                raise pixel_limit_error(width, height, max_pixels)
+            if getattr(im, "n_frames", 1) > 1:
+                raise ImageReadError(f"more than one frame ({im.n_frames}: an animation or a stack; "
+                                     "a radiograph has one)")
             mode = im.mode
             im.load()
             if mode == "P":
@@ -111,7 +129,10 @@ def _read_pillow(path, fmt: str, max_pixels: int) -> ImageData:
     if array.dtype == np.uint16 or mode.startswith("I;16"):
         return ImageData(array.astype(np.float32) / 65535, width, height, mode, fmt, 16)
     if mode in ("I", "F"):  # 32-bit integer or float TIFFs: scale by the actual range
-        return ImageData(_unit_range(array.astype(np.float64)), width, height, mode, fmt, 16)
+        values = array.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise ImageReadError(f"NaN or infinite pixel values ({int((~np.isfinite(values)).sum())} pixels)")
+        return ImageData(_unit_range(values), width, height, mode, fmt, 16)
     return ImageData(to_grey(array).astype(np.float32) / 255, width, height, mode, fmt, 8)
 
 
@@ -129,21 +150,37 @@ def _read_dicom(path, max_pixels: int) -> ImageData:
     except ImportError:
         raise ImageReadError("DICOM file, but pydicom is not installed; install the dicom extra: "
                              "pip install 'phasefeat[dicom]'") from None
+    import logging
+
+    log = logging.getLogger("pydicom")
+    level, log.level = log.level, logging.CRITICAL  # pydicom logs its own tracebacks otherwise
     try:
-        ds = pydicom.dcmread(path)
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        if rows * cols > max_pixels:
-            raise ImageReadError(f"{cols}x{rows} pixels exceeds the limit of {max_pixels:,}")
-        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-            raise ImageReadError("multi-frame DICOM is not supported")
-        pixels = ds.pixel_array
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _decode_dicom(pydicom, apply_modality_lut, apply_voi_lut, path, max_pixels)
     except ImageReadError:
         raise
-    except Exception as exc:  # pydicom raises many types for broken or compressed data
+    except Exception as exc:  # pydicom raises many types for broken, odd or compressed data
         raise ImageReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
+    finally:
+        log.level = level
+
+
+def _decode_dicom(pydicom, apply_modality_lut, apply_voi_lut, path, max_pixels: int) -> ImageData:
+    ds = pydicom.dcmread(path)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if rows * cols > max_pixels:
+        raise pixel_limit_error(cols, rows, max_pixels)
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        raise ImageReadError("multi-frame DICOM is not supported")
+    pixels = ds.pixel_array
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     bits = int(getattr(ds, "BitsStored", 8) or 8)
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
+        window = getattr(ds, "WindowWidth", None)
+        widths = window if isinstance(window, pydicom.multival.MultiValue) else [window]
+        if window is not None and any(float(w) <= 0 for w in widths):
+            raise ImageReadError(f"DICOM window width {window} is not positive")
         values = apply_modality_lut(pixels, ds)
         values = apply_voi_lut(values, ds).astype(np.float64)
         inverse = getattr(ds, "PresentationLUTShape", "") == "INVERSE"
@@ -153,6 +190,8 @@ def _read_dicom(path, max_pixels: int) -> ImageData:
         values = to_grey(pixels).astype(np.float64)
     else:
         raise ImageReadError(f"unsupported DICOM photometric interpretation {photometric!r}")
+    if not np.isfinite(values).all():
+        raise ImageReadError("DICOM pixel values are not finite after the modality and VOI transforms")
     mode = f"DICOM {photometric} {bits}-bit"
     return ImageData(_unit_range(values), cols, rows, mode, "DICOM", 16 if bits > 8 else 8)
 
@@ -186,7 +225,7 @@ def read_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
         raise ImageReadError("empty file (0 bytes)")
     fmt = sniff_format(data[:132])
     if fmt is None:
-        raise ImageReadError("not an image (content is not PNG, JPEG, BMP, TIFF or DICOM)")
+        raise ImageReadError("not an image (content is not PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM)")
     stream = io.BytesIO(data)
     if fmt == "DICOM":
         return _read_dicom(stream, max_pixels)
@@ -195,7 +234,7 @@ def read_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
     except ImageReadError:
         raise
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-        raise ImageReadError(f"truncated or corrupt {fmt} ({exc})") from None
+        raise ImageReadError(f"truncated or corrupt {fmt} ({type(exc).__name__}: {exc})") from None
 
 
 def read_grey(path: str | os.PathLike) -> np.ndarray:

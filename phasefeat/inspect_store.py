@@ -105,21 +105,30 @@ def report(store: Store, failures_shown: int = 20) -> str:
 
 
 def verify_sources(store: Store, root: str | Path | None = None):
-    """Re-hash the source files that are still present.
+    """Re-hash the source files.
+
+    A stored path that is absolute or climbs out of the root (``..``) is refused, not
+    followed: a store must not make ``inspect`` read files elsewhere.
 
     Returns
     -------
     dict
-        ``checked``, ``missing`` (list of paths) and ``mismatched`` (list of paths).
+        ``root``, ``checked``, and the lists ``missing``, ``mismatched`` and ``refused``.
     """
-    root = Path(root or store.attrs["input_root"])
-    missing, mismatched, checked = [], [], 0
+    root = Path(root or store.attrs.get("input_root", "."))
+    base = root.resolve()
+    missing, mismatched, refused, checked = [], [], [], 0
     for rel, digest in zip(store.source_paths, store.sha256, strict=True):
-        path = root / rel
+        path = (root / rel)
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or \
+                not path.resolve().is_relative_to(base):
+            refused.append(rel)
+            continue
         if not path.is_file():
             missing.append(rel)
             continue
         checked += 1
         if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             mismatched.append(rel)
-    return {"root": str(root), "checked": checked, "missing": missing, "mismatched": mismatched}
+    return {"root": str(root), "checked": checked, "missing": missing, "mismatched": mismatched,
+            "refused": refused}

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +26,47 @@ import numpy as np
 from .imageio import DEFAULT_MAX_PIXELS, FITS, ImageReadError, fit, read_image, resize, square
 from .params import PhaseParams
 
-__all__ = ["ConvertOptions", "CXR_DTYPES", "ENH_DTYPES", "feature_image", "enhance_to_store",
-           "process_piece", "finish_piece"]
+__all__ = ["ConvertOptions", "CXR_DTYPES", "ENH_DTYPES", "DEFAULT_MAX_BYTES", "feature_image",
+           "enhance_to_store", "process_piece", "finish_piece", "one_line", "read_regular_file"]
 
 CXR_DTYPES = ("uint8", "uint16")
 ENH_DTYPES = ("uint8", "float16", "float32")
-#: The working size of the features cannot be smaller than the store's smallest size.
+#: The working size of the features cannot be smaller than the store's smallest size, and an
+#: image smaller than this on either side has too little to filter.
 MIN_SIZE = 8
+#: Files larger than this are refused before they are read (a 3400 x 3400 16-bit DICOM is 23 MB).
+DEFAULT_MAX_BYTES = 256 * 2**20
+#: The largest stored or working size: a 16384 px square of float32 maps already needs gigabytes.
+MAX_SIZE = 16384
+
+
+def one_line(text: str) -> str:
+    """A failure reason as one deterministic line: no newlines, no memory addresses."""
+    text = re.sub(r"\bat 0x[0-9a-fA-F]+", "", str(text))
+    text = re.sub(r"0x[0-9a-fA-F]{6,}", "0x...", text)
+    return " ".join(text.split())
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file no larger than ``max_bytes``.
+
+    Raises
+    ------
+    ImageReadError
+        For anything else (a FIFO, socket or device would block or never end), or a
+        file too large, checked before reading.
+    """
+    try:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageReadError("not a regular file")
+            if st.st_size > max_bytes:
+                raise ImageReadError(f"file exceeds the size limit ({st.st_size:,} > {max_bytes:,} bytes; "
+                                     "raise --max-bytes if it is genuine)")
+            return handle.read()
+    except OSError as exc:
+        raise ImageReadError(f"cannot read file ({exc.strerror or exc})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,22 +94,24 @@ class ConvertOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     piece_size: int = 64
     features_at: int | str | None = "native"
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     def __post_init__(self):
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < MIN_SIZE:
-            raise ValueError(f"size must be an integer of at least {MIN_SIZE}, got {self.size!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) \
+                or not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be an integer in {MIN_SIZE}..{MAX_SIZE}, got {self.size!r}")
         if self.fit not in FITS:
             raise ValueError(f"fit must be one of {list(FITS)}, got {self.fit!r}")
         if self.cxr_dtype not in CXR_DTYPES:
             raise ValueError(f"cxr_dtype must be one of {list(CXR_DTYPES)}")
         if self.enh_dtype not in ENH_DTYPES:
             raise ValueError(f"enh_dtype must be one of {list(ENH_DTYPES)}")
-        if self.piece_size < 1 or self.max_pixels < 1:
-            raise ValueError("piece_size and max_pixels must be positive")
+        if self.piece_size < 1 or self.max_pixels < 1 or self.max_bytes < 1:
+            raise ValueError("piece_size, max_pixels and max_bytes must be positive")
         at = self.features_at
         if at is not None and at != "native":
-            if isinstance(at, bool) or not isinstance(at, int) or at < MIN_SIZE:
-                raise ValueError(f"features_at must be 'native' or a size of at least {MIN_SIZE}, "
+            if isinstance(at, bool) or not isinstance(at, int) or not MIN_SIZE <= at <= MAX_SIZE:
+                raise ValueError(f"features_at must be 'native' or a size in {MIN_SIZE}..{MAX_SIZE}, "
                                  f"got {at!r}")
             if at == self.size:  # the same thing, said explicitly: one identity for resuming
                 object.__setattr__(self, "features_at", None)
@@ -134,19 +173,21 @@ def process_piece(task: dict) -> dict:
     ok, failed = [], []
     for index, rel, label, patient, source in task["entries"]:
         try:
-            data = (root / rel).read_bytes()
-        except OSError as exc:
-            failed.append((index, rel, f"cannot read file ({exc.strerror or exc})"))
-            continue
-        try:
+            data = read_regular_file(root / rel, opts.max_bytes)
             image = read_image(data, opts.max_pixels)
+            if min(image.width, image.height) < MIN_SIZE:
+                raise ImageReadError(f"image smaller than {MIN_SIZE} pixels on a side "
+                                     f"({image.width}x{image.height})")
             grey = np.clip(fit(image.pixels, opts.size, opts.fit), 0, 1)
             features = feature_image(image.pixels, opts)
+            if features is not None and here:
+                features = enhance_to_store(features[None], params, opts, "numpy")[0]
         except ImageReadError as exc:
-            failed.append((index, rel, str(exc)))
+            failed.append((index, rel, one_line(exc)))
             continue
-        if features is not None and here:
-            features = enhance_to_store(features[None], params, opts, "numpy")[0]
+        except Exception as exc:  # one odd file must never stop the conversion
+            failed.append((index, rel, one_line(f"could not be processed ({type(exc).__name__}: {exc})")))
+            continue
         # Keep only what is stored: a decoded 3000 px original is 36 MB of float32.
         ok.append((index, rel, label, patient, hashlib.sha256(data).hexdigest(),
                    (image.width, image.height, image.mode), grey, features, source))

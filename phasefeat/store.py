@@ -112,8 +112,11 @@ def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, cl
             layouts = {"cxr": h5py.VirtualLayout((total, h, w, 1), dtype=cxr_dtype),
                        "enh": h5py.VirtualLayout((total, h, w, 3), dtype=enh_dtype)}
         else:
-            cxr = f.create_dataset("cxr", (total, h, w, 1), dtype=cxr_dtype, chunks=(1, h, w, 1), **opts)
-            enh = f.create_dataset("enh", (total, h, w, 3), dtype=enh_dtype, chunks=(1, h, w, 3), **opts)
+            # A store of zero samples (every file failed) still records why: no chunks to declare.
+            cxr = f.create_dataset("cxr", (total, h, w, 1), dtype=cxr_dtype,
+                                   chunks=(1, h, w, 1) if total else None, **(opts if total else {}))
+            enh = f.create_dataset("enh", (total, h, w, 3), dtype=enh_dtype,
+                                   chunks=(1, h, w, 3) if total else None, **(opts if total else {}))
         columns = {k: [] for k in META_COLUMNS}
         row = 0
         for k, (path, n) in enumerate(zip(pieces, counts, strict=True)):
@@ -206,6 +209,7 @@ class Store:
             raise StoreError(f"{self.path}: store format {version} is newer than this phasefeat "
                              f"reads ({FORMAT_VERSION}); upgrade phasefeat")
         try:
+            self._images = {what: self._open_images(what) for what in ("cxr", "enh")}
             self._labels = self._file["labels"][()]
             self._check_invariants()
         except StoreError:
@@ -214,6 +218,29 @@ class Store:
         except (OSError, KeyError, ValueError, TypeError) as exc:
             self._file.close()
             raise StoreError(f"{self.path}: unreadable store ({exc})") from None
+
+    def _open_images(self, what: str):
+        """``/cxr`` or ``/enh``; a virtual one with its shards looked up beside the store file.
+
+        HDF5 resolves relative shard paths against the current directory first, and a
+        virtual dataset whose shards are missing reads as its fill value (zeros) without
+        an error, so both are settled here.
+        """
+        h5py = _h5py()
+        if not isinstance(self._file.get(what, getlink=True), h5py.HardLink):
+            raise StoreError(f"{self.path}: /{what} is a link to elsewhere; a store holds its own images")
+        dataset = self._file[what]
+        if not dataset.is_virtual:
+            return dataset
+        base = self.path.resolve().parent
+        for source in dataset.virtual_sources():
+            shard = base / source.file_name
+            if not shard.is_file():
+                raise StoreError(f"{self.path}: shard {source.file_name} of /{what} is missing (looked in "
+                                 f"{base}); keep the store and its .shards folder together")
+        dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+        dapl.set_virtual_prefix(str(base).encode() + b"/")
+        return h5py.Dataset(h5py.h5d.open(self._file.id, what.encode(), dapl=dapl))
 
     def _check_invariants(self) -> None:
         """The shape rules every command relies on, checked once for every reader."""
@@ -225,11 +252,12 @@ class Store:
         if n and (self._labels.min() < 0 or self._labels.max() >= n_classes):
             problems.append(f"/labels holds values outside 0..{n_classes - 1}")
         for name, channels in (("cxr", 1), ("enh", 3)):
-            shape = f[name].shape
+            shape = self._images[name].shape
             if len(shape) != 4 or shape[0] != n or shape[3] != channels:
                 problems.append(f"/{name} has shape {shape}, expected ({n}, H, W, {channels})")
-        if f["cxr"].shape[1:3] != f["enh"].shape[1:3]:
-            problems.append(f"/cxr and /enh images differ in size ({f['cxr'].shape} vs {f['enh'].shape})")
+        if self._images["cxr"].shape[1:3] != self._images["enh"].shape[1:3]:
+            problems.append(f"/cxr and /enh images differ in size ({self._images['cxr'].shape} vs "
+                            f"{self._images['enh'].shape})")
         for name in ("source_path", "sha256", "orig_width", "orig_height", "orig_mode", "patient_id",
                      "source"):
             key = f"meta/{name}"
@@ -262,20 +290,20 @@ class Store:
         return self._labels
 
     def shape(self, what: str = "enh") -> tuple[int, ...]:
-        return tuple(self._file[what].shape)
+        return tuple(self._images[what].shape)
 
     def dtype(self, what: str = "enh") -> np.dtype:
-        return self._file[what].dtype
+        return self._images[what].dtype
 
     def read(self, index: int, what: str = "enh") -> np.ndarray:
         """One sample, ``(H, W, C)``."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"sample {index} out of range for a store of {len(self)}")
-        return self._file[what][index]
+        return self._images[what][index]
 
     def read_many(self, indices, what: str = "enh") -> np.ndarray:
         """Samples in the given order, ``(n, H, W, C)``, read index by index."""
-        dataset = self._file[what]
+        dataset = self._images[what]
         indices = np.asarray(indices, dtype=np.int64)
         out = np.empty((len(indices), *dataset.shape[1:]), dtype=dataset.dtype)
         for k, i in enumerate(indices):
@@ -317,9 +345,13 @@ class Store:
 
     @property
     def params(self):
+        """The store's :class:`~phasefeat.params.PhaseParams` (``StoreError`` if unreadable)."""
         from .params import PhaseParams
 
-        return PhaseParams.from_json(self.attrs["params_json"])
+        try:
+            return PhaseParams.from_json(self.attrs["params_json"])
+        except (KeyError, ValueError) as exc:
+            raise StoreError(f"{self.path}: unreadable parameter record params_json ({exc})") from None
 
     @property
     def provenance(self) -> dict:
@@ -327,7 +359,10 @@ class Store:
         out = self.attrs
         for key in ("library_versions", "params_json"):
             if key in out:
-                out[key] = json.loads(out[key])
+                try:
+                    out[key] = json.loads(out[key])
+                except (TypeError, ValueError):
+                    raise StoreError(f"{self.path}: attribute {key} is not readable JSON") from None
         return out
 
 

@@ -75,7 +75,7 @@ def write_bad_files(folder) -> dict[str, str]:
     (folder / "truncated.png").write_bytes(data[: len(data) // 2])
     Image.fromarray(np.zeros((300, 300), np.uint8)).save(folder / "huge.png")  # over a small limit
     return {"empty.png": "empty file", "notes.png": "not an image", "truncated.png": "truncated",
-            "huge.png": "exceeds the limit"}
+            "huge.png": "exceeds the pixel limit"}
 
 
 def class_folder_dataset(root, per_class: int = 3, with_bad: bool = False):
@@ -94,3 +94,62 @@ def class_folder_dataset(root, per_class: int = 3, with_bad: bool = False):
         write_bad_files(root / "Normal" / "images")
     (root / "README.txt").write_text("not a class folder\n")
     return names
+
+
+def write_hostile_files(folder, big_bytes: int) -> tuple[list[str], dict[str, str]]:
+    """Every kind of file a conversion must survive, in ``folder``.
+
+    Returns the names that must convert and ``{stored path: reason fragment}`` of those
+    that must be failures rows (paths relative to ``folder``). ``big_bytes``: a file of that
+    size is written to trip a smaller ``--max-bytes``.
+    """
+    import os
+    import socket
+
+    folder.mkdir(parents=True, exist_ok=True)
+    good, bad = [], {}
+    u8 = np.rint(phantom(7) * 255).astype(np.uint8)
+    Image.fromarray(u8).save(folder / "fine.png")
+    Image.fromarray(u8).save(folder / "fine.gif")
+    Image.fromarray(u8).save(folder / "fine.webp", lossless=True)
+    write_dicom(folder / "scan0001", np.rint(phantom(8) * 4095).astype(np.uint16))  # no extension
+    good += ["fine.png", "fine.gif", "fine.webp", "scan0001"]
+    nan = phantom(9).astype(np.float32)
+    nan[3, 3] = np.nan
+    Image.fromarray(nan, mode="F").save(folder / "nan.tif")
+    inf = phantom(9).astype(np.float32)
+    inf[0, 0] = np.inf
+    Image.fromarray(inf, mode="F").save(folder / "inf.tif")
+    bad |= {"nan.tif": "NaN or infinite", "inf.tif": "NaN or infinite"}
+    write_dicom(folder / "window0.dcm", np.rint(phantom(10) * 4095).astype(np.uint16), window=(2000, 0))
+    (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage" * 3)
+    bad |= {"window0.dcm": "window width", "broken.dcm": "unreadable DICOM"}
+    frames = [Image.fromarray(u8), Image.fromarray(255 - u8)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(folder / "tiny.png")
+    (folder / "big.png").write_bytes(Image.fromarray(u8).tobytes() + b"\0" * big_bytes)
+    bad |= {"anim.gif": "more than one frame", "tiny.png": "smaller than 8 pixels", "big.png": "size limit"}
+    os.symlink(folder / "nowhere.png", folder / "dangling.png")
+    os.symlink(folder / "loop.png", folder / "loop.png")
+    os.symlink("/dev/null", folder / "device.png")
+    os.mkfifo(folder / "fifo.png")
+    bad |= {"dangling.png": "dangling symbolic link", "loop.png": "symbolic link loop",
+            "device.png": "not a regular file (device)", "fifo.png": "not a regular file (FIFO)"}
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(folder / "s.png"))
+        bad["s.png"] = "not a regular file (socket)"
+    except OSError:  # a path too long for a socket address: leave that kind out
+        pass
+    finally:
+        sock.close()
+    raw = os.fsencode(folder) + b"/bad\xffname.png"
+    fd = os.open(raw, os.O_WRONLY | os.O_CREAT)
+    os.write(fd, (folder / "fine.png").read_bytes())
+    os.close(fd)
+    bad["bad\\xffname.png"] = "not valid UTF-8"
+    (folder / "sub").mkdir()
+    os.symlink("..", folder / "sub" / "up")  # a folder link back to its parent: a loop
+    bad["sub/up/"] = "symbolic link loop"
+    (folder / "notes.txt").write_text("not an image and not named like one: ignored\n")
+    return good, bad

@@ -87,7 +87,8 @@ def test_store_records_the_preset_and_features_at(raw, tmp_path):
 
 
 @pytest.mark.parametrize(("value", "message"), [("huge", "expected 'native' or a size"),
-                                                ("4", "at least 8"), ("-3", "at least 8")])
+                                                ("4", "must be 8..16384"), ("-3", "must be 8..16384"),
+                                                ("99999", "must be 8..16384")])
 def test_bad_features_at_is_a_one_line_error(raw, tmp_path, value, message):
     result = run("convert", raw, tmp_path / "x.h5", *SMALL, "--features-at", value, ok=False)
     assert result.exit_code == 2 and message in result.output

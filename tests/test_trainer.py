@@ -154,20 +154,25 @@ def test_rerun_reuses_finished_runs_and_refuses_other_settings(grid, store):
     assert other.exit_code != 0 and "other settings" in other.output
 
 
-def test_evaluate_a_saved_model(grid, store):
-    result = CliRunner().invoke(cli, ["evaluate", "--model", str(grid / "runs" / "enh-cce-r0" / "model.keras"),
-                                      "--store", str(store), "--input", "enh"])
+@pytest.mark.parametrize("what", ["enh", "cxr"])
+def test_evaluate_takes_its_input_from_the_model(grid, store, what):
+    model = grid / "runs" / f"{what}-cce-r0" / "model.keras"
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--store", str(store)])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
-    saved = json.loads((grid / "runs" / "enh-cce-r0" / "result.json").read_text())["metrics"]
-    assert metrics["confusion_matrix"] == saved["confusion_matrix"]
+    saved = json.loads((grid / "runs" / f"{what}-cce-r0" / "result.json").read_text())["metrics"]
+    assert metrics["input"] == what and metrics["confusion_matrix"] == saved["confusion_matrix"]
+    other = "cxr" if what == "enh" else "enh"
+    wrong = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--store", str(store), "--input", other])
+    assert wrong.exit_code == 1 and f"--input {other} does not fit" in wrong.output
+    assert "Traceback" not in wrong.output and "\x1b[" not in wrong.output
 
 
 def test_clear_errors(tmp_path, store):
     missing = CliRunner().invoke(cli, ["train", "--store", str(tmp_path / "none.h5"), "--out", str(tmp_path / "r")])
     assert missing.exit_code != 0 and "no such file" in missing.output
     bad = CliRunner().invoke(cli, ["compare", "--store", str(store), "--losses", "cce,hinge", "--out", str(tmp_path / "g")])
-    assert bad.exit_code != 0 and "unknown loss 'hinge'" in bad.output
+    assert bad.exit_code == 2 and "unknown 'hinge'" in bad.output and not (tmp_path / "g").exists()
 
 
 def test_streaming_never_holds_the_whole_store(tmp_path):
@@ -243,3 +248,106 @@ def test_other_keras_backends_train(backend, store, tmp_path):
                            "--epochs", "1", "--out", str(out)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "result.json").read_text())["backend"] == backend
+
+
+def _two_class_store(tmp_path):
+    from phasefeat.cli import cli as phasefeat_cli
+
+    root = tmp_path / "raw2"
+    class_folder_dataset(root, per_class=4)
+    out = tmp_path / "two.h5"
+    result = CliRunner().invoke(phasefeat_cli, ["convert", str(root), str(out), "--size", "32", "-q",
+                                                "--backend", "numpy", "--features-at", "32",
+                                                "--classes", "normal,covid"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_evaluate_refuses_a_store_the_model_does_not_fit(grid, tmp_path):
+    two = _two_class_store(tmp_path)
+    model = grid / "runs" / "enh-cce-r0" / "model.keras"
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--store", str(two)])
+    assert result.exit_code == 1 and "predicts 3 classes; the store has 2" in result.output
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("text", "is not a Keras model"), ("random", "is not a Keras model"), ("missing", "does not exist"),
+    ("store", "looks like an HDF5 store"), ("lambda", "refused:"),
+])
+def test_evaluate_bad_model_files_in_one_line(tmp_path, store, content, message):
+    path = tmp_path / "model.keras"
+    if content == "text":
+        path.write_text("hello")
+    elif content == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif content == "store":
+        path.write_bytes(store.read_bytes()[:100000])
+    elif content == "lambda":
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+        model.save(path)
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(path), "--store", str(store)])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1
+
+
+def test_a_weighted_cce_model_evaluates(store, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "w"
+    done = CliRunner().invoke(cli, ["train", "--store", str(store), "--loss", "weighted_cce", "--epochs", "1",
+                                    "--width", "0.0625", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    # A fresh process: nothing registered by the training run.
+    fresh = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--model", str(out / "model.keras"),
+                            "--store", str(store)], capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr[-1500:]
+    assert json.loads(fresh.stdout)["input"] == "enh"
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--inputs", ",", "give at least one value"), ("--losses", "", "give at least one value"),
+    ("--inputs", "enh,xray", "unknown 'xray'"), ("--learning-rate", "-1", "--learning-rate"),
+    ("--learning-rate", "nan", "learning rate"), ("--learning-rate", "inf", "learning rate"),
+])
+def test_compare_checks_every_option_before_any_work(store, tmp_path, option, value, message):
+    out = tmp_path / "g"
+    result = CliRunner().invoke(cli, ["compare", "--store", str(store), option, value, "--out", str(out)])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not out.exists()
+
+
+def test_single_class_and_damaged_grids_are_refused(tmp_path, store, grid):
+    import h5py
+
+    one = tmp_path / "one.h5"
+    one.write_bytes(store.read_bytes())
+    with h5py.File(one, "a") as f:
+        f["labels"][...] = 0
+    result = CliRunner().invoke(cli, ["train", "--store", str(one), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "at least two" in result.output and not (tmp_path / "r").exists()
+    damaged = tmp_path / "g"
+    damaged.mkdir()
+    (damaged / "grid.json").write_text('{"store_identity": "x", "ba')
+    result = CliRunner().invoke(cli, ["compare", "--store", str(store), "--out", str(damaged)])
+    assert result.exit_code == 1 and "grid.json is damaged" in result.output
+
+
+def test_resume_after_the_store_was_converted_again_is_refused(tmp_path, grid, store):
+    """Same path, other contents: the grid is keyed on what the store holds."""
+    import shutil
+
+    import h5py
+
+    copy = tmp_path / "grid"
+    shutil.copytree(grid, copy)
+    path = tmp_path / "store.h5"
+    path.write_bytes(store.read_bytes())
+    args = ["compare", "--store", str(path), "--epochs", "2", "--width", "0.125", "--repeats", "2",
+            "--batch-size", "16", "--out", str(copy)]
+    assert CliRunner().invoke(cli, args).exit_code == 0  # same contents elsewhere: reused
+    with h5py.File(path, "a") as f:
+        f.attrs["params_digest"] = "0" * 64  # as if converted again with other parameters
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 1 and "another store" in again.output

@@ -28,7 +28,7 @@ import numpy as np
 from .experiment import GridError, RunConfig, prepare_split, run_or_reuse, store_info
 
 __all__ = ["MARGIN", "BOOTSTRAP", "Experiment", "plan", "external_candidates", "run_audit",
-           "interval_metrics", "above_chance", "verdicts", "audit_markdown"]
+           "interval_metrics", "above_chance", "verdicts", "audit_markdown", "summary_line"]
 
 #: An experiment is flagged when its accuracy's 95 % interval lies entirely more than this far
 #: above chance (occluded, source probe), or its macro AUC's interval entirely more than twice
@@ -300,3 +300,16 @@ def audit_markdown(record: dict) -> list[str]:
     lines += ["", "A passed audit is no proof that a model learned the disease: it only rules out the "
               "shortcuts these experiments can see.", ""]
     return lines
+
+
+def summary_line(record: dict) -> str:
+    """The audit in one sentence, for the terminal summary."""
+    parts = []
+    for what, v in record["verdicts"].items():
+        center = record["results"][what]["center"]
+        state = "FLAGGED, confounded by source" if v["flagged"] else (
+            "other findings" if v["findings"] else "not flagged")
+        parts.append(f"{what.upper()} {center['accuracy']:.2f} ({state})")
+    chance = next(iter(record["results"].values()))["center"]["chance"]
+    return (f"Shortcut audit: with the central box blacked out, accuracy {', '.join(parts)}; "
+            f"chance {chance:.2f}. Verdicts in audit/audit.md.")

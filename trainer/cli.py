@@ -21,7 +21,8 @@ def _common(f):
                      help="VGG16 filter-count multiplier (1/8 for quick CPU runs)."),
         click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
                      help="Optimiser."),
-        click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="Learning rate."),
+        click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-4,
+                     show_default=True, help="Learning rate (a positive finite number)."),
         click.option("--head-activation", default="relu", show_default=True,
                      help="Activation of the added dense layer (the study changed activations)."),
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -91,6 +92,23 @@ def _csv(value):
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _pick(value: str, allowed, option: str) -> tuple[str, ...]:
+    """A comma-separated choice list, checked before any work starts."""
+    items = _csv(value)
+    if not items:
+        raise click.BadParameter("give at least one value", param_hint=option)
+    unknown = [v for v in items if v not in allowed]
+    if unknown:
+        raise click.BadParameter(f"unknown {', '.join(map(repr, unknown))}; choose from "
+                                 f"{', '.join(allowed)}", param_hint=option)
+    if len(set(items)) != len(items):
+        raise click.BadParameter("a value is given twice", param_hint=option)
+    return items
+
+
+INPUT_NAMES = ("cxr", "enh")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="phasefeat", prog_name="trainer")
 def cli():
@@ -118,13 +136,16 @@ def cli():
 def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
     """Run the paired grid inputs x losses x repeats and write the report."""
     from .experiment import GridError, run_grid
+    from .losses import LOSSES
     from .report import summary_lines, write_report
 
+    inputs = _pick(inputs, INPUT_NAMES, "--inputs")
+    losses = _pick(losses, tuple(LOSSES), "--losses")
     base = _base(kw)
     try:
-        results = run_grid(kw["store"], out, inputs=_csv(inputs), losses=_csv(losses), repeats=repeats,
+        results = run_grid(kw["store"], out, inputs=inputs, losses=losses, repeats=repeats,
                            seed=seed, base=base, workers=kw["workers"])
-        record = _audit(kw["store"], f"{out}/audit", _csv(inputs), repeats, seed, base,
+        record = _audit(kw["store"], f"{out}/audit", inputs, repeats, seed, base,
                         kw["occlude_fraction"], kw["workers"]) if with_audit else None
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -135,11 +156,8 @@ def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
         with open(report, "a") as handle:
             handle.write("\n".join(["", "# Shortcut audit", "", *audit_markdown(record)]) + "\n")
     click.echo(f"wrote {report}, runs.csv, results.json and figures in {out}")
-    for line in summary_lines(out):
+    for line in summary_lines(out, record):
         click.echo(f"  {line}")
-    if record is not None:
-        for what, v in record["verdicts"].items():
-            click.echo(f"  Audit, {what.upper()}: {v['headline']}.")
 
 
 def _audit(store, out, inputs, repeats, seed, base, fraction, workers):
@@ -172,8 +190,9 @@ def audit(inputs, repeats, seed, occlude_fraction, out, **kw):
     """
     from .experiment import GridError
 
+    inputs = _pick(inputs, INPUT_NAMES, "--inputs")
     try:
-        record = _audit(kw["store"], out, _csv(inputs), repeats, seed, _base(kw), occlude_fraction,
+        record = _audit(kw["store"], out, inputs, repeats, seed, _base(kw), occlude_fraction,
                         kw["workers"])
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -196,7 +215,9 @@ def train(what, loss, seed, out, **kw):
     import dataclasses
 
     from .experiment import GridError, train_run
+    from .losses import LOSSES
 
+    (loss,) = _pick(loss, tuple(LOSSES), "--loss")
     cfg = dataclasses.replace(_base(kw), input=what, loss=loss, seed=seed)
     try:
         result = train_run(kw["store"], cfg, out, workers=kw["workers"])
@@ -209,34 +230,47 @@ def train(what, loss, seed, out, **kw):
 
 @cli.command()
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
-              help="A saved .keras model (loaded with safe mode on).")
+              help="A .keras model saved by `trainer train` or `compare` (loaded in safe mode).")
 @click.option("--store", required=True, type=click.Path(dir_okay=False), help="The store to evaluate on.")
-@click.option("--input", "what", type=click.Choice(["cxr", "enh"]), default="enh", show_default=True)
-@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the split whose test part is used.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--input", "what", type=click.Choice(["cxr", "enh"]), default=None,
+              help="Which store images to use [default: the kind the model was trained on; a different "
+                   "one is refused].")
+@click.option("--split-seed", type=int, default=0, show_default=True,
+              help="Seed of the split whose test part is used (the one the model was trained with).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per prediction batch.")
 def evaluate(model_path, store, what, split_seed, batch_size):
-    """Accuracy and per-class metrics of a saved model on a store's test split."""
+    """Accuracy and per-class metrics of a saved model on a store's test split.
+
+    The model carries its input kind, class names, target and occlusion; a store it does
+    not fit (other classes, other channel count) is refused before anything is computed.
+    """
     import json
 
-    import keras
-
-    from phasefeat.store import open_store
-
-    from .data import StoreBatches
-    from .experiment import GridError, RunConfig, prepare_split
+    from .data import OccludedFeatures, StoreBatches
+    from .experiment import GridError, RunConfig, prepare_split, store_info
     from .metrics import classification_metrics
+    from .saved import ModelError, check_fit, load_model, model_info
 
     try:
-        split = prepare_split(store, RunConfig(input=what, split_seed=split_seed))
-    except GridError as exc:
+        model = load_model(model_path)
+        info = model_info(model)
+        data = store_info(store, info["input"] or "enh", info["target"])
+        what = check_fit(info, data["class_names"], what, data["params_digest"])
+        split = prepare_split(store, RunConfig(input=what, split_seed=split_seed, target=info["target"]),
+                              data)
+    except (ModelError, GridError) as exc:
         raise click.ClickException(str(exc)) from None
-    with open_store(store) as s:
-        labels, names = s.labels.copy(), s.class_names
-    model = keras.saving.load_model(model_path, safe_mode=True)  # standardisation is inside
+    derive = None
+    if info["occlude"] != "none" and what == "enh":
+        derive = OccludedFeatures(info["occlude"], model.get_layer("occlusion").fraction,
+                                  data["params_json"], data["dtype"])
+    labels, names = data["labels"], data["class_names"]
     test = StoreBatches(store, split.test, what, labels, len(names), "int", batch_size,
-                        image_size=model.input_shape[1])
+                        image_size=model.input_shape[1], derive=derive)
     metrics = classification_metrics(labels[split.test], model.predict(test, verbose=0), names)
-    click.echo(json.dumps(metrics, indent=1))
+    test.close()
+    click.echo(json.dumps({"input": what, "target": info["target"], **metrics}, indent=1))
 
 
 def main(argv=None):

@@ -215,12 +215,12 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     from .model import occlusion_mask, vgg16_classifier
 
     out_dir = Path(out_dir)
+    spec = get_loss(cfg.loss)
     info = store_info(store_path, cfg.input, cfg.target)
     split = split or prepare_split(store_path, cfg, info)
     out_dir.mkdir(parents=True, exist_ok=True)
     names, labels = info["class_names"], info["labels"]
     n_classes = len(names)
-    spec = get_loss(cfg.loss)
     h, w, c = info["shape"][1:]
     size = cfg.image_size or h
     shape = (size, size if cfg.image_size else w, c)
@@ -238,7 +238,10 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
                                    "dropout": cfg.dropout}, weights=cfg.weights,
                              preprocessing={"scale": 1 / value_range(info["dtype"]),
                                             "mean": mean.tolist(), "std": std.tolist()},
-                             occlude=(cfg.occlude, cfg.occlude_fraction))
+                             occlude=(cfg.occlude, cfg.occlude_fraction),
+                             info={"input": cfg.input, "class_names": list(names), "target": cfg.target,
+                                   "occlude": cfg.occlude, "occlude_fraction": cfg.occlude_fraction,
+                                   "store_params_digest": info["params_digest"]})
     loss = spec.build(gamma=cfg.focal_gamma, weights=class_weights(labels[split.train], n_classes)
                       if cfg.loss == "weighted_cce" else None)
     optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}[cfg.optimizer](

@@ -9,11 +9,12 @@ on the same seeds (see ``docs/reproducing-the-paper.md``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["LossSpec", "LOSSES", "get_loss", "class_weights"]
+__all__ = ["LossSpec", "LOSSES", "get_loss", "class_weights", "weighted_cce_class"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +25,9 @@ class LossSpec:
     build: Callable
 
 
-def _weighted_cce():
+@functools.cache
+def weighted_cce_class():
+    """The registered weighted-CCE loss class (defined once, on first use: Keras is heavy)."""
     import keras
 
     @keras.saving.register_keras_serializable(package="trainer")
@@ -69,7 +72,7 @@ def _build_focal(gamma: float = 2.0, **_):
 def _build_weighted(weights=None, **_):
     if weights is None:
         raise ValueError("weighted_cce needs class weights (from the training split)")
-    return _weighted_cce()(weights)
+    return weighted_cce_class()(weights)
 
 
 def _build_cce_ls(label_smoothing: float = 0.1, **_):

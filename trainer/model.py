@@ -7,7 +7,7 @@ import functools
 import numpy as np
 
 __all__ = ["vgg16_classifier", "DEFAULT_HEAD", "VGG16_BLOCKS", "OCCLUSIONS", "occlusion_mask",
-           "occlusion_layer"]
+           "occlusion_layer", "run_info_layer", "register_custom_objects"]
 
 #: ``center`` blacks out the central box (lungs and heart), ``outside`` keeps only it.
 OCCLUSIONS = ("none", "center", "outside")
@@ -81,6 +81,46 @@ def occlusion_layer(mode: str, fraction: float, name: str = "occlusion"):
     return _occlusion_class()(mode=mode, fraction=fraction, name=name)
 
 
+@functools.cache
+def _run_info_class():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="trainer")
+    class RunInfo(keras.layers.Layer):
+        """Passes its input through; its config carries what the model was trained on.
+
+        ``info`` holds the input kind (cxr/enh), the class (or source) names in output
+        order, the target, the occlusion and the store's parameter digest, so that
+        ``trainer evaluate`` can refuse a store the model does not fit.
+        """
+
+        def __init__(self, info=None, **kwargs):
+            super().__init__(**kwargs)
+            self.info = dict(info or {})
+
+        def call(self, x):
+            return x
+
+        def get_config(self):
+            return {**super().get_config(), "info": self.info}
+
+    return RunInfo
+
+
+def run_info_layer(info: dict, name: str = "run_info"):
+    """The pass-through :class:`RunInfo` layer that stores ``info`` in the saved model."""
+    return _run_info_class()(info=info, name=name)
+
+
+def register_custom_objects() -> None:
+    """Register every layer and loss the trainer saves, so any saved model loads in safe mode."""
+    from .losses import weighted_cce_class
+
+    _occlusion_class()
+    _run_info_class()
+    weighted_cce_class()
+
+
 def _conv_base(x, width: float):
     import keras
 
@@ -94,7 +134,8 @@ def _conv_base(x, width: float):
 
 def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict | None = None,
                      weights: str | None = None, preprocessing: dict | None = None,
-                     name: str = "vgg16_classifier", occlude: tuple[str, float] | None = None):
+                     name: str = "vgg16_classifier", occlude: tuple[str, float] | None = None,
+                     info: dict | None = None):
     """VGG16 convolutional base plus a classification head.
 
     Parameters
@@ -119,6 +160,8 @@ def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict
     occlude : (mode, fraction), optional
         Mask the input first (:func:`occlusion_mask`); ``None`` or mode
         ``"none"`` adds no layer.
+    info : dict, optional
+        What the model is trained on, saved with it (:func:`run_info_layer`).
 
     Returns
     -------
@@ -134,6 +177,8 @@ def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict
         raise ValueError(f"input_shape must be (H, W, 1) or (H, W, 3), got {tuple(input_shape)}")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
+    if info is not None:
+        x = run_info_layer(info)(x)
     if occlude is not None and occlude[0] != "none":
         x = occlusion_layer(*occlude)(x)
     if preprocessing is not None:

@@ -169,8 +169,11 @@ def write_report(results: list[dict], out) -> Path:
     return report
 
 
-def summary_lines(out) -> list[str]:
-    """Three plain sentences about a finished grid, from its results.json."""
+def summary_lines(out, audit: dict | None = None) -> list[str]:
+    """Three plain sentences about a finished grid, from its results.json.
+
+    With an ``audit`` record (:func:`trainer.audit.run_audit`) the third sentence is its verdict.
+    """
     results = json.loads((Path(out) / "results.json").read_text())
     summary, comparisons = results["summary"], results["comparisons"]
     lines = []
@@ -193,4 +196,8 @@ def summary_lines(out) -> list[str]:
                      f"{len(c['bit_identical_seeds'])} of {len(c['seeds'])} paired seeds: the losses coincide.")
     else:
         lines.append("No two arms trained bit-identical weights.")
+    if audit is not None:
+        from .audit import summary_line
+
+        lines = [lines[0], lines[-1], summary_line(audit)]
     return lines[:3]

@@ -1,0 +1,269 @@
+"""No silent loss, no wrong results with exit 0, one line instead of a traceback (issue: trust)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from datasets import class_folder_dataset, write_hostile_files
+from test_convert import assert_same_store
+
+from phasefeat.cli import cli
+from phasefeat.store import StoreError, open_store
+
+SMALL = ["--size", "32", "-q", "--backend", "numpy", "--features-at", "32"]
+BIG = 100_000  # bytes: larger than every generated image, smaller than big.png
+
+
+def run(*args, ok=True, command=cli):
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=2)
+    good, bad = write_hostile_files(root / "Normal" / "odd", BIG)
+    return root, ["Normal/odd/" + g for g in good], {"Normal/odd/" + k: v for k, v in bad.items()}
+
+
+def test_every_hostile_file_becomes_a_sample_or_a_failure_row(hostile, tmp_path):
+    root, good, bad = hostile
+    out = tmp_path / "s.h5"
+    result = run("convert", root, out, *SMALL, "--max-bytes", BIG, "--workers", 2)
+    with open_store(out) as store:
+        failures = dict(store.failures)
+        paths = store.source_paths
+        assert len(store) + len(failures) == store.attrs["discovered"]
+        assert len(store) == 6 + len(good) and len(failures) == len(bad)
+        for name in good:
+            assert name in paths
+        for name, fragment in bad.items():
+            assert fragment in failures[name], (name, failures.get(name))
+        for reason in failures.values():
+            assert "\n" not in reason and "0x7" not in reason
+    assert f"failed {len(bad)}" in result.output
+
+
+def test_two_worker_counts_give_identical_stores_and_reasons(hostile, tmp_path):
+    """Property: a tree mixing every good and bad kind converts to the same store, whatever the workers."""
+    root, good, bad = hostile
+    extra = root / "COVID" / "more"
+    write_hostile_files(extra, BIG)
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    run("convert", root, one, *SMALL, "--max-bytes", BIG, "--workers", 1, "--piece-size", 3)
+    run("convert", root, two, *SMALL, "--max-bytes", BIG, "--workers", 2, "--piece-size", 5)
+    assert_same_store(one, two)
+    with open_store(one) as store:
+        discovered = store.attrs["discovered"]
+        assert 40 <= discovered <= 60
+        assert len(store) + len(store.failures) == discovered == 6 + 2 * (len(good) + len(bad))
+
+
+def test_all_files_failing_still_writes_the_reasons_and_exits_non_zero(tmp_path):
+    root = tmp_path / "raw"
+    (root / "normal").mkdir(parents=True)
+    (root / "normal" / "a.png").write_text("not an image")
+    (root / "normal" / "b.png").write_bytes(b"")
+    result = run("convert", root, tmp_path / "s.h5", *SMALL, ok=False)
+    assert result.exit_code == 1 and "no image could be converted" in result.output
+    with open_store(tmp_path / "s.h5") as store:
+        assert len(store) == 0 and len(store.failures) == 2
+
+
+def test_an_unreadable_folder_is_a_row_and_an_unreadable_class_an_error(tmp_path, monkeypatch):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=2)
+    (root / "Normal" / "images" / "private").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("private"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    from phasefeat.discover import DiscoveryError, discover
+
+    d = discover(root)
+    assert ("Normal/images/private/", "cannot read folder (Permission denied)") in d.failures
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if str(p).endswith("COVID") else real_access(p, m))
+    with pytest.raises(DiscoveryError, match="class folder .*COVID cannot be read"):
+        discover(root)
+    kept = discover(root, classes=["normal", "pneumonia"])  # excluded anyway: no error
+    assert kept.class_names == ("normal", "pneumonia")
+
+
+def test_pixel_limit_above_pillows_own_takes_effect(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from phasefeat.imageio import read_image
+
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((64, 200), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow would refuse above 2000 pixels
+    assert read_image(path, max_pixels=20_000).width == 200
+    with pytest.raises(Exception, match=r"exceeds the pixel limit \(200x64: 12,800 > 10,000; raise --max-pixels"):
+        read_image(path, max_pixels=10_000)
+
+
+def test_virtual_store_reads_its_shards_from_anywhere_and_refuses_without_them(tmp_path, monkeypatch):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=2)
+    plain, virtual = tmp_path / "plain.h5", tmp_path / "data" / "v.h5"
+    virtual.parent.mkdir()
+    run("convert", root, plain, *SMALL)
+    run("convert", root, virtual, *SMALL, "--virtual")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with open_store(plain) as a, open_store(virtual) as b:
+        assert np.array_equal(a.read_many(range(len(a))), b.read_many(range(len(b))))
+        assert b.read(0).any()
+    moved = tmp_path / "moved.h5"
+    virtual.rename(moved)
+    with pytest.raises(StoreError, match=r"shard v\.h5\.shards/shard-000000\.h5 of /cxr is missing"):
+        open_store(moved)
+    result = run("inspect", moved, ok=False)
+    assert result.exit_code == 1 and "is missing" in result.output
+
+
+@pytest.mark.parametrize("damage", ["short labels", "long labels", "enh shorter", "label out of range",
+                                    "no failure reasons", "bad params", "external link", "short meta"])
+def test_damaged_stores_are_refused_in_one_line(tmp_path, damage):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=2)
+    path = tmp_path / "s.h5"
+    run("convert", root, path, *SMALL)
+    with h5py.File(path, "a") as f:
+        n = len(f["labels"])
+        if damage in ("short labels", "long labels"):
+            labels = f["labels"][()]
+            del f["labels"]
+            f["labels"] = labels[:3] if damage == "short labels" else np.r_[labels, labels]
+        elif damage == "enh shorter":
+            enh = f["enh"][:n - 1]
+            del f["enh"]
+            f["enh"] = enh
+        elif damage == "label out of range":
+            f["labels"][0] = 7
+        elif damage == "no failure reasons":
+            del f["failures/reason"]
+        elif damage == "bad params":
+            f.attrs["params_json"] = "{not json"
+        elif damage == "external link":
+            del f["enh"]
+            f["enh"] = h5py.ExternalLink("other.h5", "enh")
+        elif damage == "short meta":
+            paths = f["meta/source_path"][()]
+            del f["meta/source_path"]
+            f["meta/source_path"] = paths[:2]
+    if damage == "bad params":
+        with open_store(path) as store, pytest.raises(StoreError, match="params_json"):
+            store.params
+    else:
+        with pytest.raises(StoreError):
+            open_store(path)
+    result = run("inspect", path, ok=False)
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+
+
+def test_verify_with_a_wrong_root_fails_and_paths_leaving_the_root_are_refused(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=1)
+    path = tmp_path / "s.h5"
+    run("convert", root, path, *SMALL)
+    wrong = run("inspect", path, "--verify", "--root", tmp_path, ok=False)
+    assert wrong.exit_code == 1 and "3 missing" in wrong.output and "--root" in wrong.output
+    with h5py.File(path, "a") as f:
+        f["meta/source_path"][0] = "../../etc/passwd"
+    refused = run("inspect", path, "--verify", ok=False)
+    assert refused.exit_code == 1 and "REFUSED  ../../etc/passwd" in refused.output
+
+
+def test_outputs_that_would_destroy_inputs_are_refused(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=1)
+    image = root / "Normal" / "images" / "Normal 0.png"
+    before = image.read_bytes()
+    result = run("convert", root, image, *SMALL, "--overwrite", ok=False)
+    assert result.exit_code == 1 and "inside the input folder" in result.output
+    result = run("convert", root, root / "store.h5", *SMALL, ok=False)
+    assert result.exit_code == 1 and "inside the input folder" in result.output
+    for flag in ("-o", "--enh-png"):
+        result = run("enhance", image, flag, image, ok=False)
+        assert result.exit_code == 2 and "is the input image" in result.output
+    assert image.read_bytes() == before and not (root / "store.h5").exists()
+
+
+def test_an_output_name_too_long_is_refused_before_any_work(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=1)
+    out = tmp_path / ("x" * 250 + ".h5")
+    result = run("convert", root, out, *SMALL, ok=False)
+    assert result.exit_code == 1 and "cannot write beside" in result.output
+    assert sorted(os.listdir(tmp_path)) == ["raw"]
+
+
+def test_a_second_convert_of_the_same_output_says_who_holds_it(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=12)
+    out = tmp_path / "s.h5"
+    args = ["convert", root, out, "--size", "48", "-q", "--backend", "numpy", "--workers", "1",
+            "--piece-size", "1", "--features-at", "native"]
+    first = subprocess.Popen([sys.executable, "-m", "phasefeat", *map(str, args[:])],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = tmp_path / "s.h5.parts" / ".lock"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
+        time.sleep(0.01)
+    try:
+        second = run(*args, ok=False)
+        assert second.exit_code == 1 and f"locked by process {first.pid}" in second.output
+    finally:
+        first.wait(timeout=120)
+    assert first.returncode == 0 and out.exists()
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_by_the_next_one(tmp_path):
+    from phasefeat.convert import ConvertOptions, _identity
+    from phasefeat.discover import discover
+    from phasefeat.params import PhaseParams
+
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=1)
+    out = tmp_path / "s.h5"
+    stale = tmp_path / ".s.h5.abcd1234.partial"  # a final assembly killed mid-write
+    stale.write_bytes(b"half a store")
+    run("convert", root, out, *SMALL)
+    assert not stale.exists()
+    # Killed after the store landed, before its work folder was removed:
+    parts = tmp_path / "s.h5.parts"
+    parts.mkdir()
+    options = ConvertOptions(size=32, features_at=32)
+    identity = _identity(discover(root), PhaseParams(), options, "numpy", None)
+    (parts / "manifest.json").write_text(json.dumps(identity))
+    result = run("convert", root, out, *SMALL)
+    assert "is complete" in result.output and not parts.exists()
+
+
+@pytest.mark.parametrize(("params", "field"), [('{"nscale": 100000}', "nscale"),
+                                               ('{"bccr_iterations": 100000000}', "bccr_iterations"),
+                                               ("[1, 2", "not readable")])
+def test_overflowing_params_are_one_line_errors(tmp_path, params, field):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=1)
+    (tmp_path / "p.json").write_text(params)
+    result = run("convert", root, tmp_path / "s.h5", *SMALL, "--params", tmp_path / "p.json", ok=False)
+    assert result.exit_code == 2 and field in result.output and not (tmp_path / "s.h5").exists()

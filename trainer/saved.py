@@ -1,0 +1,117 @@
+"""Saved models: load one safely, and refuse a store it does not fit.
+
+Every model the trainer saves carries what it was trained on (a pass-through
+``RunInfo`` layer): the input kind, the class (or source) names in output order,
+the target and the occlusion. ``trainer evaluate`` reads them, so it needs no
+``--input`` and cannot silently score a CXR model on ENH images or a 3-class
+model on a 2-class store.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+__all__ = ["ModelError", "load_model", "model_info", "check_fit"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class ModelError(ValueError):
+    """The model cannot be loaded or does not fit the store; the message says why."""
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(_ANSI.sub("", str(exc)).split())[:300]
+
+
+def load_model(path):
+    """Load a ``.keras`` model in safe mode, without its optimizer or loss.
+
+    Raises
+    ------
+    ModelError
+        A missing file, a file that is not a Keras model, or a model that safe mode
+        refuses (one that could run arbitrary code, such as a ``Lambda`` layer).
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path} is not a Keras model (.keras files are zip archives; this one is not"
+                         + ("; it looks like an HDF5 store: pass it as --store" if path.read_bytes()[:8]
+                            == b"\x89HDF\r\n\x1a\n" else "") + ")")
+    import keras
+
+    from .model import register_custom_objects
+
+    register_custom_objects()
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for foreign or unsafe archives
+        text = _one_line(exc)
+        if "lambda" in text.lower() or "safe_mode" in text:
+            layer = "a Lambda layer" if "lambda" in text.lower() else "code safe mode does not load"
+            raise ModelError(f"refused: {path} contains {layer}; safe mode does not run code from "
+                             "model files") from None
+        raise ModelError(f"cannot load {path} as a Keras model ({text})") from None
+
+
+def model_info(model) -> dict:
+    """What the model was trained on: from its ``RunInfo`` layer, or inferred for older models.
+
+    Returns
+    -------
+    dict
+        ``input`` ("cxr"/"enh"), ``class_names`` (None when unknown), ``n_outputs``,
+        ``image_size`` and ``target``.
+    """
+    info = {}
+    for layer in model.layers:
+        if layer.name == "run_info" and hasattr(layer, "info"):
+            info = dict(layer.info)
+    shape = model.input_shape
+    channels = shape[-1]
+    inferred = {1: "cxr", 3: "enh"}.get(channels)
+    return {"input": info.get("input", inferred), "class_names": info.get("class_names"),
+            "n_outputs": int(model.output_shape[-1]), "image_size": shape[1],
+            "channels": channels, "target": info.get("target", "class"),
+            "occlude": info.get("occlude", "none"), "recorded": bool(info),
+            "store_params_digest": info.get("store_params_digest")}
+
+
+def check_fit(info: dict, store_names: list[str], requested_input: str | None,
+              store_params_digest: str | None = None) -> str:
+    """The input to evaluate on; refuses any mismatch between model and store.
+
+    Parameters
+    ----------
+    info : dict
+        From :func:`model_info`.
+    store_names : list of str
+        The names of the store's labels for the model's target (classes or sources).
+    requested_input : str or None
+        ``--input``, if given: it must agree with the model.
+    store_params_digest : str, optional
+        The store's feature parameters: an ENH model needs ENH made with its own.
+    """
+    what = info["input"]
+    if what is None:
+        raise ModelError(f"the model takes {info['channels']}-channel images; a store holds 1 (cxr) or 3 (enh)")
+    if requested_input is not None and requested_input != what:
+        raise ModelError(f"the model was trained on {what.upper()} ({info['channels']} channel(s)); "
+                         f"--input {requested_input} does not fit it")
+    if info["n_outputs"] != len(store_names):
+        raise ModelError(f"the model predicts {info['n_outputs']} {info['target']}es; the store has "
+                         f"{len(store_names)} ({', '.join(store_names)})")
+    if info["class_names"] is not None and list(info["class_names"]) != list(store_names):
+        raise ModelError(f"the model's {info['target']} names {info['class_names']} differ from the "
+                         f"store's {store_names} (names and order must match)")
+    recorded = info.get("store_params_digest")
+    if what == "enh" and recorded and store_params_digest and recorded != store_params_digest:
+        raise ModelError(f"the model was trained on ENH made with other feature parameters (digest "
+                         f"{recorded[:12]}, the store's {store_params_digest[:12]}); convert the store with "
+                         "the model's parameters")
+    return what
