@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from phasefeat import BackendUnavailableError, backend, enhance, monogenic
+from phasefeat.params import PhaseParams
 from phasefeat.phantom import chest_phantom
 
 
@@ -99,6 +100,7 @@ def test_gpu_uint8_enh_within_one_level():
     cpu = enhance(batch, backend="numpy", out="uint8").astype(int)
     gpu = enhance(batch, backend="cupy", out="uint8").astype(int)
     assert np.mean(np.abs(gpu - cpu) <= 1) >= 0.999
+    assert np.abs(gpu - cpu).max() <= 2  # float32 rounding, never a different map
 
 
 @pytest.mark.gpu
@@ -109,7 +111,7 @@ def test_gpu_cupy_in_cupy_out():
     enh = enhance(image)  # backend None follows the input
     assert isinstance(enh, cupy.ndarray) and enh.shape == (64, 64, 3)
     mono = monogenic(image)
-    assert isinstance(mono.lwpa, cupy.ndarray) and mono.even.shape == (3, 64, 64)
+    assert isinstance(mono.lwpa, cupy.ndarray) and mono.even.shape == (PhaseParams().nscale, 64, 64)
     assert isinstance(enhance(image, backend="numpy"), cupy.ndarray)
 
 

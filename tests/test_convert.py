@@ -297,7 +297,7 @@ def test_gpu_convert_matches_cpu(messy, tmp_path):
     with open_store(tmp_path / "cpu.h5") as a, open_store(tmp_path / "gpu.h5") as b:
         assert a.source_paths == b.source_paths
         ea, eb = a.read_many(range(len(a))).astype(int), b.read_many(range(len(b))).astype(int)
-        assert np.mean(np.abs(ea - eb) <= 1) >= 0.999
+        assert np.mean(np.abs(ea - eb) <= 1) >= 0.999 and np.abs(ea - eb).max() <= 2
         assert b.attrs["backend"] == "cupy"
 
 

@@ -120,9 +120,26 @@ def test_auto_backend_is_resolved_on_the_workers(raw, tmp_path):
     from phasefeat.backend import gpu_available
 
     if gpu_available():
-        pytest.skip("with a GPU, auto picks CuPy on the workers (checked by the gpu tests)")
+        pytest.skip("with a GPU, auto picks CuPy on the workers: "
+                    "test_auto_backend_uses_the_gpu_on_the_workers checks that case")
     run("convert", raw, tmp_path / "numpy.h5", *ARGS, "--workers", 1)
     args = [a for a in ARGS if a not in ("--backend", "numpy")]
     run("convert", raw, tmp_path / "auto.h5", *args, "--backend", "auto", "--scheduler", "local:2")
     # No GPU here, so every worker resolves auto to NumPy: the same arrays.
     assert_same_store(tmp_path / "numpy.h5", tmp_path / "auto.h5", skip=("engine", "backend", "device"))
+
+
+@pytest.mark.gpu
+def test_auto_backend_uses_the_gpu_on_the_workers(raw, tmp_path):
+    """With a GPU, --backend auto on a Dask cluster computes on CuPy: within float32 rounding of NumPy."""
+    import numpy as np
+
+    from phasefeat.store import open_store
+
+    run("convert", raw, tmp_path / "numpy.h5", *ARGS, "--workers", 1)
+    args = [a for a in ARGS if a not in ("--backend", "numpy")]
+    run("convert", raw, tmp_path / "auto.h5", *args, "--backend", "auto", "--scheduler", "local:1")
+    with open_store(tmp_path / "numpy.h5") as a, open_store(tmp_path / "auto.h5") as b:
+        ea, eb = a.read_many(range(len(a))).astype(int), b.read_many(range(len(b))).astype(int)
+        assert np.mean(np.abs(ea - eb) <= 1) >= 0.999 and np.abs(ea - eb).max() <= 2
+        assert b.attrs["device"].startswith("Dask workers")
