@@ -42,11 +42,11 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 ## demo: phantoms with a planted site shortcut (or DATA=...) -> convert -> preview -> CXR/ENH x CCE/SCCE
 ##       comparison with the shortcut audit -> report (about 5 min on 2 CPU cores; docs/benchmarks.md)
 demo: $(VENV)/.installed-train
-	@set -e; raw="$(DATA)"; mkdir -p "$(DEMO_DIR)"; sources=""; \
-	if [ -z "$$raw" ]; then raw="$(DEMO_DIR)/raw"; sources="--source-pattern $(SITES)"; \
+	@set -e; raw="$(DATA)"; mkdir -p "$(DEMO_DIR)"; set --; \
+	if [ -z "$$raw" ]; then raw="$(DEMO_DIR)/raw"; set -- --source-pattern $(SITES); \
 	  $(BIN)/phasefeat demo-data "$$raw" --per-class $(DEMO_PER_CLASS) --seed 0 --shortcut; fi; \
 	if [ -f "$(DEMO_DIR)/enh.h5" ]; then echo "reusing $(DEMO_DIR)/enh.h5 (delete it to convert again)"; \
-	else $(BIN)/phasefeat convert "$$raw" "$(DEMO_DIR)/enh.h5" --size $(DEMO_SIZE) $$sources $(DEMO_CONVERT); fi; \
+	else $(BIN)/phasefeat convert "$$raw" "$(DEMO_DIR)/enh.h5" --size $(DEMO_SIZE) "$$@" $(DEMO_CONVERT); fi; \
 	$(BIN)/phasefeat preview "$(DEMO_DIR)/enh.h5" -o "$(DEMO_DIR)/preview.png" --per-class 2; \
 	$(BIN)/trainer compare --store "$(DEMO_DIR)/enh.h5" $(DEMO_TRAIN) $(DEMO_AUDIT) --out "$(DEMO_DIR)/results"; \
 	echo; echo "Done. Look at:"; \

@@ -133,6 +133,69 @@ def test_grid_writes_consistent_tables(grid):
     assert (grid / "split.json").exists()
 
 
+def test_report_reads_without_the_code(grid, store):
+    from phasefeat.store import open_store
+
+    report = (grid / "report.md").read_text()
+    split = json.loads((grid / "split.json").read_text())
+    with open_store(store) as s:
+        labels, names, digest = s.labels, s.class_names, s.attrs["params_digest"]
+    for c, name in enumerate(names):  # split sizes per class, as the split file has them
+        counts = [int((labels[np.asarray(split[p])] == c).sum()) for p in ("train", "val", "test")]
+        assert f"| {name} | {counts[0]} | {counts[1]} | {counts[2]} |" in report
+    assert ("The split is grouped by patient" in report) == split["grouped"]
+    assert ("**Warning:** the store has no patient ids" in report) != split["grouped"]
+    assert digest[:16] in report and "preset `qi2021`" in report and "Keras" in report
+    assert "x 100, as in the study's tables" in report and "mean ± std" in report
+    with open(grid / "runs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for r in rows:
+        assert f"{100 * float(r['macro_f1']):.2f} | {float(r['macro_auc_ovr']):.3f} |" in report
+    # CCE and SCCE are bit-identical twins here: CXR vs ENH is compared once, not four times.
+    table = report.split("## Paired comparisons")[1].split("## Bit identity")[0]
+    pairs = [line for line in table.splitlines() if line.startswith("| cxr") or line.startswith("| enh")]
+    assert len(pairs) == 1 and "one arm here" in table
+    assert (grid / "roc_curves.png").stat().st_size > 1000
+
+
+def test_headline_says_when_loss_and_accuracy_disagree():
+    from trainer.report import _headline
+
+    def arm(loss, acc):
+        return {"test_loss": {"mean": loss, "std": 0.01}, "test_accuracy": {"mean": acc, "std": 0.01}}
+
+    agree = _headline({"cxr+cce": arm(0.5, 0.8), "enh+cce": arm(0.4, 0.9)})
+    assert "also has the highest" in " ".join(agree)
+    disagree = _headline({"cxr+cce": arm(0.5, 0.9), "enh+cce": arm(0.4, 0.8)})
+    assert "Loss and accuracy disagree" in " ".join(disagree)
+
+
+def test_html_report_is_self_contained(grid):
+    page = (grid / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page
+    assert page.count('src="data:image/png;base64,') == 4 and "<table>" in page
+
+
+def test_every_figure_has_axis_labels_and_a_title_naming_its_run(grid, monkeypatch):
+    import trainer.report_figures as figs
+
+    seen = []
+    monkeypatch.setattr(figs, "_save", lambda fig, path: seen.append((path.name, fig)) or path.name)
+    results = [json.loads(p.read_text()) for p in sorted(grid.glob("runs/*/result.json"))]
+    figs.draw_figures(results, grid)
+    assert {name for name, _ in seen} == {"learning_curves.png", "confusion_matrices.png",
+                                          "per_seed_losses.png", "roc_curves.png"}
+    for name, fig in seen:
+        for ax in fig.axes:
+            assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title(), name
+            if name != "per_seed_losses.png":
+                assert "seed" in ax.get_title(), name
+        if name == "per_seed_losses.png":
+            ax = fig.axes[0]
+            assert all(float(t).is_integer() for t in ax.get_xticks())
+            assert any(" = " in text.get_text() for text in ax.get_legend().get_texts())  # CCE = SCCE
+
+
 def test_cce_and_scce_are_bit_identical_on_the_same_seed_only(grid):
     with open(grid / "runs.csv") as handle:
         rows = {r["run"]: r for r in csv.DictReader(handle)}

@@ -149,7 +149,7 @@ def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
                         kw["occlude_fraction"], kw["workers"]) if with_audit else None
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    report = write_report(results, out)
+    report = write_report(results, out, store_path=kw["store"])
     if record is not None:
         from .audit import audit_markdown
 

@@ -1,4 +1,10 @@
-"""Results of a grid: runs.csv, results.json, report.md with the study's tables and honest statistics, figures."""
+"""Results of a grid: runs.csv, results.json, report.md (and report.html) with honest statistics.
+
+The report reads without the code: what was compared on which data split, every run,
+mean +- std of losses and of accuracy, F1 and AUC, paired differences between arms that
+are not bit-identical twins, where the data and software came from, and figures whose
+titles say which run they show.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_report", "paired_comparison", "summary_lines"]
+from .report_figures import draw_figures
+from .report_html import markdown_to_html
+
+__all__ = ["write_report", "paired_comparison", "summary_lines", "LOSS_SCALE_NOTE"]
 
 COLUMNS = ("run", "input", "loss", "seed", "val_loss", "test_loss", "test_cross_entropy",
            "test_accuracy", "macro_f1", "macro_auc_ovr", "ece", "epochs_run", "weights_sha256",
            "bit_identical_to")
+METRICS = ("val_loss", "test_loss", "test_accuracy", "macro_f1", "macro_auc_ovr")
+LOSS_SCALE_NOTE = ("losses are mean cross-entropy x 100, as in the study's tables: 45.60 means a mean "
+                   "cross-entropy of 0.456")
 
 
 def paired_comparison(a, b) -> dict:
@@ -53,74 +65,22 @@ def _rows(results):
     return rows
 
 
-def _figures(results, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from phasefeat.figures import atomic_savefig
-
-    arms = sorted({(r["input"], r["loss"]) for r in results})
-    written = []
-    fig, axes = plt.subplots(1, len(arms), figsize=(4 * len(arms), 3.2), squeeze=False)
-    for ax, arm in zip(axes[0], arms, strict=True):
-        best = min((r for r in results if (r["input"], r["loss"]) == arm), key=lambda r: r["val_loss"])
-        for key, style in (("loss", "-"), ("val_loss", "--")):
-            ax.plot(best["history"][key], style, label=key)
-        ax.set_title(f"{arm[0].upper()} + {arm[1].upper()} (best run, seed {best['seed']})", fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    written.append(atomic_savefig(fig, out / "learning_curves.png").name)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(arms), figsize=(3.4 * len(arms), 3.2), squeeze=False)
-    for ax, arm in zip(axes[0], arms, strict=True):
-        best = min((r for r in results if (r["input"], r["loss"]) == arm), key=lambda r: r["val_loss"])
-        cm = np.asarray(best["metrics"]["confusion_matrix"])
-        ax.imshow(cm, cmap="Blues")
-        names = best["class_names"]
-        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
-        ax.set_title(f"{arm[0].upper()} + {arm[1].upper()}", fontsize=9)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-    fig.tight_layout()
-    written.append(atomic_savefig(fig, out / "confusion_matrices.png").name)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for k, arm in enumerate(arms):
-        runs = sorted((r for r in results if (r["input"], r["loss"]) == arm), key=lambda r: r["seed"])
-        ax.plot([r["seed"] for r in runs], [100 * r["test_loss"] for r in runs], "o-",
-                label=f"{arm[0].upper()} + {arm[1].upper()}", alpha=0.8, markersize=6 - k)
-    ax.set_xlabel("seed (paired across arms)")
-    ax.set_ylabel("test loss (%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    written.append(atomic_savefig(fig, out / "per_seed_losses.png").name)
-    plt.close(fig)
-    return written
+def _mean_std(values) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else float("nan")}
 
 
-def write_report(results: list[dict], out) -> Path:
-    """Write runs.csv, results.json, report.md and figures into ``out``; returns report.md."""
-    out = Path(out)
-    rows = _rows(results)
-    with open(out / "runs.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    arms = sorted({(r["input"], r["loss"]) for r in rows})
-    summary, comparisons = {}, []
-    for arm in arms:
-        runs = sorted((r for r in rows if (r["input"], r["loss"]) == arm), key=lambda r: r["seed"])
-        vals = {k: np.array([r[k] for r in runs]) for k in ("val_loss", "test_loss", "test_accuracy")}
-        summary["+".join(arm)] = {k: {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1
-                                      else float("nan")} for k, v in vals.items()}
+def _arm(arm) -> str:
+    return f"{arm[0].upper()} + {arm[1].upper()}"
+
+
+def _summaries(rows, arms) -> dict:
+    return {"+".join(arm): {k: _mean_std([r[k] for r in rows if (r["input"], r["loss"]) == arm])
+                            for k in METRICS} for arm in arms}
+
+
+def _comparisons(rows, arms) -> list[dict]:
+    out = []
     for a, b in itertools.combinations(arms, 2):
         ra = {r["seed"]: r for r in rows if (r["input"], r["loss"]) == a}
         rb = {r["seed"]: r for r in rows if (r["input"], r["loss"]) == b}
@@ -129,32 +89,148 @@ def write_report(results: list[dict], out) -> Path:
         for key in ("test_loss", "val_loss", "test_accuracy"):
             entry[key] = paired_comparison([ra[s][key] for s in seeds], [rb[s][key] for s in seeds])
         entry["bit_identical_seeds"] = [s for s in seeds if ra[s]["weights_sha256"] == rb[s]["weights_sha256"]]
-        comparisons.append(entry)
+        out.append(entry)
+    return out
+
+
+def _twins(comparisons) -> list[dict]:
+    return [c for c in comparisons if c["seeds"] and c["bit_identical_seeds"] == c["seeds"]]
+
+
+def _distinct(comparisons) -> list[dict]:
+    """One comparison per pair of arm *classes*: twins (bit-identical on every seed) count once."""
+    twin_of = {}
+    for c in _twins(comparisons):
+        keep, drop = sorted([c["a"], c["b"]])
+        twin_of[drop] = twin_of.get(keep, keep)
+    kept, seen = [], set()
+    for c in comparisons:
+        a, b = twin_of.get(c["a"], c["a"]), twin_of.get(c["b"], c["b"])
+        if a == b or (a, b) in seen:
+            continue
+        seen.add((a, b))
+        kept.append(c)
+    return kept
+
+
+def _split_table(split: dict | None, labels, names) -> list[str]:
+    if split is None or labels is None:
+        return ["The split is in `split.json`."]
+    lines = ["| class | train | validation | test |", "|---|---:|---:|---:|"]
+    parts = [np.asarray(split[p], dtype=np.int64) for p in ("train", "val", "test")]
+    for c, name in enumerate(names):
+        lines.append(f"| {name} | " + " | ".join(str(int((labels[p] == c).sum())) for p in parts) + " |")
+    lines.append("| **all** | " + " | ".join(str(len(p)) for p in parts) + " |")
+    if split.get("test_sources"):
+        lines += ["", f"External validation: the test part is the source(s) {split['test_sources']}."]
+    if split.get("grouped"):
+        lines += ["", "The split is grouped by patient: no patient has images in two parts."]
+    else:
+        lines += ["", "**Warning:** the store has no patient ids, so the split could not be grouped by "
+                  "patient; images of one patient may sit in two parts and inflate test results."]
+    return lines
+
+
+def _provenance(store_path) -> tuple[list[str], dict]:
+    if store_path is None:
+        return [], {}
+    from phasefeat.store import StoreError, open_store
+
+    try:
+        with open_store(store_path) as store:
+            attrs, labels, names = store.provenance, store.labels.copy(), store.class_names
+    except StoreError:
+        return [], {}
+    versions = attrs.get("library_versions", {})
+    import keras
+
+    lines = [f"* store `{store_path}`: {len(labels)} images, classes {', '.join(names)}",
+             f"* features: preset `{attrs.get('preset', '?')}`, computed at {attrs.get('features_at', '?')}, "
+             f"params digest `{str(attrs.get('params_digest', '?'))[:16]}`",
+             f"* converted by phasefeat {attrs.get('phasefeat_version', '?')} on {attrs.get('device', '?')}, "
+             f"{attrs.get('created', '?')}",
+             f"* trained with Keras {keras.__version__} on the {keras.backend.backend()} backend; "
+             f"store libraries: {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}"]
+    return lines, {"labels": labels, "names": names}
+
+
+def _headline(summary) -> list[str]:
+    by_loss = min(summary, key=lambda a: summary[a]["test_loss"]["mean"])
+    by_acc = max(summary, key=lambda a: summary[a]["test_accuracy"]["mean"])
+
+    def fmt(a):
+        s = summary[a]
+        return (f"{a.upper()}: test loss {100 * s['test_loss']['mean']:.2f} ± {100 * s['test_loss']['std']:.2f}, "
+                f"accuracy {100 * s['test_accuracy']['mean']:.1f} ± {100 * s['test_accuracy']['std']:.1f} %")
+
+    lines = [f"* Lowest mean test loss: {fmt(by_loss)}."]
+    if by_acc == by_loss:
+        lines.append("* It also has the highest mean test accuracy.")
+    else:
+        lines.append(f"* Highest mean test accuracy: {fmt(by_acc)}. **Loss and accuracy disagree** on "
+                     "which arm is best; a lower cross-entropy means better calibrated probabilities, "
+                     "not necessarily more correct answers.")
+    lines.append("* Differences between arms are judged against the seed-to-seed spread (± is the "
+                 "standard deviation over seeds) in the paired comparisons below.")
+    return lines
+
+
+def write_report(results: list[dict], out, store_path=None) -> Path:
+    """Write runs.csv, results.json, report.md, report.html and figures into ``out``; returns report.md."""
+    out = Path(out)
+    rows = _rows(results)
+    with open(out / "runs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    arms = sorted({(r["input"], r["loss"]) for r in rows})
+    summary = _summaries(rows, arms)
+    comparisons = _comparisons(rows, arms)
     (out / "results.json").write_text(json.dumps(
         {"runs": rows, "summary": summary, "comparisons": comparisons}, indent=1, default=float))
-    figures = _figures(results, out)
+    figures = draw_figures(results, out)
+    split_path = out / "split.json"
+    split = json.loads(split_path.read_text()) if split_path.exists() else None
+    provenance, data = _provenance(store_path)
+    seeds = sorted({r["seed"] for r in rows})
     lines = ["# Loss comparison report", "",
-             f"{len(rows)} runs: {len(arms)} arms x {len(rows) // max(len(arms), 1)} paired seeds. "
-             "Losses are mean cross-entropy x 100, as in the study's tables.", ""]
+             f"{len(rows)} runs: {len(arms)} arms ({', '.join(_arm(a) for a in arms)}) x {len(seeds)} "
+             f"paired seed(s) {seeds}. Repeat k of every arm uses the same seed, split, initial weights "
+             f"and batch order. Throughout, {LOSS_SCALE_NOTE}.", "", "## Headline", "",
+             *_headline(summary), "", "## Data split", "",
+             *_split_table(split, data.get("labels"), data.get("names", results[0]["class_names"])), ""]
+    if provenance:
+        lines += ["## Data and software", "", *provenance, ""]
+    lines += ["## Arms", "", "Losses x 100; accuracy and macro F1 in %; macro AUC one-vs-rest.", ""]
     for arm in arms:
         runs = sorted((r for r in rows if (r["input"], r["loss"]) == arm), key=lambda r: r["seed"])
-        lines += [f"## {arm[0].upper()} + {arm[1].upper()}", "",
-                  "| run | seed | val loss % | test loss % | test accuracy % |", "|---|---:|---:|---:|---:|"]
+        lines += [f"## {_arm(arm)}", "",
+                  "| run | seed | val loss | test loss | test accuracy % | macro F1 % | macro AUC |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for r in runs:
             lines.append(f"| {r['run']} | {r['seed']} | {100 * r['val_loss']:.2f} | {100 * r['test_loss']:.2f} | "
-                         f"{100 * r['test_accuracy']:.2f} |")
+                         f"{100 * r['test_accuracy']:.2f} | {100 * r['macro_f1']:.2f} | {r['macro_auc_ovr']:.3f} |")
         s = summary["+".join(arm)]
-        lines += [f"| **average** | | {100 * s['val_loss']['mean']:.2f} ± {100 * s['val_loss']['std']:.2f} | "
+        lines += [f"| **mean ± std** | | {100 * s['val_loss']['mean']:.2f} ± {100 * s['val_loss']['std']:.2f} | "
                   f"{100 * s['test_loss']['mean']:.2f} ± {100 * s['test_loss']['std']:.2f} | "
-                  f"{100 * s['test_accuracy']['mean']:.2f} |", ""]
+                  f"{100 * s['test_accuracy']['mean']:.2f} ± {100 * s['test_accuracy']['std']:.2f} | "
+                  f"{100 * s['macro_f1']['mean']:.2f} ± {100 * s['macro_f1']['std']:.2f} | "
+                  f"{s['macro_auc_ovr']['mean']:.3f} ± {s['macro_auc_ovr']['std']:.3f} |", ""]
+    distinct = _distinct(comparisons)
     lines += ["## Paired comparisons (a - b, same seeds)", "",
-              "| a | b | test loss diff % (95 % CI) | p (paired t) | accuracy diff % | bit-identical seeds |",
-              "|---|---|---|---:|---:|---|"]
-    for c in comparisons:
+              "| a | b | test loss diff (95 % CI) | p (paired t) | accuracy diff % (95 % CI) | bit-identical seeds |",
+              "|---|---|---|---:|---|---|"]
+    for c in distinct:
         t, acc = c["test_loss"], c["test_accuracy"]
         lines.append(f"| {c['a']} | {c['b']} | {100 * t['mean_diff']:.2f} ({100 * t['ci95'][0]:.2f}, "
-                     f"{100 * t['ci95'][1]:.2f}) | {t['p_value']:.3g} | {100 * acc['mean_diff']:.2f} | "
+                     f"{100 * t['ci95'][1]:.2f}) | {t['p_value']:.3g} | {100 * acc['mean_diff']:.2f} "
+                     f"({100 * acc['ci95'][0]:.2f}, {100 * acc['ci95'][1]:.2f}) | "
                      f"{len(c['bit_identical_seeds'])} of {len(c['seeds'])} |")
+    twins = _twins(comparisons)
+    if twins:
+        names = ", ".join(f"{c['a']} = {c['b']}" for c in twins)
+        lines += ["", f"Arms that trained bit-identical weights on every seed ({names}) are one arm here: "
+                  "every comparison with one of them is listed once (all pairs are in `results.json`)."]
     lines += ["", "## Bit identity", ""]
     for c in comparisons:
         if c["bit_identical_seeds"]:
@@ -163,9 +239,12 @@ def write_report(results: list[dict], out) -> Path:
                          "the two losses are the same function of one-hot labels.")
     if not any(c["bit_identical_seeds"] for c in comparisons):
         lines.append("* No two arms produced bit-identical weights.")
-    lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    lines += ["", "## Figures", ""]
+    for name, caption in figures:
+        lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
+    (out / "report.html").write_text(markdown_to_html("\n".join(lines), out, title="Loss comparison report"))
     return report
 
 
@@ -176,17 +255,21 @@ def summary_lines(out, audit: dict | None = None) -> list[str]:
     """
     results = json.loads((Path(out) / "results.json").read_text())
     summary, comparisons = results["summary"], results["comparisons"]
-    lines = []
-    arms = sorted(summary, key=lambda a: summary[a]["test_loss"]["mean"])
-    best = arms[0]
-    lines.append(f"Lowest mean test loss: {best.upper()} at {100 * summary[best]['test_loss']['mean']:.2f} % "
-                 f"(accuracy {100 * summary[best]['test_accuracy']['mean']:.1f} %), of {len(arms)} arms.")
+    by_loss = min(summary, key=lambda a: summary[a]["test_loss"]["mean"])
+    by_acc = max(summary, key=lambda a: summary[a]["test_accuracy"]["mean"])
+    s = summary[by_loss]
+    first = (f"Lowest mean test loss: {by_loss.upper()} at {100 * s['test_loss']['mean']:.2f} (loss x 100) "
+             f"with accuracy {100 * s['test_accuracy']['mean']:.1f} %")
+    first += "." if by_acc == by_loss else (f"; highest accuracy: {by_acc.upper()} "
+                                            f"({100 * summary[by_acc]['test_accuracy']['mean']:.1f} %): "
+                                            "loss and accuracy disagree.")
+    lines = [first]
     for c in comparisons:
         (ia, la), (ib, lb) = c["a"].split("+"), c["b"].split("+")
         if la == lb and ia != ib:
             t = c["test_loss"]
             lines.append(f"{c['a'].upper()} - {c['b'].upper()}: test loss {100 * t['mean_diff']:+.2f} points "
-                         f"(95 % CI {100 * t['ci95'][0]:+.2f} to {100 * t['ci95'][1]:+.2f}, paired over "
+                         f"(x 100; 95 % CI {100 * t['ci95'][0]:+.2f} to {100 * t['ci95'][1]:+.2f}, paired over "
                          f"{t['n']} seeds).")
             break
     identical = [c for c in comparisons if c["bit_identical_seeds"]]

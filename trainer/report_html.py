@@ -1,0 +1,85 @@
+"""report.md as one self-contained HTML file: figures embedded, no server, no JavaScript.
+
+It converts exactly the markdown the trainer writes (headings, paragraphs, bullet lists,
+pipe tables, fenced code, images, **bold** and `code`), not markdown in general.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+__all__ = ["markdown_to_html"]
+
+STYLE = """body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em;line-height:1.45}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.25em .6em}
+th{background:#eef}td{text-align:right}td:first-child{text-align:left}img{max-width:100%}
+pre{background:#f4f4f4;padding:.6em;overflow:auto}code{background:#f4f4f4}"""
+
+
+def _inline(text: str, folder: Path) -> str:
+    text = html.escape(text, quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+
+    def image(match):
+        alt, target = match.group(1), match.group(2)
+        path = folder / target
+        if not path.is_file():
+            return f"[missing figure {html.escape(target)}]"
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", image, text)
+
+
+def _table(rows: list[str], folder: Path) -> str:
+    cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
+    head, body = cells[0], [r for r in cells[2:]]
+    out = ["<table><thead><tr>" + "".join(f"<th>{_inline(c, folder)}</th>" for c in head) + "</tr></thead>",
+           "<tbody>"]
+    out += ["<tr>" + "".join(f"<td>{_inline(c, folder)}</td>" for c in r) + "</tr>" for r in body]
+    return "\n".join(out + ["</tbody></table>"])
+
+
+def markdown_to_html(text: str, folder, title: str) -> str:
+    """The report's markdown as a standalone page; images under ``folder`` are embedded."""
+    folder = Path(folder)
+    parts, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            block = []
+            i += 1
+            while i < len(lines) and not lines[i].startswith("```"):
+                block.append(html.escape(lines[i]))
+                i += 1
+            parts.append("<pre>" + "\n".join(block) + "</pre>")
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            parts.append(f"<h{level}>{_inline(line[level:].strip(), folder)}</h{level}>")
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(lines[i])
+                i += 1
+            parts.append(_table(rows, folder))
+            continue
+        elif line.lstrip().startswith(("* ", "- ")):
+            items = []
+            while i < len(lines) and lines[i].lstrip().startswith(("* ", "- ")):
+                items.append(f"<li>{_inline(lines[i].lstrip()[2:], folder)}</li>")
+                i += 1
+            parts.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        elif line.strip():
+            paragraph = [line]
+            while i + 1 < len(lines) and lines[i + 1].strip() and not lines[i + 1].startswith(("#", "|", "```", "* ")):
+                i += 1
+                paragraph.append(lines[i])
+            parts.append(f"<p>{_inline(' '.join(paragraph), folder)}</p>")
+        i += 1
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
