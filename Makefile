@@ -54,7 +54,8 @@ demo: $(VENV)/.installed-train
 	echo "  $(DEMO_DIR)/enh.h5               the store (phasefeat inspect $(DEMO_DIR)/enh.h5)"; \
 	echo "  $(DEMO_DIR)/preview.png          samples of each class: CXR, the three ENH maps, composite"; \
 	echo "  $(DEMO_DIR)/results/report.md    tables, paired comparisons, bit identity, shortcut audit"; \
-	echo "  $(DEMO_DIR)/results/*.png        learning curves, confusion matrices, per-seed losses"; \
+	echo "  $(DEMO_DIR)/results/report.html  the same report with its figures, for a browser"; \
+	echo "  $(DEMO_DIR)/results/*.png        learning curves, confusion matrices, per-seed losses, ROC"; \
 	echo "  $(DEMO_DIR)/results/runs.csv, results.json, split.json; audit/audit.md, audit.json; runs/"
 
 ## test: lint, then the whole test suite (GPU tests are skipped without a GPU; installs TensorFlow CPU)

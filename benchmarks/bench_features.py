@@ -45,6 +45,9 @@ def parse_args(argv=None):
     parser.add_argument("--cpu-batch", type=int, default=16, help="batch size of the batched CPU rows")
     parser.add_argument("--gpu-batches", default="1,16,64,256", help="CuPy batch sizes")
     parser.add_argument("--skip-peer", action="store_true", help="do not time phasecongruency")
+    parser.add_argument("--presets", default="qi2021,kovesi",
+                        help="CPU rows for these presets (the first is the default; kovesi is the one "
+                             "the peer computes)")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "features.json",
                         help="where to write the JSON record")
     return parser.parse_args(argv)
@@ -99,19 +102,22 @@ def cpu_rows(images, args):
     import phasefeat as pf
 
     rows = []
-    for dtype in ("float32", "float64"):
-        for stage, fn in (("monogenic", pf.monogenic), ("enhance", pf.enhance)):
-            def single(fn=fn, dtype=dtype):
-                for image in images:
-                    fn(image, backend="numpy", dtype=dtype)
+    for preset in args.presets.split(","):
+        params = pf.PhaseParams.preset(preset)
+        for dtype in ("float32", "float64"):
+            for stage, fn in (("monogenic", pf.monogenic), ("enhance", pf.enhance)):
+                def single(fn=fn, dtype=dtype, params=params):
+                    for image in images:
+                        fn(image, params, backend="numpy", dtype=dtype)
 
-            def batched(fn=fn, dtype=dtype):
-                for start in range(0, len(images), args.cpu_batch):
-                    fn(images[start:start + args.cpu_batch], backend="numpy", dtype=dtype)
+                def batched(fn=fn, dtype=dtype, params=params):
+                    for start in range(0, len(images), args.cpu_batch):
+                        fn(images[start:start + args.cpu_batch], params, backend="numpy", dtype=dtype)
 
-            for mode, call in (("1 per call", single), (f"batch {args.cpu_batch}", batched)):
-                rows.append({"impl": "phasefeat numpy", "stage": stage, "dtype": dtype, "mode": mode,
-                             **time_rate(call, len(images), args.repeats)})
+                for mode, call in (("1 per call", single), (f"batch {args.cpu_batch}", batched)):
+                    rows.append({"impl": "phasefeat numpy", "preset": preset, "stage": stage,
+                                 "dtype": dtype, "mode": mode,
+                                 **time_rate(call, len(images), args.repeats)})
     return rows
 
 
@@ -172,20 +178,22 @@ def versions() -> dict:
     return out
 
 
-def summarise(rows) -> dict:
-    def find(impl, stage, dtype, mode):
+def summarise(rows, presets=("qi2021", "kovesi")) -> dict:
+    def find(impl, stage, dtype, mode, preset=None):
         for r in rows:
-            if (r["impl"], r["stage"], r["dtype"], r["mode"]) == (impl, stage, dtype, mode):
+            if (r["impl"], r["stage"], r["dtype"], r["mode"]) == (impl, stage, dtype, mode) \
+                    and r.get("preset") == preset:
                 return r["img_s"]
         return None
 
     summary = {}
-    enh = find("phasefeat numpy", "enhance", "float32", "1 per call")
+    enh = find("phasefeat numpy", "enhance", "float32", "1 per call", presets[0])
     summary["cpu_enhance_float32_img_s"] = enh
+    summary["cpu_enhance_preset"] = presets[0]
     peer = find("phasecongruency.monofilt", "monogenic", "float64", "1 per call")
-    if peer:
+    if peer and "kovesi" in presets:  # the peer computes the kovesi filters
         for dtype in ("float32", "float64"):
-            ours = find("phasefeat numpy", "monogenic", dtype, "1 per call")
+            ours = find("phasefeat numpy", "monogenic", dtype, "1 per call", "kovesi")
             summary[f"monogenic_{dtype}_vs_peer"] = ours / peer
         summary["monogenic_vs_peer"] = summary["monogenic_float32_vs_peer"]
     gpu = [r for r in rows if r["impl"] == "phasefeat cupy" and r["stage"] == "enhance"
@@ -199,9 +207,10 @@ def summarise(rows) -> dict:
 
 
 def print_table(rows, summary, notes):
-    print(f"{'implementation':26s} {'stage':26s} {'dtype':8s} {'mode':11s} {'img/s':>10s} {'ms/img':>8s}")
+    print(f"{'implementation':26s} {'preset':9s} {'stage':26s} {'dtype':8s} {'mode':11s} {'img/s':>10s} "
+          f"{'ms/img':>8s}")
     for r in rows:
-        print(f"{r['impl']:26s} {r['stage']:26s} {r['dtype']:8s} {r['mode']:11s} "
+        print(f"{r['impl']:26s} {r.get('preset', ''):9s} {r['stage']:26s} {r['dtype']:8s} {r['mode']:11s} "
               f"{r['img_s']:10.1f} {r['ms_per_img']:8.2f}")
     print()
     for key, t in summary["targets"].items():
@@ -229,7 +238,7 @@ def main(argv=None) -> int:
     gpu, note = gpu_rows(images, args)
     rows += gpu
     notes.append(note)
-    summary = summarise(rows)
+    summary = summarise(rows, tuple(args.presets.split(",")))
     print(f"{len(images)} images {SIZE}x{SIZE} ({source}); CPU {cpu_model()}; "
           f"pinned to cores {cores or 'all'}; medians of {args.repeats} passes\n")
     print_table(rows, summary, notes)
@@ -240,7 +249,8 @@ def main(argv=None) -> int:
                           "gpu": next((r["device"] for r in rows if "device" in r), None)},
                  settings={"size": SIZE, "images": len(images), "source": source,
                            "repeats": args.repeats, "cpu_batch": args.cpu_batch,
-                           "gpu_batches": args.gpu_batches, "params": "PhaseParams() defaults"},
+                           "gpu_batches": args.gpu_batches, "presets": args.presets.split(","),
+                           "gpu_params": "PhaseParams() (qi2021)"},
                  versions=versions(), rows=rows, summary=summary, notes=[n for n in notes if n])
     return 0
 

@@ -90,10 +90,15 @@ def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
         label = image
         if size is not None:
             grey = resize(grey, (size, size))
+    import time
+
+    started = time.perf_counter()
     try:
         enh = enhance_images(grey, params, backend=backend, dtype=dtype, out="uint8")
     except (ValueError, BackendUnavailableError) as exc:
         raise click.ClickException(str(exc)) from None
+    logging.getLogger("phasefeat").info("enhance: %dx%d in %.3f s (preset %s, %s)", grey.shape[1],
+                                        grey.shape[0], time.perf_counter() - started, preset, dtype)
     path = maps_figure(np.asarray(grey, dtype=np.float32), enh, params.channel_order, output,
                        title=f"{label} | preset {preset} | {grey.shape[1]}x{grey.shape[0]}")
     click.echo(f"wrote {path}")

@@ -17,6 +17,7 @@ import errno
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -30,6 +31,8 @@ from .pieces import ConvertOptions, finish_piece, process_piece
 from .store import COMPRESSIONS, FORMAT_VERSION, assemble, read_piece_failures, write_piece
 
 __all__ = ["ConvertOptions", "ConvertError", "ConvertSummary", "convert", "work_dir"]
+
+logger = logging.getLogger("phasefeat")
 
 
 class ConvertError(RuntimeError):
@@ -280,6 +283,8 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
     start = time.perf_counter()
     disc = discover(input_root, labels=labels, classes=classes, aliases=aliases,
                     source_pattern=source_pattern)
+    logger.info("discovery: %d files (%d already failed) in %.2f s", disc.discovered, len(disc.failures),
+                time.perf_counter() - start)
     if scheduler and backend in ("cupy", "auto"):
         # Resolved on the workers (the client may have no GPU); "auto" per worker.
         be = _RemoteBackend(backend, "Dask workers" + (" (GPU)" if backend == "cupy" else
@@ -354,6 +359,7 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
         write_piece(piece_paths[int(piece["piece_id"])], piece)
         count(len(piece["index"]), len(piece["failed_path"]))
 
+    started = time.perf_counter()
     try:
         if scheduler:
             from .distributed import run_pieces_on_dask
@@ -363,6 +369,10 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
             _run_pieces(tasks, workers, on_result)
     finally:
         bar.close()
+    todo = sum(len(t["entries"]) for t in tasks)
+    seconds = time.perf_counter() - started
+    logger.info("pieces: %d of %d in %.1f s (%.1f images/s; %d finished earlier)", len(tasks), len(chunks),
+                seconds, todo / seconds if seconds else float("nan"), len(done))
     failures = list(disc.failures)
     for path in piece_paths:
         failures += read_piece_failures(path)
@@ -379,10 +389,12 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
              "fit": options.fit, "cxr_dtype": options.cxr_dtype, "enh_dtype": options.enh_dtype,
              "compression": compression, "discovered": disc.discovered,
              "engine": f"dask {scheduler}" if scheduler else "local"}
+    started = time.perf_counter()
     converted = assemble(output, piece_paths, shape=(options.size, options.size),
                          cxr_dtype=options.cxr_dtype, enh_dtype=options.enh_dtype,
                          class_names=list(disc.class_names), failures=failures, attrs=attrs,
                          compression=compression, virtual=virtual)
+    logger.info("assembly: %d samples into %s in %.2f s", converted, output, time.perf_counter() - started)
     shutil.rmtree(work)
     by_reason = Counter(reason.split(" (")[0] for _, reason in failures)
     return ConvertSummary(output, disc.discovered, converted, len(failures), dict(by_reason),

@@ -118,12 +118,17 @@ def _read_pillow(path, fmt: str, max_pixels: int) -> ImageData:
             if mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             elif mode in ("LA", "PA"):
-                im = im.convert("L")
+                im = im.convert("LA")
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 im = im.convert("RGB")
             elif mode not in ("1", "L", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I", "F"):
                 raise ImageReadError(f"unsupported pixel mode {mode!r}")
             array = np.asarray(im)
+    if array.ndim == 3 and array.shape[-1] in (2, 4):  # LA or RGBA: the alpha is not image content
+        transparent = float((array[..., -1] < 255).mean())
+        array = array[..., :-1] if array.shape[-1] == 4 else array[..., 0]
+        if transparent > 0:
+            mode = f"{mode} (alpha dropped: {100 * transparent:.1f} % of pixels not opaque)"
     if mode == "1":
         return ImageData(array.astype(np.float32), width, height, mode, fmt, 8)
     if array.dtype == np.uint16 or mode.startswith("I;16"):

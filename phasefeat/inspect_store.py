@@ -93,6 +93,11 @@ def report(store: Store, failures_shown: int = 20) -> str:
     else:
         lines.append("sources      none recorded (convert with --source-pattern, or a label file's "
                      "source column)")
+    dropped = sum(1 for m in store.meta("orig_mode") if b"alpha dropped" in (m if isinstance(m, bytes)
+                                                                          else m.encode()))
+    if dropped:
+        lines.append(f"notes        {dropped} image(s) had transparent pixels; their alpha channel was dropped "
+                     "(orig_mode says how much)")
     failures = store.failures
     lines.append(f"failures     {len(failures)}")
     for reason, n in Counter(r.split(" (")[0] for _, r in failures).most_common():

@@ -12,12 +12,27 @@ from phasefeat.backend import gpu_available
 
 REPO = Path(__file__).resolve().parents[1]
 # The shared real radiographs live beside the checkout; never copied into the project.
+# PHASEFEAT_CXR_REAL points the tests at another folder of class folders (normal/, covid/, ...).
 REAL_DIR = Path(os.environ.get("PHASEFEAT_CXR_REAL", REPO.parent / "shared" / "data" / "cxr-real"))
+
+
+def is_shared_set() -> bool:
+    """Whether REAL_DIR is the project's shared set (documented numbers are for that set only)."""
+    return (REAL_DIR / "MANIFEST.csv").is_file() and len(real_image_paths()) == 120
+
+
+def real_class_counts() -> dict[str, int]:
+    """Images per class folder of REAL_DIR."""
+    counts: dict[str, int] = {}
+    for p in real_image_paths():
+        counts[p.relative_to(REAL_DIR).parts[0]] = counts.get(p.relative_to(REAL_DIR).parts[0], 0) + 1
+    return counts
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 _GPU_SKIPS: list[str] = []
 
 
+@pytest.hookimpl(trylast=True)  # after -m has deselected what it deselects
 def pytest_collection_modifyitems(config, items):
     if gpu_available():
         return

@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from phasefeat.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args):
@@ -111,3 +114,47 @@ def test_outputs_get_normal_permissions_and_failed_writes_leave_nothing(tmp_path
     with pytest.raises(TypeError):
         atomic_save_png(np.zeros((8, 8), dtype=object), tmp_path / "b.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_verbose_convert_prints_its_timings(tmp_path):
+    from datasets import class_folder_dataset
+
+    class_folder_dataset(tmp_path / "raw", per_class=1)
+    done = subprocess.run([sys.executable, "-m", "phasefeat", "-v", "convert", str(tmp_path / "raw"),
+                           str(tmp_path / "s.h5"), "--size", "32", "-q", "--backend", "numpy"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for stage in ("discovery:", "pieces:", "assembly:"):
+        assert stage in done.stderr
+
+
+def test_transparent_pixels_are_noted_in_the_store(tmp_path):
+    from phasefeat.phantom import chest_phantom
+    from phasefeat.store import open_store
+
+    (tmp_path / "raw" / "normal").mkdir(parents=True)
+    grey = chest_phantom(64, seed=1)
+    alpha = np.full(grey.shape, 255, np.uint8)
+    alpha[:16] = 0  # a quarter of the image transparent
+    Image.fromarray(np.dstack([grey, grey, grey, alpha])).save(tmp_path / "raw" / "normal" / "a.png")
+    Image.fromarray(np.dstack([grey, grey, grey, np.full(grey.shape, 255, np.uint8)])).save(
+        tmp_path / "raw" / "normal" / "b.png")
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "raw"), str(tmp_path / "s.h5"), "--size", "32",
+                                      "-q", "--backend", "numpy"])
+    assert result.exit_code == 0, result.output
+    with open_store(tmp_path / "s.h5") as store:
+        modes = [m.decode() for m in store.meta("orig_mode")]
+    assert modes == ["RGBA (alpha dropped: 25.0 % of pixels not opaque)", "RGBA"]
+    text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "s.h5")]).output
+    assert "1 image(s) had transparent pixels" in text
+
+
+def test_plain_make_lists_the_targets():
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    done = subprocess.run(["make", "--no-print-directory"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0
+    for target in ("demo:", "test:", "lint:", "bench:", "help:"):
+        assert target in done.stdout

@@ -165,7 +165,9 @@ def test_headline_says_when_loss_and_accuracy_disagree():
         return {"test_loss": {"mean": loss, "std": 0.01}, "test_accuracy": {"mean": acc, "std": 0.01}}
 
     agree = _headline({"cxr+cce": arm(0.5, 0.8), "enh+cce": arm(0.4, 0.9)})
-    assert "also has the highest" in " ".join(agree)
+    assert "No arm has a higher mean test accuracy" in " ".join(agree)
+    tie = _headline({"cxr+cce": arm(0.5, 1.0), "enh+cce": arm(0.4, 1.0)})
+    assert "disagree" not in " ".join(tie)
     disagree = _headline({"cxr+cce": arm(0.5, 0.9), "enh+cce": arm(0.4, 0.8)})
     assert "Loss and accuracy disagree" in " ".join(disagree)
 
@@ -414,3 +416,28 @@ def test_resume_after_the_store_was_converted_again_is_refused(tmp_path, grid, s
         f.attrs["params_digest"] = "0" * 64  # as if converted again with other parameters
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 1 and "another store" in again.output
+
+
+def test_tensorflow_log_lines_only_with_verbose(store, tmp_path):
+    import subprocess
+    import sys
+
+    args = ["train", "--store", str(store), "--epochs", "1", "--width", "0.0625"]
+    quiet = subprocess.run([sys.executable, "-m", "trainer", *args, "--out", str(tmp_path / "q")],
+                           capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr[-1500:]
+    noise = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "I0000")
+    assert not any(word in quiet.stderr for word in noise), quiet.stderr[:1500]
+    loud = subprocess.run([sys.executable, "-m", "trainer", "-v", *args, "--out", str(tmp_path / "l")],
+                          capture_output=True, text=True)
+    assert loud.returncode == 0 and len(loud.stderr) >= len(quiet.stderr)
+
+
+def test_epoch_estimate_line():
+    from trainer.experiment import SLOW_EPOCH_S, epoch_estimate
+
+    slow = epoch_estimate("enh-cce-r0", 6.7, 465, 20)
+    assert "about 52 min per epoch" in slow and "up to 17.3 h for 20 epochs" in slow
+    assert "--width 0.125" in slow and "--image-size 128" in slow
+    quick = epoch_estimate("cxr-cce-r0", 0.2, 10, 5)
+    assert "about 2 s per epoch" in quick and "--width" not in quick and 0.2 * 10 < SLOW_EPOCH_S

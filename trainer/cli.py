@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
@@ -88,6 +89,23 @@ def _base(kw):
         raise click.UsageError(str(exc)) from None
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to /dev/null for the duration (C libraries write there directly)."""
+    import os
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def _csv(value):
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
@@ -111,12 +129,22 @@ INPUT_NAMES = ("cxr", "enh")
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="phasefeat", prog_name="trainer")
-def cli():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show TensorFlow's own log lines (oneDNN, XLA, absl) and Keras' per-epoch output.")
+@click.pass_context
+def cli(ctx, verbose):
     """Train and compare VGG16 classifiers on a phasefeat store (CXR vs ENH, CCE vs SCCE, ...)."""
     import os
 
-    # TensorFlow's C++ start-up chatter is noise for a CLI user; errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    ctx.obj = {"verbose": verbose}
+    if not verbose:
+        # TensorFlow's C++ start-up chatter (oneDNN, absl, CPU features) is noise for a CLI user. Its
+        # import-time lines ignore TF_CPP_MIN_LOG_LEVEL, so the import runs with stderr's file
+        # descriptor on /dev/null; Python errors still surface after it is restored.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        if ctx.invoked_subcommand in ("compare", "train", "evaluate", "audit"):
+            with _quiet_stderr():
+                import keras  # noqa: F401
 
 
 @cli.command()

@@ -185,15 +185,56 @@ def _cross_entropy(probabilities, labels) -> float:
     return float(-np.log(p).mean())
 
 
+#: Batches timed (after the first, which compiles) before the epoch estimate is printed.
+ESTIMATE_AFTER = 3
+#: Epochs longer than this get a printed estimate; above SLOW_EPOCH_S it comes with a hint.
+ESTIMATE_EPOCH_S = 60
+SLOW_EPOCH_S = 300
+
+
+def epoch_estimate(name: str, seconds_per_batch: float, batches: int, epochs: int) -> str:
+    """One line: the estimated time of an epoch and of the run, with a hint when that is long."""
+    epoch = seconds_per_batch * batches
+    line = (f"{name}: about {_duration(epoch)} per epoch ({batches} batches at {seconds_per_batch:.2f} s), "
+            f"up to {_duration(epoch * epochs)} for {epochs} epochs")
+    if epoch > SLOW_EPOCH_S:
+        line += ("; for a quick look on a CPU use --width 0.125 and --image-size 128 "
+                 "(docs/reproducing-the-paper.md has the times)")
+    return line
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _epoch_bar(name: str, epochs: int, enabled: bool):
     import keras
     from tqdm import tqdm
 
     class EpochBar(keras.callbacks.Callback):
-        """One tqdm bar per run: epochs done, with the latest losses."""
+        """One tqdm bar per run: epochs done, with the latest losses, and an early time estimate."""
 
         def on_train_begin(self, logs=None):
             self.bar = tqdm(total=epochs, desc=name, unit="epoch", leave=False, disable=not enabled)
+            self.batch_start, self.times, self.estimated = None, [], False
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.batch_start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.estimated or self.batch_start is None:
+                return
+            self.times.append(time.perf_counter() - self.batch_start)
+            if len(self.times) > ESTIMATE_AFTER:  # the first batch pays for tracing and compiling
+                steps = self.params.get("steps") or 0
+                per_batch = float(np.median(self.times[1:]))
+                if steps and per_batch * steps > ESTIMATE_EPOCH_S:
+                    self.bar.write(epoch_estimate(name, per_batch, steps, epochs))
+                self.estimated = True
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}

@@ -154,6 +154,11 @@ def _provenance(store_path) -> tuple[list[str], dict]:
     return lines, {"labels": labels, "names": names}
 
 
+def _disagree(summary, by_loss, by_acc) -> bool:
+    """Whether the arm with the best accuracy is strictly more accurate than the one with the lowest loss."""
+    return summary[by_acc]["test_accuracy"]["mean"] > summary[by_loss]["test_accuracy"]["mean"]
+
+
 def _headline(summary) -> list[str]:
     by_loss = min(summary, key=lambda a: summary[a]["test_loss"]["mean"])
     by_acc = max(summary, key=lambda a: summary[a]["test_accuracy"]["mean"])
@@ -164,8 +169,8 @@ def _headline(summary) -> list[str]:
                 f"accuracy {100 * s['test_accuracy']['mean']:.1f} ± {100 * s['test_accuracy']['std']:.1f} %")
 
     lines = [f"* Lowest mean test loss: {fmt(by_loss)}."]
-    if by_acc == by_loss:
-        lines.append("* It also has the highest mean test accuracy.")
+    if not _disagree(summary, by_loss, by_acc):
+        lines.append("* No arm has a higher mean test accuracy.")
     else:
         lines.append(f"* Highest mean test accuracy: {fmt(by_acc)}. **Loss and accuracy disagree** on "
                      "which arm is best; a lower cross-entropy means better calibrated probabilities, "
@@ -260,7 +265,7 @@ def summary_lines(out, audit: dict | None = None) -> list[str]:
     s = summary[by_loss]
     first = (f"Lowest mean test loss: {by_loss.upper()} at {100 * s['test_loss']['mean']:.2f} (loss x 100) "
              f"with accuracy {100 * s['test_accuracy']['mean']:.1f} %")
-    first += "." if by_acc == by_loss else (f"; highest accuracy: {by_acc.upper()} "
+    first += "." if not _disagree(summary, by_loss, by_acc) else (f"; highest accuracy: {by_acc.upper()} "
                                             f"({100 * summary[by_acc]['test_accuracy']['mean']:.1f} %): "
                                             "loss and accuracy disagree.")
     lines = [first]
