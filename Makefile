@@ -16,7 +16,7 @@ DEMO_AUDIT ?= --audit $(if $(DATA),,--occlude-fraction 0.8)
 SITES := '^[^/]+/(site[a-z])_'
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint bench clean
+.PHONY: help demo test lint bench mutate clean
 
 ## help: list the targets (this text)
 help:
@@ -70,6 +70,11 @@ lint: $(VENV)/.installed-test
 ## bench: CPU (and, with a GPU, CuPy) feature-extraction throughput
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_features.py
+
+## mutate: mutation testing of the numeric modules (cosmic-ray; slow, not in CI; docs/testing.md)
+mutate: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	$(BIN)/python tests/mutation.py $(MODULES)
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -106,3 +106,21 @@ def radiograph():
     # On the real images' 0..255 scale: in [0, 1], a * I + b with a small gain and a unit offset
     # would round the input itself ~500x more coarsely than a real radiograph.
     return chest_phantom(299, seed=3, dtype="float64") * 255
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """A 32x32 store from the real radiographs (or generated phantoms where absent)."""
+    from datasets import class_folder_dataset
+
+    from phasefeat.convert import ConvertOptions, convert
+
+    tmp = tmp_path_factory.mktemp("store")
+    root = REAL_DIR
+    if not real_image_paths():
+        root = tmp / "raw"
+        class_folder_dataset(root, per_class=20)
+    path = tmp / "s.h5"
+    convert(root, path, options=ConvertOptions(size=32, piece_size=32, features_at=32), backend="numpy",
+            progress=False)
+    return path

@@ -9,29 +9,12 @@ from click.testing import CliRunner
 
 keras = pytest.importorskip("keras")
 
-from conftest import REAL_DIR, real_image_paths  # noqa: E402
 from datasets import class_folder_dataset  # noqa: E402
 
 from trainer.cli import cli  # noqa: E402
 from trainer.data import StoreBatches, channel_stats  # noqa: E402
 from trainer.losses import LOSSES, class_weights, get_loss  # noqa: E402
 from trainer.model import vgg16_classifier  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def store(tmp_path_factory):
-    """A 32x32 store from the real radiographs (or generated phantoms where absent)."""
-    from phasefeat.convert import ConvertOptions, convert
-
-    tmp = tmp_path_factory.mktemp("store")
-    root = REAL_DIR
-    if not real_image_paths():
-        root = tmp / "raw"
-        class_folder_dataset(root, per_class=20)
-    path = tmp / "s.h5"
-    convert(root, path, options=ConvertOptions(size=32, piece_size=32, features_at=32), backend="numpy",
-            progress=False)
-    return path
 
 
 def test_loss_registry():

@@ -18,8 +18,12 @@ def _common(f):
                      help="Training batch size."),
         click.option("--image-size", type=click.IntRange(min=32), default=None,
                      help="Resize inputs on the fly to SIZE x SIZE [default: the store's size]."),
+        click.option("--model", "model_names", default="vgg16", show_default=True, metavar="NAME[,NAME]",
+                     help="Backbone: vgg16 (the study's, with --width), resnet50, densenet121, "
+                          "efficientnetb0, mobilenetv3small, convnexttiny (keras.applications). "
+                          "`compare` takes several: a grid dimension, paired seeds across models."),
         click.option("--width", type=click.FloatRange(min=0.01, max=1.0), default=1.0, show_default=True,
-                     help="VGG16 filter-count multiplier (1/8 for quick CPU runs)."),
+                     help="VGG16 filter-count multiplier (1/8 for quick CPU runs); other models need 1."),
         click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
                      help="Optimiser."),
         click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-4,
@@ -39,7 +43,9 @@ def _common(f):
         click.option("--mixed-precision", is_flag=True, help="float16 compute (GPU only)."),
         click.option("--augment", is_flag=True, help="Random flips and shifts on training batches only."),
         click.option("--weights", type=click.Path(dir_okay=False), default=None,
-                     help="Local ImageNet VGG16 notop weights (.h5); width 1 only. Nothing is downloaded."),
+                     help="Local ImageNet 'notop' weights file of the backbone (e.g. Keras' "
+                          "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5); width 1 only; for CXR the "
+                          "first convolution's RGB kernels are summed. Nothing is downloaded."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -71,6 +77,16 @@ def _design(f):
     return f
 
 
+def _models(kw, single: bool) -> tuple[str, ...]:
+    from .backbones import MODEL_NAMES
+
+    names = _pick(kw["model_names"], MODEL_NAMES, "--model")
+    if single and len(names) > 1:
+        raise click.BadParameter("this command trains one model; `compare` takes several",
+                                 param_hint="--model")
+    return names
+
+
 def _base(kw):
     from .experiment import RunConfig
 
@@ -84,7 +100,8 @@ def _base(kw):
                          optimizer=kw["optimizer"], head_activation=kw["head_activation"],
                          split_seed=kw["split_seed"], deterministic=kw["deterministic"],
                          jit_compile=kw["jit_compile"], mixed_precision=kw["mixed_precision"],
-                         augment=kw["augment"], weights=kw["weights"], **design)
+                         augment=kw["augment"], weights=kw["weights"],
+                         model=_models(kw, single=False)[0], **design)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -169,10 +186,13 @@ def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
 
     inputs = _pick(inputs, INPUT_NAMES, "--inputs")
     losses = _pick(losses, tuple(LOSSES), "--losses")
+    models = _models(kw, single=False)
     base = _base(kw)
+    for name in models[1:]:
+        _check_model(base, name)
     try:
         results = run_grid(kw["store"], out, inputs=inputs, losses=losses, repeats=repeats,
-                           seed=seed, base=base, workers=kw["workers"])
+                           seed=seed, base=base, workers=kw["workers"], models=models)
         record = _audit(kw["store"], f"{out}/audit", inputs, repeats, seed, base,
                         kw["occlude_fraction"], kw["workers"]) if with_audit else None
     except (GridError, ValueError) as exc:
@@ -186,6 +206,15 @@ def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
     click.echo(f"wrote {report}, runs.csv, results.json and figures in {out}")
     for line in summary_lines(out, record):
         click.echo(f"  {line}")
+
+
+def _check_model(base, name):
+    import dataclasses
+
+    try:
+        dataclasses.replace(base, model=name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _audit(store, out, inputs, repeats, seed, base, fraction, workers):
@@ -219,6 +248,7 @@ def audit(inputs, repeats, seed, occlude_fraction, out, **kw):
     from .experiment import GridError
 
     inputs = _pick(inputs, INPUT_NAMES, "--inputs")
+    _models(kw, single=True)
     try:
         record = _audit(kw["store"], out, inputs, repeats, seed, _base(kw), occlude_fraction,
                         kw["workers"])
@@ -246,6 +276,7 @@ def train(what, loss, seed, out, **kw):
     from .losses import LOSSES
 
     (loss,) = _pick(loss, tuple(LOSSES), "--loss")
+    _models(kw, single=True)
     cfg = dataclasses.replace(_base(kw), input=what, loss=loss, seed=seed)
     try:
         result = train_run(kw["store"], cfg, out, workers=kw["workers"])

@@ -63,15 +63,20 @@ class RunConfig:
     occlude_fraction: float = 0.6
     split_by: str = "patient"
     test_sources: tuple[str, ...] = ()
+    model: str = "vgg16"
 
     def __post_init__(self):
+        from .backbones import MODEL_NAMES
         from .model import OCCLUSIONS
 
         object.__setattr__(self, "test_sources", tuple(self.test_sources))
         for name, value, choices in (("target", self.target, TARGETS), ("occlude", self.occlude, OCCLUSIONS),
-                                     ("split_by", self.split_by, SPLIT_BY)):
+                                     ("split_by", self.split_by, SPLIT_BY), ("model", self.model, MODEL_NAMES)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        if self.model != "vgg16" and self.width != 1.0:
+            raise ValueError(f"--width scales VGG16 only; {self.model} is built at its published width "
+                             "(leave --width at 1)")
         if not 0 < self.occlude_fraction < 1:
             raise ValueError(f"occlude_fraction must lie in (0, 1), got {self.occlude_fraction!r}")
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
@@ -90,11 +95,13 @@ class RunConfig:
 
 
 LATER_FIELDS = {"target": "class", "occlude": "none", "occlude_fraction": 0.6, "split_by": "patient",
-                "test_sources": []}
+                "test_sources": [], "model": "vgg16"}
 
 
 def run_name(cfg: RunConfig, repeat: int) -> str:
-    return f"{cfg.input}-{cfg.loss}-r{repeat}"
+    """``enh-cce-r0``; other backbones than VGG16 lead the name (``resnet50-enh-cce-r0``)."""
+    prefix = "" if cfg.model == "vgg16" else f"{cfg.model}-"
+    return f"{prefix}{cfg.input}-{cfg.loss}-r{repeat}"
 
 
 def store_identity(store) -> str:
@@ -253,7 +260,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     import keras
 
     from .data import OccludedFeatures, StoreBatches, channel_stats, value_range
-    from .model import occlusion_mask, vgg16_classifier
+    from .model import classifier, occlusion_mask
 
     out_dir = Path(out_dir)
     spec = get_loss(cfg.loss)
@@ -274,13 +281,14 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
 
     _seed_everything(cfg.seed, cfg.deterministic)
     keras.config.set_dtype_policy("mixed_float16" if cfg.mixed_precision else "float32")
-    model = vgg16_classifier(shape, n_classes, width=cfg.width,
+    model = classifier(cfg.model, shape, n_classes, width=cfg.width,
                              head={"units": cfg.head_units, "activation": cfg.head_activation,
                                    "dropout": cfg.dropout}, weights=cfg.weights,
                              preprocessing={"scale": 1 / value_range(info["dtype"]),
                                             "mean": mean.tolist(), "std": std.tolist()},
                              occlude=(cfg.occlude, cfg.occlude_fraction),
-                             info={"input": cfg.input, "class_names": list(names), "target": cfg.target,
+                             info={"model": cfg.model, "input": cfg.input, "class_names": list(names),
+                                   "target": cfg.target,
                                    "occlude": cfg.occlude, "occlude_fraction": cfg.occlude_fraction,
                                    "store_params_digest": info["params_digest"]})
     loss = spec.build(gamma=cfg.focal_gamma, weights=class_weights(labels[split.train], n_classes)
@@ -315,7 +323,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     for ds in (train, val, test):
         ds.close()
     result = {
-        "run": out_dir.name, "input": cfg.input, "loss": cfg.loss, "seed": cfg.seed,
+        "run": out_dir.name, "model": cfg.model, "input": cfg.input, "loss": cfg.loss, "seed": cfg.seed,
         "config": dataclasses.asdict(cfg), "config_digest": cfg.digest(),
         "store_params_digest": info["params_digest"], "store_identity": info["store_identity"],
         "class_names": names, "target": cfg.target, "occlude": cfg.occlude,
@@ -338,8 +346,8 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
 
 def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), repeats: int = 3,
              seed: int = 0, base: RunConfig | None = None, progress: bool = True,
-             verbose: int = 0, workers: int = 1) -> list[dict]:
-    """Run every (input, loss, repeat) arm, pairing repeat k of all arms on seed + k.
+             verbose: int = 0, workers: int = 1, models: tuple[str, ...] | None = None) -> list[dict]:
+    """Run every (model, input, loss, repeat) arm, pairing repeat k of all arms on seed + k.
 
     Finished runs (``runs/<name>/result.json`` with the same config) are reused;
     a folder made with other settings is refused.
@@ -356,6 +364,8 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
     # Keyed on what the store holds, not on its path: a store re-converted in place is another store.
     settings = {"store_identity": info["store_identity"], "base": json.loads(json.dumps(
                 dataclasses.asdict(base))), "seed": seed, "split": json.loads(split.to_json())}
+    if models and tuple(models) != (base.model,):
+        settings["models"] = list(models)
     settings_path = out / "grid.json"
     if settings_path.exists():
         try:
@@ -376,11 +386,15 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
     else:
         settings_path.write_text(json.dumps(settings))
     (out / "split.json").write_text(split.to_json())
-    jobs = [(what, loss, k) for k in range(repeats) for what in inputs for loss in losses]
+    models = tuple(models or (base.model,))
+    for name in models:  # every model checked before the first epoch
+        dataclasses.replace(base, model=name)
+    jobs = [(name, what, loss, k) for k in range(repeats) for name in models for what in inputs
+            for loss in losses]
     results = []
     bar = tqdm(jobs, desc="grid", unit="run", disable=not progress)
-    for what, loss, k in bar:
-        cfg = dataclasses.replace(base, input=what, loss=loss, seed=seed + k)
+    for name, what, loss, k in bar:
+        cfg = dataclasses.replace(base, model=name, input=what, loss=loss, seed=seed + k)
         run_dir = out / "runs" / run_name(cfg, k)
         bar.set_postfix(run=run_dir.name)
         results.append(run_or_reuse(store_path, cfg, run_dir, split, info["store_identity"],

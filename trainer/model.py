@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["vgg16_classifier", "DEFAULT_HEAD", "VGG16_BLOCKS", "OCCLUSIONS", "occlusion_mask",
+__all__ = ["classifier", "vgg16_classifier", "DEFAULT_HEAD", "VGG16_BLOCKS", "OCCLUSIONS", "occlusion_mask",
            "occlusion_layer", "run_info_layer", "register_custom_objects"]
 
 #: ``center`` blacks out the central box (lungs and heart), ``outside`` keeps only it.
@@ -132,25 +132,34 @@ def _conv_base(x, width: float):
     return x
 
 
-def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict | None = None,
-                     weights: str | None = None, preprocessing: dict | None = None,
-                     name: str = "vgg16_classifier", occlude: tuple[str, float] | None = None,
-                     info: dict | None = None):
-    """VGG16 convolutional base plus a classification head.
+def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, **kwargs):
+    """VGG16 convolutional base plus a classification head (see :func:`classifier`)."""
+    return classifier("vgg16", input_shape, n_classes, width=width, **kwargs)
+
+
+def classifier(model: str, input_shape, n_classes: int, width: float = 1.0, head: dict | None = None,
+               weights: str | None = None, preprocessing: dict | None = None,
+               name: str | None = None, occlude: tuple[str, float] | None = None,
+               info: dict | None = None):
+    """A convolutional base plus the classification head of the study.
 
     Parameters
     ----------
+    model : str
+        ``"vgg16"`` (built here, with a width multiplier) or one of
+        :data:`trainer.backbones.BACKBONES` (``keras.applications``).
     input_shape : (H, W, C)
         C is 1 (CXR) or 3 (ENH).
     n_classes : int
     width : float
-        Multiplier of every filter count (1.0 is VGG16; 1/8 trains ~50x faster).
+        Multiplier of every VGG16 filter count (1.0 is VGG16; 1/8 trains ~50x faster);
+        other backbones take 1.0 only.
     head : dict, optional
         ``units``, ``activation``, ``dropout``, ``pooling`` (``"avg"`` or
         ``"max"``) and ``bn_momentum`` of the added layers; defaults to
         :data:`DEFAULT_HEAD`.
     weights : str, optional
-        Path of local ImageNet VGG16 "notop" weights (``.h5``); only for width 1.
+        Path of the backbone's local ImageNet "notop" weights file; only at width 1.
         For 1-channel input the first convolution's RGB kernels are summed.
         Nothing is downloaded.
     preprocessing : dict, optional
@@ -170,7 +179,13 @@ def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict
     """
     import keras
 
+    from .backbones import MODEL_NAMES, backbone
+
     head = {**DEFAULT_HEAD, **(head or {})}
+    if model not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if width != 1.0 and model != "vgg16":
+        raise ValueError(f"--width scales VGG16 only; {model} is built at its published width")
     if weights is not None and width != 1.0:
         raise ValueError("pretrained weights need width 1.0")
     if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
@@ -186,18 +201,21 @@ def vgg16_classifier(input_shape, n_classes: int, width: float = 1.0, head: dict
         std = [float(v) for v in preprocessing["std"]]
         x = keras.layers.Normalization(mean=[float(v) for v in preprocessing["mean"]],
                                        variance=[v * v for v in std], name="standardise")(x)
-    x = _conv_base(x, width)
+    if model == "vgg16":
+        x = _conv_base(x, width)
+    else:
+        x = backbone(model, input_shape, weights)(x)
     pool = keras.layers.GlobalAveragePooling2D if head["pooling"] == "avg" \
         else keras.layers.GlobalMaxPooling2D
     x = pool(name="head_pool")(x)
     x = keras.layers.Dense(head["units"], activation=head["activation"], name="head_dense")(x)
     x = keras.layers.BatchNormalization(momentum=head["bn_momentum"], name="head_bn")(x)
     x = keras.layers.Dropout(head["dropout"], name="head_dropout")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="predictions")(x)
-    model = keras.Model(inputs, outputs, name=name)
-    if weights is not None:
-        _load_imagenet(model, weights, input_shape)
-    return model
+    outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    built = keras.Model(inputs, outputs, name=name or f"{model}_classifier")
+    if weights is not None and model == "vgg16":
+        _load_imagenet(built, weights, input_shape)
+    return built
 
 
 def _load_imagenet(model, path: str, input_shape) -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .report_figures import draw_figures
+from .report_figures import arm_of, draw_figures
 from .report_html import markdown_to_html
 
 __all__ = ["write_report", "paired_comparison", "summary_lines", "LOSS_SCALE_NOTE"]
 
-COLUMNS = ("run", "input", "loss", "seed", "val_loss", "test_loss", "test_cross_entropy",
+COLUMNS = ("run", "model", "input", "loss", "seed", "val_loss", "test_loss", "test_cross_entropy",
            "test_accuracy", "macro_f1", "macro_auc_ovr", "ece", "epochs_run", "weights_sha256",
            "bit_identical_to")
 METRICS = ("val_loss", "test_loss", "test_accuracy", "macro_f1", "macro_auc_ovr")
@@ -50,13 +50,14 @@ def paired_comparison(a, b) -> dict:
 def _rows(results):
     by_seed = {}
     for r in results:
-        by_seed.setdefault((r["input"], r["seed"]), []).append(r)
+        by_seed.setdefault((arm_of(r)[0], r["input"], r["seed"]), []).append(r)
     rows = []
     for r in results:
-        twins = [o["loss"] for o in by_seed[(r["input"], r["seed"])]
+        twins = [o["loss"] for o in by_seed[(arm_of(r)[0], r["input"], r["seed"])]
                  if o is not r and o["weights_sha256"] == r["weights_sha256"]]
         m = r["metrics"]
-        rows.append({"run": r["run"], "input": r["input"], "loss": r["loss"], "seed": r["seed"],
+        rows.append({"run": r["run"], "model": arm_of(r)[0], "input": r["input"], "loss": r["loss"],
+                     "seed": r["seed"],
                      "val_loss": r["val_loss"], "test_loss": r["test_loss"],
                      "test_cross_entropy": r["test_cross_entropy"], "test_accuracy": r["test_accuracy"],
                      "macro_f1": m["macro_f1"], "macro_auc_ovr": m["macro_auc_ovr"], "ece": m["ece"],
@@ -71,21 +72,31 @@ def _mean_std(values) -> dict:
 
 
 def _arm(arm) -> str:
-    return f"{arm[0].upper()} + {arm[1].upper()}"
+    """``CXR + CCE``, led by the model when it is not VGG16 (``resnet50: CXR + CCE``)."""
+    model, what, loss = arm
+    return ("" if model == "vgg16" else f"{model}: ") + f"{what.upper()} + {loss.upper()}"
+
+
+def _key(arm) -> str:
+    """``cxr+cce`` (VGG16) or ``resnet50+cxr+cce``: the arm's key in results.json."""
+    return "+".join(arm[1:] if arm[0] == "vgg16" else arm)
 
 
 def _summaries(rows, arms) -> dict:
-    return {"+".join(arm): {k: _mean_std([r[k] for r in rows if (r["input"], r["loss"]) == arm])
-                            for k in METRICS} for arm in arms}
+    return {_key(arm): {k: _mean_std([r[k] for r in rows if arm_of(r) == arm]) for k in METRICS}
+            for arm in arms}
 
 
 def _comparisons(rows, arms) -> list[dict]:
+    """Paired comparisons between arms of the same model (different models differ in too much)."""
     out = []
     for a, b in itertools.combinations(arms, 2):
-        ra = {r["seed"]: r for r in rows if (r["input"], r["loss"]) == a}
-        rb = {r["seed"]: r for r in rows if (r["input"], r["loss"]) == b}
+        if a[0] != b[0]:
+            continue
+        ra = {r["seed"]: r for r in rows if arm_of(r) == a}
+        rb = {r["seed"]: r for r in rows if arm_of(r) == b}
         seeds = sorted(set(ra) & set(rb))
-        entry = {"a": "+".join(a), "b": "+".join(b), "seeds": seeds}
+        entry = {"a": _key(a), "b": _key(b), "seeds": seeds}
         for key in ("test_loss", "val_loss", "test_accuracy"):
             entry[key] = paired_comparison([ra[s][key] for s in seeds], [rb[s][key] for s in seeds])
         entry["bit_identical_seeds"] = [s for s in seeds if ra[s]["weights_sha256"] == rb[s]["weights_sha256"]]
@@ -188,7 +199,7 @@ def write_report(results: list[dict], out, store_path=None) -> Path:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    arms = sorted({(r["input"], r["loss"]) for r in rows})
+    arms = sorted({arm_of(r) for r in rows})
     summary = _summaries(rows, arms)
     comparisons = _comparisons(rows, arms)
     (out / "results.json").write_text(json.dumps(
@@ -208,21 +219,33 @@ def write_report(results: list[dict], out, store_path=None) -> Path:
         lines += ["## Data and software", "", *provenance, ""]
     lines += ["## Arms", "", "Losses x 100; accuracy and macro F1 in %; macro AUC one-vs-rest.", ""]
     for arm in arms:
-        runs = sorted((r for r in rows if (r["input"], r["loss"]) == arm), key=lambda r: r["seed"])
+        runs = sorted((r for r in rows if arm_of(r) == arm), key=lambda r: r["seed"])
         lines += [f"## {_arm(arm)}", "",
                   "| run | seed | val loss | test loss | test accuracy % | macro F1 % | macro AUC |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for r in runs:
             lines.append(f"| {r['run']} | {r['seed']} | {100 * r['val_loss']:.2f} | {100 * r['test_loss']:.2f} | "
                          f"{100 * r['test_accuracy']:.2f} | {100 * r['macro_f1']:.2f} | {r['macro_auc_ovr']:.3f} |")
-        s = summary["+".join(arm)]
+        s = summary[_key(arm)]
         lines += [f"| **mean ± std** | | {100 * s['val_loss']['mean']:.2f} ± {100 * s['val_loss']['std']:.2f} | "
                   f"{100 * s['test_loss']['mean']:.2f} ± {100 * s['test_loss']['std']:.2f} | "
                   f"{100 * s['test_accuracy']['mean']:.2f} ± {100 * s['test_accuracy']['std']:.2f} | "
                   f"{100 * s['macro_f1']['mean']:.2f} ± {100 * s['macro_f1']['std']:.2f} | "
                   f"{s['macro_auc_ovr']['mean']:.3f} ± {s['macro_auc_ovr']['std']:.3f} |", ""]
     distinct = _distinct(comparisons)
-    lines += ["## Paired comparisons (a - b, same seeds)", "",
+    models = sorted({a[0] for a in arms})
+    if len(models) > 1:
+        lines += ["## Models", "", "| model | arm | test loss | test accuracy % | macro AUC |",
+                  "|---|---|---:|---:|---:|"]
+        for arm in arms:
+            s = summary[_key(arm)]
+            lines.append(f"| {arm[0]} | {arm[1].upper()} + {arm[2].upper()} | "
+                         f"{100 * s['test_loss']['mean']:.2f} ± {100 * s['test_loss']['std']:.2f} | "
+                         f"{100 * s['test_accuracy']['mean']:.2f} ± {100 * s['test_accuracy']['std']:.2f} | "
+                         f"{s['macro_auc_ovr']['mean']:.3f} |")
+        lines += ["", "Models are compared side by side; paired differences are computed within a model "
+                  "only (the same seed gives different models different initial weights).", ""]
+    lines += ["## Paired comparisons (a - b, same seeds, same model)", "",
               "| a | b | test loss diff (95 % CI) | p (paired t) | accuracy diff % (95 % CI) | bit-identical seeds |",
               "|---|---|---|---:|---|---|"]
     for c in distinct:
@@ -270,7 +293,7 @@ def summary_lines(out, audit: dict | None = None) -> list[str]:
                                             "loss and accuracy disagree.")
     lines = [first]
     for c in comparisons:
-        (ia, la), (ib, lb) = c["a"].split("+"), c["b"].split("+")
+        (ia, la), (ib, lb) = c["a"].split("+")[-2:], c["b"].split("+")[-2:]
         if la == lb and ia != ib:
             t = c["test_loss"]
             lines.append(f"{c['a'].upper()} - {c['b'].upper()}: test loss {100 * t['mean_diff']:+.2f} points "

@@ -10,16 +10,22 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["draw_figures", "best_run"]
+__all__ = ["draw_figures", "best_run", "arm_of"]
+
+
+def arm_of(r) -> tuple[str, str, str]:
+    """(model, input, loss) of a run or row; runs of earlier versions are VGG16."""
+    return (r.get("model", "vgg16"), r["input"], r["loss"])
 
 
 def best_run(results, arm):
-    """The run of ``arm`` (input, loss) with the lowest validation loss."""
-    return min((r for r in results if (r["input"], r["loss"]) == arm), key=lambda r: r["val_loss"])
+    """The run of ``arm`` (model, input, loss) with the lowest validation loss."""
+    return min((r for r in results if arm_of(r) == arm), key=lambda r: r["val_loss"])
 
 
 def _name(arm) -> str:
-    return f"{arm[0].upper()} + {arm[1].upper()}"
+    model, what, loss = arm
+    return ("" if model == "vgg16" else f"{model}: ") + f"{what.upper()} + {loss.upper()}"
 
 
 def _pyplot():
@@ -45,7 +51,7 @@ def _learning_curves(results, arms, out: Path) -> tuple[str, str]:
     fig, axes = plt.subplots(1, len(arms), figsize=(4 * len(arms), 3.4), squeeze=False)
     for ax, arm in zip(axes[0], arms, strict=True):
         best = best_run(results, arm)
-        for r in (r for r in results if (r["input"], r["loss"]) == arm):
+        for r in (r for r in results if arm_of(r) == arm):
             strong = r is best
             for key, style in (("loss", "-"), ("val_loss", "--")):
                 ax.plot(np.arange(1, len(r["history"][key]) + 1), r["history"][key], style,
@@ -88,10 +94,10 @@ def _per_seed(results, arms, out: Path) -> tuple[str, str]:
     drawn = {}
     markers = "osD^v<>p"
     for k, arm in enumerate(arms):
-        runs = sorted((r for r in results if (r["input"], r["loss"]) == arm), key=lambda r: r["seed"])
+        runs = sorted((r for r in results if arm_of(r) == arm), key=lambda r: r["seed"])
         key = tuple(r["weights_sha256"] for r in runs)
         if key in drawn:  # bit-identical twin: say so on the line already drawn
-            drawn[key].set_label(drawn[key].get_label() + f" = {arm[1].upper()}")
+            drawn[key].set_label(drawn[key].get_label() + f" = {arm[2].upper()}")
             continue
         (line,) = ax.plot([r["seed"] for r in runs], [100 * r["test_loss"] for r in runs],
                           marker=markers[k % len(markers)], linestyle="-", label=_name(arm), alpha=0.85)
@@ -137,7 +143,7 @@ def _roc(results, arms, out: Path) -> tuple[str, str] | None:
 def draw_figures(results, out) -> list[tuple[str, str]]:
     """Draw every figure into ``out``; returns ``(file name, caption)`` pairs."""
     out = Path(out)
-    arms = sorted({(r["input"], r["loss"]) for r in results})
+    arms = sorted({arm_of(r) for r in results})
     figures = [_learning_curves(results, arms, out), _confusion(results, arms, out),
                _per_seed(results, arms, out)]
     roc = _roc(results, arms, out)

@@ -1,0 +1,83 @@
+"""Backbones beyond VGG16: each builds for CXR and ENH, trains a step, saves, loads safely, evaluates."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from trainer.backbones import BACKBONES, MODEL_NAMES, load_weights
+from trainer.cli import cli
+from trainer.model import classifier
+from trainer.saved import load_model, model_info
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_backbone_trains_a_step_saves_and_loads_safely(name, channels, tmp_path):
+    model = classifier(name, (64, 64, channels), 3, preprocessing={"scale": 1 / 255, "mean": [0.5] * channels,
+                                                                   "std": [0.25] * channels},
+                       info={"model": name, "input": "cxr" if channels == 1 else "enh",
+                             "class_names": ["a", "b", "c"]})
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (4, 64, 64, channels)).astype("uint8")
+    y = np.array([0, 1, 2, 0])
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = load_model(path)
+    assert model_info(loaded)["input"] == ("cxr" if channels == 1 else "enh")
+    assert np.allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_width_is_a_vgg16_option_only():
+    with pytest.raises(ValueError, match="--width scales VGG16 only"):
+        classifier("resnet50", (64, 64, 1), 3, width=0.5)
+    with pytest.raises(ValueError, match="unknown model"):
+        classifier("inception", (64, 64, 1), 3)
+
+
+def test_one_channel_weights_sum_the_rgb_kernels():
+    """Local weights for 3 channels load into a 1-channel backbone with the first kernels summed."""
+    reference = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(64, 64, 3),
+                                                     include_preprocessing=False)
+    target = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(64, 64, 1),
+                                                  include_preprocessing=False)
+    load_weights(target, reference)
+    ref_first = next(layer for layer in reference.layers
+                     if layer.get_weights() and layer.get_weights()[0].ndim == 4)
+    got_first = target.get_layer(ref_first.name).get_weights()[0]
+    assert np.allclose(got_first, ref_first.get_weights()[0].sum(axis=2, keepdims=True))
+    later = [layer.name for layer in reference.layers if layer.get_weights()][5]
+    assert all(np.array_equal(a, b) for a, b in zip(target.get_layer(later).get_weights(),
+                                                    reference.get_layer(later).get_weights(), strict=True))
+
+
+def test_compare_over_two_models_and_two_inputs(store, tmp_path):
+    out = tmp_path / "g"
+    result = CliRunner().invoke(cli, ["compare", "--store", str(store), "--model", "vgg16,mobilenetv3small",
+                                      "--losses", "cce", "--repeats", "1", "--epochs", "1",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert {r["model"] for r in results["runs"]} == {"vgg16", "mobilenetv3small"}
+    assert {(c["a"], c["b"]) for c in results["comparisons"]} == {
+        ("cxr+cce", "enh+cce"), ("mobilenetv3small+cxr+cce", "mobilenetv3small+enh+cce")}
+    report = (out / "report.md").read_text()
+    assert "## Models" in report and "## mobilenetv3small: ENH + CCE" in report
+    model = out / "runs" / "mobilenetv3small-enh-cce-r0" / "model.keras"
+    done = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--store", str(store)])
+    assert done.exit_code == 0, done.output
+
+
+def test_mixed_grids_refuse_width_for_other_models(store, tmp_path):
+    result = CliRunner().invoke(cli, ["compare", "--store", str(store), "--model", "vgg16,resnet50",
+                                      "--width", "0.125", "--out", str(tmp_path / "g")])
+    assert result.exit_code == 2 and "--width scales VGG16 only" in result.output
+    assert not (tmp_path / "g").exists()
+    assert set(MODEL_NAMES) >= {"vgg16", "resnet50", "densenet121", "efficientnetb0", "mobilenetv3small",
+                                "convnexttiny"}
