@@ -17,7 +17,7 @@ __all__ = ["BACKBONES", "MODEL_NAMES", "backbone", "load_weights"]
 BACKBONES = {
     "resnet50": ("ResNet50", {}),
     "densenet121": ("DenseNet121", {}),
-    "efficientnetb0": ("EfficientNetB0", {"include_preprocessing": False}),
+    "efficientnetv2b0": ("EfficientNetV2B0", {"include_preprocessing": False}),
     "mobilenetv3small": ("MobileNetV3Small", {"include_preprocessing": False}),
     "convnexttiny": ("ConvNeXtTiny", {"include_preprocessing": False}),
 }

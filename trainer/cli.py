@@ -20,7 +20,7 @@ def _common(f):
                      help="Resize inputs on the fly to SIZE x SIZE [default: the store's size]."),
         click.option("--model", "model_names", default="vgg16", show_default=True, metavar="NAME[,NAME]",
                      help="Backbone: vgg16 (the study's, with --width), resnet50, densenet121, "
-                          "efficientnetb0, mobilenetv3small, convnexttiny (keras.applications). "
+                          "efficientnetv2b0, mobilenetv3small, convnexttiny (keras.applications). "
                           "`compare` takes several: a grid dimension, paired seeds across models."),
         click.option("--width", type=click.FloatRange(min=0.01, max=1.0), default=1.0, show_default=True,
                      help="VGG16 filter-count multiplier (1/8 for quick CPU runs); other models need 1."),
