@@ -36,7 +36,7 @@ $(VENV)/.installed-train: setup.cfg pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,train]'
+	$(BIN)/python -m pip install --quiet -e '.[test,train,torch]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-train
 
 ## demo: phantoms with a planted site shortcut (or DATA=...) -> convert -> preview -> CXR/ENH x CCE/SCCE
@@ -58,7 +58,8 @@ demo: $(VENV)/.installed-train
 	echo "  $(DEMO_DIR)/results/*.png        learning curves, confusion matrices, per-seed losses, ROC"; \
 	echo "  $(DEMO_DIR)/results/runs.csv, results.json, split.json; audit/audit.md, audit.json; runs/"
 
-## test: lint, then the whole test suite (GPU tests are skipped without a GPU; installs TensorFlow CPU)
+## test: lint, then the whole test suite (GPU tests are skipped without a GPU; installs TensorFlow CPU,
+##       torch CPU and MONAI)
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check phasefeat trainer benchmarks tests docs
 	$(BIN)/python -m pytest
