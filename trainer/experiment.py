@@ -356,9 +356,10 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
 
     base = base or RunConfig()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     for loss in losses:
         get_loss(loss)
+    if out.exists() and not out.is_dir():
+        raise GridError(f"--out {out} is a file, not a folder")
     info = store_info(store_path, inputs[0], base.target)
     split = prepare_split(store_path, dataclasses.replace(base, input=inputs[0]), info)
     # Keyed on what the store holds, not on its path: a store re-converted in place is another store.
@@ -384,6 +385,7 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
             raise GridError(f"{out} holds runs made with other settings ({', '.join(differ)} differ); "
                             "use another --out or delete it")
     else:
+        out.mkdir(parents=True, exist_ok=True)  # only now: a refused grid leaves nothing behind
         settings_path.write_text(json.dumps(settings))
     (out / "split.json").write_text(split.to_json())
     models = tuple(models or (base.model,))

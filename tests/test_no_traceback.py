@@ -1,0 +1,58 @@
+"""Every command, fed each kind of bad input, ends in one line and a non-zero exit, never a traceback."""
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from phasefeat.cli import cli as phasefeat_cli
+from trainer.cli import cli as trainer_cli
+
+BAD = ("missing", "junk", "folder", "empty")
+
+
+def bad_path(tmp_path, kind):
+    path = tmp_path / f"bad-{kind}"
+    if kind == "junk":
+        path.write_bytes(b"\x00\x01 not what it should be \xff" * 40)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    return path
+
+
+COMMANDS = [
+    (phasefeat_cli, lambda p, t: ["enhance", p, "-o", t / "o.png"]),
+    (phasefeat_cli, lambda p, t: ["convert", p, t / "s.h5"]),
+    (phasefeat_cli, lambda p, t: ["inspect", p]),
+    (phasefeat_cli, lambda p, t: ["inspect", p, "--verify"]),
+    (phasefeat_cli, lambda p, t: ["preview", p, "-o", t / "o.png"]),
+    (phasefeat_cli, lambda p, t: ["convert", t, t / "s.h5", "--labels", p]),
+    (phasefeat_cli, lambda p, t: ["convert", t, t / "s.h5", "--params", p]),
+    (trainer_cli, lambda p, t: ["compare", "--store", p, "--out", t / "g"]),
+    (trainer_cli, lambda p, t: ["train", "--store", p, "--out", t / "r"]),
+    (trainer_cli, lambda p, t: ["audit", "--store", p, "--out", t / "a"]),
+    (trainer_cli, lambda p, t: ["evaluate", "--model", p, "--store", p]),
+]
+
+
+@pytest.mark.parametrize("kind", BAD)
+@pytest.mark.parametrize("k", range(len(COMMANDS)))
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, k, kind):
+    command, args = COMMANDS[k]
+    path = bad_path(tmp_path, kind)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(command, [str(a) for a in args(path, tmp_path)])
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error) == 1, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing left behind
+
+
+@pytest.mark.parametrize("group", [phasefeat_cli, trainer_cli], ids=["phasefeat", "trainer"])
+def test_every_option_has_help_text(group):
+    missing = [f"{name} {param.name}" for name, command in group.commands.items()
+               for param in command.params if isinstance(param, click.Option) and not param.help]
+    assert not missing
