@@ -11,7 +11,8 @@ import click
 
 EXAMPLES = {
     "phasefeat enhance": ["phasefeat enhance", "phasefeat enhance cxr.png --size 299 -o maps.png --enh-png enh.png"],
-    "phasefeat demo-data": ["phasefeat demo-data raw/ --per-class 40 --seed 0"],
+    "phasefeat demo-data": ["phasefeat demo-data raw/ --per-class 40 --seed 0",
+                            "phasefeat demo-data raw/ --shortcut"],
     "phasefeat convert": [
         "phasefeat convert raw/ enh.h5",
         "phasefeat convert raw/ enh.h5 --labels train.txt --classes normal,pneumonia,covid",
@@ -30,9 +31,14 @@ EXAMPLES = {
         "trainer compare --store enh.h5 --repeats 10 --seed 100 --out results-10/",
         "trainer compare --store enh.h5 --inputs enh --losses cce,scce,focal,weighted_cce,cce_ls --out losses/",
         "trainer compare --store enh.h5 --image-size 64 --width 0.125 --epochs 2 --repeats 2 --out quick/",
+        "trainer compare --store enh.h5 --model vgg16,resnet50 --audit --out models/",
+        "trainer compare --store enh.h5 --test-source mhh --out external/",
     ],
     "trainer train": ["trainer train --store enh.h5 --input cxr --loss scce --seed 3 --out run/"],
-    "trainer evaluate": ["trainer evaluate --model run/model.keras --store enh.h5 --input cxr"],
+    "trainer evaluate": ["trainer evaluate --model run/model.keras --store enh.h5"],
+    "trainer audit": ["trainer audit --store enh.h5 --out audit/",
+                      "trainer audit --store enh.h5 --inputs cxr --repeats 5 --occlude-fraction 0.7"],
+    "trainer explain": ["trainer explain --model cxr/model.keras --model enh/model.keras --store enh.h5"],
 }
 
 

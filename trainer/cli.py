@@ -159,7 +159,7 @@ def cli(ctx, verbose):
         # import-time lines ignore TF_CPP_MIN_LOG_LEVEL, so the import runs with stderr's file
         # descriptor on /dev/null; Python errors still surface after it is restored.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        if ctx.invoked_subcommand in ("compare", "train", "evaluate", "audit"):
+        if ctx.invoked_subcommand in ("compare", "train", "evaluate", "audit", "explain"):
             with _quiet_stderr():
                 import keras  # noqa: F401
 
@@ -330,6 +330,43 @@ def evaluate(model_path, store, what, split_seed, batch_size):
     metrics = classification_metrics(labels[split.test], model.predict(test, verbose=0), names)
     test.close()
     click.echo(json.dumps({"input": what, "target": info["target"], **metrics}, indent=1))
+
+
+@cli.command()
+@click.option("--model", "model_paths", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="A saved .keras model; repeat it to show models side by side (e.g. a CXR and an ENH one).")
+@click.option("--store", required=True, type=click.Path(dir_okay=False), help="The store the models fit.")
+@click.option("--n", "per_kind", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Right and wrong test images of each class to show (at most n of each).")
+@click.option("--out", default="explain", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for explain.png and explain.json.")
+@click.option("--method", type=click.Choice(["grad-cam", "occlusion"]), default=None,
+              help="Heat-map method [default: Grad-CAM on the TensorFlow backend, occlusion sensitivity "
+                   "(forward passes only) on the others].")
+@click.option("--split-seed", type=int, default=0, show_default=True,
+              help="Seed of the split whose test part is used (the one the models were trained with).")
+@click.option("--occlude-fraction", type=click.FloatRange(0.05, 0.95), default=0.6, show_default=True,
+              help="Side of the central box whose share of the heat-map mass is reported.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the choice of images.")
+def explain(model_paths, store, per_kind, out, method, split_seed, occlude_fraction, seed):
+    """Where do the models look? Heat maps over test images, and the mass inside the central box.
+
+    A model that reads the image's source (markers, borders) puts its heat-map mass outside
+    the central box; see docs/shortcut-audit.md.
+    """
+    from .experiment import GridError
+    from .explain import explain as run_explain
+    from .saved import ModelError
+
+    try:
+        record = run_explain(model_paths, store, out, per_kind=per_kind, split_seed=split_seed,
+                             fraction=occlude_fraction, method=method, seed=seed)
+    except (ModelError, GridError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {out}/explain.png and explain.json ({record['method']})")
+    for m in record["models"]:
+        click.echo(f"  {m['model']}: {100 * m['mass_in_box_mean']:.0f} % of the heat-map mass inside the "
+                   f"central {m['box_fraction']:.0%} box ({m['images']} test images)")
 
 
 def main(argv=None):
