@@ -84,7 +84,7 @@ def _identity(disc: Discovery, params: PhaseParams, options: ConvertOptions, bac
     listing = []
     for s in disc.samples:
         st = (disc.root / s.path).stat()
-        listing.append([s.path, s.label, s.patient_id, s.source, st.st_size, st.st_mtime_ns])
+        listing.append([s.path, s.label, s.patient_id, s.source, s.mask, st.st_size, st.st_mtime_ns])
     return {"format_version": FORMAT_VERSION, "input_root": str(disc.root.resolve()),
             "layout": disc.layout, "labels_file_sha256": _file_digest(labels),
             "source_pattern": source_pattern or "",
@@ -335,7 +335,7 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
     from tqdm import tqdm
 
     class_index = {name: i for i, name in enumerate(disc.class_names)}
-    entries = [(i, s.path, class_index[s.label], s.patient_id, s.source)
+    entries = [(i, s.path, class_index[s.label], s.patient_id, s.source, s.mask)
                for i, s in enumerate(disc.samples)]
     size = options.piece_size
     chunks = [entries[k:k + size] for k in range(0, len(entries), size)]

@@ -2,8 +2,9 @@
 
 Three layouts are understood:
 
-* class folders: ``raw/<class>/**/*`` (``masks/`` folders are ignored, so the
-  Kaggle ``<class>/images/`` + ``<class>/masks/`` layout works);
+* class folders: ``raw/<class>/**/*`` (``masks/`` folders are not read as images, so
+  the Kaggle ``<class>/images/`` + ``<class>/masks/`` layout works: a mask with the same
+  name as an image beside its ``images/`` folder becomes that image's lung mask);
 * a CSV label file with ``path,label`` columns (optional ``patient_id`` and
   ``source``);
 * COVIDx label files: ``patient_id filename class source`` separated by spaces,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -55,6 +57,7 @@ class Sample:
     label: str
     patient_id: str = ""
     source: str = ""
+    mask: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +182,26 @@ def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tup
                     samples.append(Sample(value, label))
                 elif kind == "failure":
                     failures.append((_display(rel), value))
-    return samples, failures
+    return _with_masks(root, samples), failures
+
+
+def _with_masks(root: Path, samples: list[Sample]) -> list[Sample]:
+    """Give each ``.../images/NAME`` the lung mask ``.../masks/NAME`` (any image suffix), if there is one."""
+    out = []
+    for sample in samples:
+        parts = PurePosixPath(sample.path).parts
+        if len(parts) >= 2 and parts[-2].casefold() == "images":
+            folder = root.joinpath(*parts[:-2])
+            for masks in (folder / "masks", folder / "mask"):
+                if masks.is_dir():
+                    stem = PurePosixPath(parts[-1]).stem
+                    found = sorted(p for p in masks.glob(f"{glob.escape(stem)}.*")
+                                   if p.suffix.lower() in IMAGE_SUFFIXES)
+                    if found:
+                        sample = dataclasses.replace(sample, mask=found[0].relative_to(root).as_posix())
+                        break
+        out.append(sample)
+    return out
 
 
 def _resolve_listed(root: Path, listed: str) -> tuple[str | None, str]:
@@ -240,8 +262,14 @@ def _label_file(root: Path, label_file: Path, aliases):
             failures.append((listed, "listed more than once in the label file"))
             continue
         seen.add(rel)
+        mask = ""
+        if row.get("mask"):
+            mask, reason = _resolve_listed(root, row["mask"])
+            if mask is None:
+                failures.append((listed, f"its lung mask {row['mask']}: {reason}"))
+                continue
         samples.append(Sample(rel, normalise_class(label, aliases), row.get("patient_id", ""),
-                              row.get("source", "")))
+                              row.get("source", ""), mask))
     return layout, samples, failures
 
 

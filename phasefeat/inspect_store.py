@@ -80,6 +80,9 @@ def report(store: Store, failures_shown: int = 20) -> str:
     patients = [p for p in store.patient_ids if p]
     lines.append(f"patients     {len(set(patients))} distinct ids" if patients else
                  "patients     no patient ids in this layout")
+    masks = int(store.has_masks.sum())
+    if masks:
+        lines.append(f"lung masks   {masks} of {len(store)} samples (trainer --occlude lungs|non-lungs)")
     sources = store.sources
     if any(sources):
         table, names = class_source_table(store.labels, sources, len(store.class_names))

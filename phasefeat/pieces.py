@@ -129,6 +129,12 @@ def _quantise(pixels: np.ndarray, dtype: str) -> np.ndarray:
     return pixels.astype(dtype)
 
 
+def _read_mask(path: Path, opts: ConvertOptions) -> np.ndarray:
+    """A lung mask fitted like its radiograph: ``(size, size, 1)`` uint8 of 0 and 1."""
+    image = read_image(read_regular_file(path, opts.max_bytes), opts.max_pixels)
+    return (fit(image.pixels, opts.size, opts.fit) > 0.5).astype(np.uint8)[..., None]
+
+
 def feature_image(pixels: np.ndarray, opts: ConvertOptions) -> np.ndarray | None:
     """The grey image ENH is computed on, or None when that is the stored radiograph."""
     if opts.features_at is None:
@@ -171,7 +177,13 @@ def process_piece(task: dict) -> dict:
     root = Path(task["root"])
     here = task["enhance_here"]
     ok, failed = [], []
-    for index, rel, label, patient, source in task["entries"]:
+    for index, rel, label, patient, source, *mask_rel in task["entries"]:
+        mask_rel = mask_rel[0] if mask_rel else ""
+        try:
+            mask = _read_mask(root / mask_rel, opts) if mask_rel else None
+        except ImageReadError as exc:
+            failed.append((index, rel, one_line(f"its lung mask {mask_rel}: {exc}")))
+            continue
         try:
             data = read_regular_file(root / rel, opts.max_bytes)
             image = read_image(data, opts.max_pixels)
@@ -190,7 +202,7 @@ def process_piece(task: dict) -> dict:
             continue
         # Keep only what is stored: a decoded 3000 px original is 36 MB of float32.
         ok.append((index, rel, label, patient, hashlib.sha256(data).hexdigest(),
-                   (image.width, image.height, image.mode), grey, features, source))
+                   (image.width, image.height, image.mode), grey, features, source, mask))
         del image, data
     size = opts.size
     grey = np.stack([o[6] for o in ok]) if ok else np.zeros((0, size, size), np.float32)
@@ -206,6 +218,9 @@ def process_piece(task: dict) -> dict:
         "orig_height": np.array([o[5][1] for o in ok], dtype=np.int32),
         "orig_mode": np.array([o[5][2] for o in ok], dtype=str),
         "cxr": _quantise(grey, opts.cxr_dtype)[..., None],
+        "has_mask": np.array([o[9] is not None for o in ok], dtype=bool),
+        "mask": np.stack([o[9] if o[9] is not None else np.zeros((size, size, 1), np.uint8) for o in ok])
+        if ok else np.zeros((0, size, size, 1), np.uint8),
         "failed_path": np.array([f[1] for f in failed], dtype=str),
         "failed_reason": np.array([f[2] for f in failed], dtype=str),
     }

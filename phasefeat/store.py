@@ -8,6 +8,7 @@ Layout (documented in ``docs/store-format.md``)::
     /class_names    (C,) str
     /meta/source_path, /meta/sha256, /meta/orig_width, /meta/orig_height,
     /meta/orig_mode, /meta/patient_id, /meta/source       (N,) each
+    /mask, /meta/has_mask   (N, H, W, 1) uint8 0/1, (N,) bool   only with lung masks
     /failures/path, /failures/reason                      (F,) each
     attributes: format_version, params_json, params_digest, phasefeat_version,
     backend, device, library_versions, created, input_root, command_line, ...
@@ -99,8 +100,10 @@ def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, cl
     """
     h5py = _h5py()
     text = h5py.string_dtype()
-    counts = [_piece_count(p) for p in pieces]
+    found = [_piece_count(p) for p in pieces]
+    counts = [n for n, _ in found]
     total = sum(counts)
+    with_masks = any(m for _, m in found)
     h, w = shape
     opts = {} if compression == "none" else {"compression": compression}
     shards = final.with_name(final.name + ".shards")
@@ -117,7 +120,10 @@ def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, cl
                                    chunks=(1, h, w, 1) if total else None, **(opts if total else {}))
             enh = f.create_dataset("enh", (total, h, w, 3), dtype=enh_dtype,
                                    chunks=(1, h, w, 3) if total else None, **(opts if total else {}))
+        if with_masks:  # lung masks (Kaggle masks/ folders): only stores that have some carry them
+            mask = f.create_dataset("mask", (total, h, w, 1), dtype="uint8", chunks=(1, h, w, 1), **opts)
         columns = {k: [] for k in META_COLUMNS}
+        has_mask = []
         row = 0
         for k, (path, n) in enumerate(zip(pieces, counts, strict=True)):
             piece = read_piece(path)
@@ -135,6 +141,10 @@ def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, cl
                 for i in range(n):
                     cxr.write_direct(piece["cxr"], np.s_[i], np.s_[row + i])
                     enh.write_direct(piece["enh"], np.s_[i], np.s_[row + i])
+            if with_masks:
+                for i in range(n):
+                    mask.write_direct(piece["mask"], np.s_[i], np.s_[row + i])
+                has_mask.append(piece["has_mask"])
             for key in columns:
                 columns[key].append(piece[key])
             row += n
@@ -149,6 +159,8 @@ def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, cl
             meta.create_dataset(key, data=joined[key].astype(str).astype(object), dtype=text)
         for key in ("orig_width", "orig_height"):
             meta.create_dataset(key, data=joined[key].astype(np.int32))
+        if with_masks:
+            meta.create_dataset("has_mask", data=np.concatenate(has_mask).astype(bool))
         fail = f.create_group("failures")
         fail.create_dataset("path", data=np.array([p for p, _ in failures], dtype=object), dtype=text)
         fail.create_dataset("reason", data=np.array([r for _, r in failures], dtype=object), dtype=text)
@@ -157,9 +169,10 @@ def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, cl
     return total
 
 
-def _piece_count(path: Path) -> int:
+def _piece_count(path: Path) -> tuple[int, bool]:
+    """Samples in a piece, and whether any of them has a lung mask."""
     with np.load(path, allow_pickle=False) as data:
-        return int(data["labels"].shape[0])
+        return int(data["labels"].shape[0]), bool("has_mask" in data.files and data["has_mask"].any())
 
 
 # ---- reading -----------------------------------------------------------------------------
@@ -210,6 +223,8 @@ class Store:
                              f"reads ({FORMAT_VERSION}); upgrade phasefeat")
         try:
             self._images = {what: self._open_images(what) for what in ("cxr", "enh")}
+            if "mask" in self._file:
+                self._images["mask"] = self._file["mask"]
             self._labels = self._file["labels"][()]
             self._check_invariants()
         except StoreError:
@@ -255,11 +270,13 @@ class Store:
             shape = self._images[name].shape
             if len(shape) != 4 or shape[0] != n or shape[3] != channels:
                 problems.append(f"/{name} has shape {shape}, expected ({n}, H, W, {channels})")
+        if "mask" in self._images and self._images["mask"].shape != self._images["cxr"].shape:
+            problems.append(f"/mask has shape {self._images['mask'].shape}, /cxr {self._images['cxr'].shape}")
         if self._images["cxr"].shape[1:3] != self._images["enh"].shape[1:3]:
             problems.append(f"/cxr and /enh images differ in size ({self._images['cxr'].shape} vs "
                             f"{self._images['enh'].shape})")
         for name in ("source_path", "sha256", "orig_width", "orig_height", "orig_mode", "patient_id",
-                     "source"):
+                     "source", "has_mask"):
             key = f"meta/{name}"
             if key in f and f[key].shape != (n,):
                 problems.append(f"/{key} has {f[key].shape[0] if f[key].shape else 0} entries for {n} samples")
@@ -320,6 +337,13 @@ class Store:
     @property
     def patient_ids(self) -> list[str]:
         return self._strings("meta/patient_id")
+
+    @property
+    def has_masks(self) -> np.ndarray:
+        """Whether each sample has a lung mask (``read(i, "mask")``); all False without ``/mask``."""
+        if "meta/has_mask" not in self._file:
+            return np.zeros(len(self), dtype=bool)
+        return self._file["meta/has_mask"][()].astype(bool)
 
     @property
     def sources(self) -> list[str]:

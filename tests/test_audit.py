@@ -44,7 +44,7 @@ def test_occluded_features_are_enh_of_the_blacked_out_radiograph():
     cxr = np.stack([chest_phantom(48, seed=s, dtype="uint8") for s in range(2)])[..., None]
     derive = OccludedFeatures("center", 0.5, PhaseParams().to_json(), "uint8")
     mask = occlusion_mask(48, 48, "center", 0.5)[..., 0]
-    want = enhance(cxr[..., 0].astype(np.float32) / 255 * mask, out="uint8")
+    want = enhance(cxr[..., 0].astype(np.float32) / 255 * mask, out="uint8") * mask[..., None]
     assert np.array_equal(derive(cxr), want)
     as_float = OccludedFeatures("center", 0.5, PhaseParams().to_json(), "float16")(cxr)
     assert as_float.dtype == np.float16 and np.allclose(as_float, want / 255, atol=1e-3)
@@ -172,3 +172,64 @@ def test_audit_refuses_a_source_probe_without_sources(tmp_path):
     bad = invoke(cli, "train", "--store", store, "--test-source", "nowhere", "--out", tmp_path / "r2",
                  ok=False)
     assert bad.exit_code == 1 and "not in the store" in bad.output and not (tmp_path / "r2").exists()
+
+
+def _masked_store(tmp_path, per_class=12):
+    """Kaggle layout with lung masks: <class>/images/X.png and <class>/masks/X.png."""
+    from PIL import Image
+
+    from phasefeat.phantom import chest_phantom
+
+    root = tmp_path / "kaggle"
+    k = 0
+    for name in ("COVID", "Normal", "Viral Pneumonia"):
+        (root / name / "images").mkdir(parents=True)
+        (root / name / "masks").mkdir()
+        for i in range(per_class):
+            image = chest_phantom((80, 72), seed=k, dtype="uint8", finding=None)
+            Image.fromarray(image).save(root / name / "images" / f"{name}-{i}.png")
+            mask = np.zeros((64, 64), np.uint8)  # masks come at their own size (Kaggle: 256 px)
+            mask[16:56, 8:28] = mask[16:56, 36:56] = 255
+            Image.fromarray(mask).save(root / name / "masks" / f"{name}-{i}.png")
+            k += 1
+    store = tmp_path / "masked.h5"
+    invoke(phasefeat_cli, "convert", root, store, "--size", 32, "--features-at", 32, "-q", "--backend", "numpy")
+    return store
+
+
+def test_lung_masks_are_stored_and_used_for_occlusion(tmp_path):
+    from phasefeat.store import open_store
+    from trainer.data import read_inputs
+
+    store = _masked_store(tmp_path)
+    with open_store(store) as s:
+        assert s.has_masks.all() and s.shape("mask") == (36, 32, 32, 1)
+        mask = s.read(0, "mask")[..., 0]
+        assert set(np.unique(mask).tolist()) == {0, 1} and 0.2 < mask.mean() < 0.6
+        lungs_out = read_inputs(s, [0], "cxr", lung_mode="lungs")[0, ..., 0]
+        only_lungs = read_inputs(s, [0], "cxr", lung_mode="non-lungs")[0, ..., 0]
+        cxr = s.read(0, "cxr")[..., 0]
+        assert np.all(lungs_out[mask == 1] == 0) and np.array_equal(lungs_out[mask == 0], cxr[mask == 0])
+        assert np.all(only_lungs[mask == 0] == 0)
+        derived = OccludedFeatures("lungs", 0.6, s.attrs["params_json"], "uint8")(
+            s.read_many([0], "cxr"), 1 - s.read_many([0], "mask"))
+        assert np.all(derived[0][mask == 1] == 0)
+    assert "lung masks   36 of 36" in invoke(phasefeat_cli, "inspect", store).output
+    result = invoke(cli, "train", "--store", store, "--occlude", "lungs", "--epochs", "1", "--width", "0.0625",
+                    "--out", tmp_path / "run")
+    assert "accuracy" in result.output
+    evaluated = invoke(cli, "evaluate", "--model", tmp_path / "run" / "model.keras", "--store", store)
+    assert json.loads(evaluated.output)["input"] == "enh"
+    from trainer.audit import plan
+    from trainer.experiment import store_info
+
+    assert [e.key for e in plan(store_info(store, "cxr"), 0.6)] == ["full", "lungs"]
+
+
+def test_lung_occlusion_without_masks_is_refused(tmp_path):
+    store = tmp_path / "s.h5"
+    write_demo_data(tmp_path / "raw", per_class=4, seed=0, min_size=64, max_size=70)
+    invoke(phasefeat_cli, "convert", tmp_path / "raw", store, "--size", 32, "--features-at", 32, "-q",
+           "--backend", "numpy")
+    result = invoke(cli, "train", "--store", store, "--occlude", "lungs", "--out", tmp_path / "r", ok=False)
+    assert result.exit_code == 1 and "needs a lung mask for every image" in result.output

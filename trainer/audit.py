@@ -61,9 +61,13 @@ def external_candidates(labels, sources) -> list[str]:
 
 def plan(info: dict, occlude_fraction: float) -> list[Experiment]:
     """The experiments this store allows."""
-    exps = [Experiment("full", "class, whole image", {}),
-            Experiment("center", f"class, central {occlude_fraction:.0%} box blacked out",
-                       {"occlude": "center", "occlude_fraction": occlude_fraction})]
+    exps = [Experiment("full", "class, whole image", {})]
+    if len(info["has_masks"]) and info["has_masks"].all():  # lung masks: black out the lungs themselves
+        exps.append(Experiment("lungs", "class, lungs blacked out (each image's lung mask)",
+                               {"occlude": "lungs"}))
+    else:
+        exps.append(Experiment("center", f"class, central {occlude_fraction:.0%} box blacked out",
+                               {"occlude": "center", "occlude_fraction": occlude_fraction}))
     sources = info["sources"]
     named = sorted(set(sources) - {""})
     if len(named) >= 2 and all(sources):
@@ -145,16 +149,22 @@ def above_chance(m: dict) -> bool:
                 or (auc_low == auc_low and auc_low > 0.5 + 2 * MARGIN))
 
 
+def occluded_key(per: dict) -> str:
+    """The occluded experiment of a result: ``lungs`` (lung masks) or ``center`` (a box)."""
+    return "lungs" if "lungs" in per else "center"
+
+
 def verdicts(results: dict, inputs, cramers_v: float) -> dict:
     """One computed verdict per input: ``{"flagged": bool, "findings": [...], "headline": str}``."""
     out = {}
     for what in inputs:
         per = results[what]
         findings = []
-        center = per["center"]
+        center = per[occluded_key(per)]
+        blacked = "the lungs (masks)" if "lungs" in per else "the central box (lungs and heart)"
         if above_chance(center):
             findings.append(("confounded", (
-                f"with the central box (lungs and heart) blacked out the {what.upper()} model still "
+                f"with {blacked} blacked out the {what.upper()} model still "
                 f"reaches {center['accuracy']:.2f} accuracy (95 % CI {center['accuracy_ci'][0]:.2f}-"
                 f"{center['accuracy_ci'][1]:.2f}; chance {center['chance']:.2f}) and macro AUC "
                 f"{center['macro_auc']:.2f} ({center['macro_auc_ci'][0]:.2f}-{center['macro_auc_ci'][1]:.2f}; "
@@ -181,7 +191,7 @@ def verdicts(results: dict, inputs, cramers_v: float) -> dict:
         if findings:
             headline = findings[0][1]
         else:
-            headline = (f"no shortcut found by these checks: with the central box blacked out the "
+            headline = (f"no shortcut found by these checks: with {blacked} blacked out the "
                         f"{what.upper()} model reaches {center['accuracy']:.2f} accuracy (95 % CI "
                         f"{center['accuracy_ci'][0]:.2f}-{center['accuracy_ci'][1]:.2f}; chance "
                         f"{center['chance']:.2f}) and macro AUC {center['macro_auc']:.2f} "
@@ -306,10 +316,12 @@ def summary_line(record: dict) -> str:
     """The audit in one sentence, for the terminal summary."""
     parts = []
     for what, v in record["verdicts"].items():
-        center = record["results"][what]["center"]
+        center = record["results"][what][occluded_key(record["results"][what])]
         state = "FLAGGED, confounded by source" if v["flagged"] else (
             "other findings" if v["findings"] else "not flagged")
         parts.append(f"{what.upper()} {center['accuracy']:.2f} ({state})")
-    chance = next(iter(record["results"].values()))["center"]["chance"]
-    return (f"Shortcut audit: with the central box blacked out, accuracy {', '.join(parts)}; "
+    first = next(iter(record["results"].values()))
+    chance = first[occluded_key(first)]["chance"]
+    blacked = "the lungs" if "lungs" in first else "the central box"
+    return (f"Shortcut audit: with {blacked} blacked out, accuracy {', '.join(parts)}; "
             f"chance {chance:.2f}. Verdicts in audit/audit.md.")

@@ -58,11 +58,12 @@ def _design(f):
         click.option("--target", type=click.Choice(["class", "source"]), default="class", show_default=True,
                      help="What to predict: the class, or the image's source (a source probe: how "
                           "visible is the hospital/collection in the pixels?). Needs recorded sources."),
-        click.option("--occlude", type=click.Choice(["none", "center", "outside"]), default="none",
-                     show_default=True,
+        click.option("--occlude", type=click.Choice(["none", "center", "outside", "lungs", "non-lungs"]),
+                     default="none", show_default=True,
                      help="Black out the central box (center: only borders, corners and markers remain) "
-                          "or everything but it (outside), in training, validation and testing alike. "
-                          "The mask is a layer of the saved model."),
+                          "or everything but it (outside), in training, validation and testing alike (a "
+                          "layer of the saved model); lungs / non-lungs do the same with each image's lung "
+                          "mask (stores converted from a layout with masks/ folders)."),
         click.option("--occlude-fraction", type=click.FloatRange(0.05, 0.95), default=0.6, show_default=True,
                      help="Side of the central box as a share of the image side."),
         click.option("--split-by", type=click.Choice(["patient", "source"]), default="patient",
@@ -306,10 +307,10 @@ def evaluate(model_path, store, what, split_seed, batch_size):
     """
     import json
 
-    from .data import OccludedFeatures, StoreBatches
+    from .data import StoreBatches
     from .experiment import GridError, RunConfig, prepare_split, store_info
     from .metrics import classification_metrics
-    from .saved import ModelError, check_fit, load_model, model_info
+    from .saved import ModelError, check_fit, load_model, model_info, model_inputs
 
     try:
         model = load_model(model_path)
@@ -318,15 +319,12 @@ def evaluate(model_path, store, what, split_seed, batch_size):
         what = check_fit(info, data["class_names"], what, data["params_digest"])
         split = prepare_split(store, RunConfig(input=what, split_seed=split_seed, target=info["target"]),
                               data)
+        inputs = model_inputs(info, what, data)
     except (ModelError, GridError) as exc:
         raise click.ClickException(str(exc)) from None
-    derive = None
-    if info["occlude"] != "none" and what == "enh":
-        derive = OccludedFeatures(info["occlude"], model.get_layer("occlusion").fraction,
-                                  data["params_json"], data["dtype"])
     labels, names = data["labels"], data["class_names"]
     test = StoreBatches(store, split.test, what, labels, len(names), "int", batch_size,
-                        image_size=model.input_shape[1], derive=derive)
+                        image_size=model.input_shape[1], **inputs)
     metrics = classification_metrics(labels[split.test], model.predict(test, verbose=0), names)
     test.close()
     click.echo(json.dumps({"input": what, "target": info["target"], **metrics}, indent=1))

@@ -65,28 +65,42 @@ class OccludedFeatures:
         self.mode, self.fraction = mode, float(fraction)
         self.params_json, self.enh_dtype = params_json, np.dtype(enh_dtype)
 
-    def __call__(self, cxr: np.ndarray) -> np.ndarray:
+    def __call__(self, cxr: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+        """ENH of the occluded radiographs; ``keep`` (``(n, H, W, 1)`` of 0/1) for lung-mask modes."""
         from phasefeat import PhaseParams, enhance
 
-        from .model import occlusion_mask
+        from .model import MASK_OCCLUSIONS, occlusion_mask
 
-        mask = occlusion_mask(cxr.shape[1], cxr.shape[2], self.mode, self.fraction)
-        grey = scale(cxr)[..., 0] * mask[..., 0]
-        enh = enhance(grey, PhaseParams.from_json(self.params_json), backend="numpy", out="uint8")
+        if self.mode in MASK_OCCLUSIONS:
+            if keep is None:
+                raise ValueError(f"occlusion {self.mode!r} needs the images' lung masks")
+        else:
+            keep = occlusion_mask(cxr.shape[1], cxr.shape[2], self.mode, self.fraction)[None]
+        grey = scale(cxr)[..., 0] * keep[..., 0]
+        enh = enhance(grey, PhaseParams.from_json(self.params_json), backend="numpy", out="uint8") * keep
         if self.enh_dtype == np.uint8:
-            return enh
+            return enh.astype(np.uint8)
         return (enh.astype(np.float32) / 255).astype(self.enh_dtype)
 
 
-def read_inputs(store, indices, what: str, derive: OccludedFeatures | None = None) -> np.ndarray:
-    """The model inputs of ``indices`` (stored values): ``what`` as stored, or ENH derived by ``derive``."""
-    if derive is None:
-        return store.read_many(indices, what)
-    return derive(store.read_many(indices, "cxr"))
+def read_inputs(store, indices, what: str, derive: OccludedFeatures | None = None,
+                lung_mode: str | None = None) -> np.ndarray:
+    """The model inputs of ``indices`` (stored values): ``what`` as stored, or ENH derived by ``derive``.
+
+    ``lung_mode`` ``"lungs"`` blacks out each image's lung mask, ``"non-lungs"`` all but it.
+    """
+    keep = None
+    if lung_mode is not None:
+        masks = store.read_many(indices, "mask")
+        keep = masks if lung_mode == "non-lungs" else 1 - masks
+    if derive is not None:
+        return derive(store.read_many(indices, "cxr"), keep)
+    x = store.read_many(indices, what)
+    return x if keep is None else x * keep.astype(x.dtype)
 
 
 def channel_stats(store_path, indices, what: str, batch_size: int = 64, image_size=None, mask=None,
-                  derive: OccludedFeatures | None = None):
+                  derive: OccludedFeatures | None = None, lung_mode: str | None = None):
     """Per-channel mean and std of the scaled images of ``indices`` (the training split).
 
     Streams in batches; returns two float32 arrays of shape (C,). ``mask`` (``(H, W, 1)``
@@ -99,7 +113,7 @@ def channel_stats(store_path, indices, what: str, batch_size: int = 64, image_si
     with open_store(store_path) as store:
         for start in range(0, len(indices), batch_size):
             part = np.sort(np.asarray(indices[start:start + batch_size]))
-            x = scale(read_inputs(store, part, what, derive))
+            x = scale(read_inputs(store, part, what, derive, lung_mode))
             if image_size:
                 x = _resize(x, image_size)
             if mask is not None:
@@ -143,12 +157,15 @@ class StoreBatches(_base()):
         Random horizontal flips and small shifts (training only).
     derive : OccludedFeatures, optional
         Compute ENH from the occluded radiograph instead of reading it.
+    lung_mode : {"lungs", "non-lungs"}, optional
+        Black out each image's lung mask (or all but it).
     **kwargs
         ``workers``, ``use_multiprocessing``, ``max_queue_size`` for Keras.
     """
 
     def __init__(self, store_path, indices, what, labels, n_classes, label_mode, batch_size,
-                 *, shuffle=False, seed=0, image_size=None, augment=False, derive=None, **kwargs):
+                 *, shuffle=False, seed=0, image_size=None, augment=False, derive=None, lung_mode=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if what not in INPUTS:
             raise ValueError(f"input must be one of {list(INPUTS)}, got {what!r}")
@@ -158,6 +175,7 @@ class StoreBatches(_base()):
         self.labels = np.asarray(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.image_size, self.augment, self.derive = image_size, augment, derive
+        self.lung_mode = lung_mode
         self.epoch = 0
         self._order = self._make_order()
         self._store = None
@@ -186,7 +204,7 @@ class StoreBatches(_base()):
         chosen = self._order[i * self.batch_size:(i + 1) * self.batch_size]
         # Read in file order (contiguous runs are faster); batch membership is what matters.
         chosen = np.sort(chosen)
-        x = read_inputs(self._handle(), chosen, self.what, self.derive)
+        x = read_inputs(self._handle(), chosen, self.what, self.derive, self.lung_mode)
         if self.image_size and x.shape[1:3] != (self.image_size, self.image_size):
             x = _resize(x.astype(np.float32), self.image_size)  # stays on the stored scale
         if self.augment:

@@ -129,6 +129,7 @@ def store_info(store_path, what: str, target: str = "class") -> dict:
                     "shape": store.shape(what), "dtype": store.dtype(what),
                     "params_digest": store.attrs.get("params_digest", ""),
                     "params_json": store.attrs.get("params_json", ""),
+                    "has_masks": store.has_masks.copy(),
                     "store_identity": store_identity(store)}
     except StoreError as exc:
         raise GridError(str(exc)) from None
@@ -152,6 +153,11 @@ def prepare_split(store_path, cfg: RunConfig, info: dict | None = None) -> Split
     from .splits import SplitError
 
     info = info or store_info(store_path, cfg.input, cfg.target)
+    if cfg.occlude in ("lungs", "non-lungs") and not info["has_masks"].all():
+        missing = int((~info["has_masks"]).sum())
+        raise GridError(f"--occlude {cfg.occlude} needs a lung mask for every image; {missing} of "
+                        f"{len(info['has_masks'])} have none (convert a layout with masks/ folders, or use "
+                        "--occlude center)")
     try:
         if cfg.test_sources:
             return make_external_split(info["labels"], info["sources"], cfg.test_sources,
@@ -260,7 +266,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     import keras
 
     from .data import OccludedFeatures, StoreBatches, channel_stats, value_range
-    from .model import classifier, occlusion_mask
+    from .model import MASK_OCCLUSIONS, classifier, occlusion_mask
 
     out_dir = Path(out_dir)
     spec = get_loss(cfg.loss)
@@ -272,12 +278,14 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     h, w, c = info["shape"][1:]
     size = cfg.image_size or h
     shape = (size, size if cfg.image_size else w, c)
-    mask = occlusion_mask(shape[0], shape[1], cfg.occlude, cfg.occlude_fraction)
+    lung_mode = cfg.occlude if cfg.occlude in MASK_OCCLUSIONS else None
+    mask = None if cfg.occlude in ("none", *MASK_OCCLUSIONS) else \
+        occlusion_mask(shape[0], shape[1], cfg.occlude, cfg.occlude_fraction)
     derive = None
     if cfg.occlude != "none" and cfg.input == "enh":
         derive = OccludedFeatures(cfg.occlude, cfg.occlude_fraction, info["params_json"], info["dtype"])
     mean, std = channel_stats(store_path, split.train, cfg.input, image_size=cfg.image_size,
-                              mask=None if cfg.occlude == "none" else mask, derive=derive)
+                              mask=mask, derive=derive, lung_mode=lung_mode)
 
     _seed_everything(cfg.seed, cfg.deterministic)
     keras.config.set_dtype_policy("mixed_float16" if cfg.mixed_precision else "float32")
@@ -299,7 +307,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
 
     common = {"store_path": store_path, "what": cfg.input, "labels": labels, "n_classes": n_classes,
               "label_mode": spec.label_mode, "batch_size": cfg.batch_size,
-              "image_size": cfg.image_size, "derive": derive}
+              "image_size": cfg.image_size, "derive": derive, "lung_mode": lung_mode}
     # Threads, not processes: pickling ~1 MB samples between processes costs more than the read.
     common.update(workers=workers, use_multiprocessing=False)
     train = StoreBatches(indices=split.train, shuffle=True, seed=cfg.seed, augment=cfg.augment, **common)

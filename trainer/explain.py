@@ -97,7 +97,7 @@ def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int 
 
     from .data import StoreBatches
     from .experiment import RunConfig, prepare_split, store_info
-    from .saved import check_fit, load_model, model_info
+    from .saved import check_fit, load_model, model_info, model_inputs
 
     method = method or ("grad-cam" if keras.backend.backend() == "tensorflow" else "occlusion")
     if method not in METHODS:
@@ -113,7 +113,7 @@ def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int 
         split = prepare_split(store_path, RunConfig(input=what, split_seed=split_seed, target=info["target"]),
                               data)
         test = StoreBatches(store_path, split.test, what, data["labels"], len(data["class_names"]), "int",
-                            64, image_size=model.input_shape[1])
+                            64, image_size=model.input_shape[1], **model_inputs(info, what, data))
         images = np.concatenate([test[i][0] for i in range(len(test))])
         test.close()
         labels = data["labels"][split.test]

@@ -9,8 +9,10 @@ import numpy as np
 __all__ = ["classifier", "vgg16_classifier", "DEFAULT_HEAD", "VGG16_BLOCKS", "OCCLUSIONS", "occlusion_mask",
            "occlusion_layer", "run_info_layer", "register_custom_objects"]
 
-#: ``center`` blacks out the central box (lungs and heart), ``outside`` keeps only it.
-OCCLUSIONS = ("none", "center", "outside")
+#: ``center`` blacks out the central box (lungs and heart), ``outside`` keeps only it; ``lungs``
+#: and ``non-lungs`` do the same with each image's lung mask (stores converted with masks).
+OCCLUSIONS = ("none", "center", "outside", "lungs", "non-lungs")
+MASK_OCCLUSIONS = ("lungs", "non-lungs")
 
 #: Filters of each VGG16 block (Simonyan & Zisserman, 2015, configuration D).
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -35,6 +37,8 @@ def occlusion_mask(height: int, width: int, mode: str, fraction: float) -> np.nd
     """
     if mode not in OCCLUSIONS:
         raise ValueError(f"occlusion must be one of {list(OCCLUSIONS)}, got {mode!r}")
+    if mode in MASK_OCCLUSIONS:
+        raise ValueError(f"occlusion {mode!r} uses each image's lung mask, not a box")
     if not 0 < fraction < 1:
         raise ValueError(f"occlusion fraction must lie in (0, 1), got {fraction!r}")
     mask = np.ones((height, width, 1), dtype=np.uint8)
@@ -194,7 +198,7 @@ def classifier(model: str, input_shape, n_classes: int, width: float = 1.0, head
     x = inputs
     if info is not None:
         x = run_info_layer(info)(x)
-    if occlude is not None and occlude[0] != "none":
+    if occlude is not None and occlude[0] in ("center", "outside"):  # masks are applied to the data
         x = occlusion_layer(*occlude)(x)
     if preprocessing is not None:
         x = keras.layers.Rescaling(preprocessing["scale"], name="scale")(x)

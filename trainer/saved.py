@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["ModelError", "load_model", "model_info", "check_fit"]
+__all__ = ["ModelError", "load_model", "model_info", "check_fit", "model_inputs"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -78,7 +78,8 @@ def model_info(model) -> dict:
     return {"input": info.get("input", inferred), "class_names": info.get("class_names"),
             "n_outputs": int(model.output_shape[-1]), "image_size": shape[1],
             "channels": channels, "target": info.get("target", "class"),
-            "occlude": info.get("occlude", "none"), "recorded": bool(info),
+            "occlude": info.get("occlude", "none"), "occlude_fraction": info.get("occlude_fraction", 0.6),
+            "recorded": bool(info),
             "store_params_digest": info.get("store_params_digest")}
 
 
@@ -115,3 +116,17 @@ def check_fit(info: dict, store_names: list[str], requested_input: str | None,
                          f"{recorded[:12]}, the store's {store_params_digest[:12]}); convert the store with "
                          "the model's parameters")
     return what
+
+
+def model_inputs(info: dict, what: str, data: dict) -> dict:
+    """``derive`` and ``lung_mode`` for StoreBatches: the occlusion the model was trained with."""
+    from .data import OccludedFeatures
+    from .model import MASK_OCCLUSIONS
+
+    occlude = info["occlude"]
+    if occlude in MASK_OCCLUSIONS and not data["has_masks"].all():
+        raise ModelError(f"the model was trained with --occlude {occlude}; the store lacks lung masks")
+    derive = None
+    if occlude != "none" and what == "enh":
+        derive = OccludedFeatures(occlude, info["occlude_fraction"], data["params_json"], data["dtype"])
+    return {"derive": derive, "lung_mode": occlude if occlude in MASK_OCCLUSIONS else None}
