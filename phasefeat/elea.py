@@ -53,12 +53,16 @@ def boundary_constraint(scaled, rho, params: PhaseParams, xp):
     return xp.minimum(t_b, 1).astype(scaled.dtype, copy=False)
 
 
-def _running(x, size, reduce, mode, xp):
-    # Separable running max/min over a size x size square on the last two axes.
+def _running(x, size, reduce, mode, xp, reflected: bool = False):
+    # Separable running max/min over a size x size square on the last two axes. The square
+    # covers offsets -r .. size - 1 - r (r = size // 2), or their mirror image when reflected:
+    # a closing dilates with the reflected square and erodes with the square itself, which
+    # only differs for even sizes (scipy.ndimage.grey_closing does the same).
     r = size // 2
+    before, after = (size - 1 - r, r) if reflected else (r, size - 1 - r)
     for axis in (-2, -1):
         pad = [(0, 0)] * x.ndim
-        pad[axis] = (r, size - 1 - r)
+        pad[axis] = (before, after)
         padded = xp.pad(x, pad, mode="edge" if mode == "nearest" else "wrap")
         n = x.shape[axis]
         out = None
@@ -78,7 +82,8 @@ def closing(x, size: int, mode: str, xp):
     """
     if size == 1:
         return x
-    return _running(_running(x, size, xp.maximum, mode, xp), size, xp.minimum, mode, xp)
+    dilated = _running(x, size, xp.maximum, mode, xp, reflected=True)
+    return _running(dilated, size, xp.minimum, mode, xp)
 
 
 def contextual_weights(scaled, params: PhaseParams, backend):

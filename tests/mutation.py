@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 PYTEST = "python -m pytest -x -q -p no:cacheprovider -m 'not slow and not gpu'"
 #: Module -> the tests that pin it (run against every mutant of that module).
 MODULES = {
-    "phasefeat/elea.py": "tests/test_elea_reference.py tests/test_golden.py tests/test_elea.py",
+    "phasefeat/elea.py": "tests/test_elea_reference.py tests/test_golden.py tests/test_elea.py tests/test_scaling.py",
     "phasefeat/kirsch.py": "tests/test_elea_reference.py tests/test_elea.py",
     "phasefeat/filters.py": "tests/test_filters.py tests/test_monogenic.py tests/test_crosscheck.py",
     "phasefeat/monogenic.py": "tests/test_monogenic.py tests/test_crosscheck.py tests/test_golden.py",

@@ -103,7 +103,7 @@ def test_boundary_constraint_range_and_closing_is_extensive(lpe):
     assert d["iterations"] == 6
 
 
-@pytest.mark.parametrize("size", [3, 5])
+@pytest.mark.parametrize("size", [2, 3, 4, 5])
 @pytest.mark.parametrize("mode", ["nearest", "wrap"])
 def test_closing_matches_scipy(size, mode):
     ndimage = pytest.importorskip("scipy.ndimage")
@@ -112,6 +112,8 @@ def test_closing_matches_scipy(size, mode):
     for n in range(2):
         ref = ndimage.grey_closing(x[n], size=(size, size), mode=mode)
         assert np.allclose(ours[n], ref)
+    assert np.all(ours >= x)  # a closing is extensive, whatever the size
+    assert np.allclose(E.closing(ours, size, mode, np), ours)  # and idempotent
 
 
 def test_lambda_to_infinity_returns_t_hat(lpe):

@@ -92,3 +92,37 @@ def test_the_reference_sees_the_beta_rate_and_the_threshold_scale(monkeypatch):
     assert np.abs(E.elea(source, params, NUMPY)[0] - ref).max() > 1.0
     monkeypatch.setattr(E, "BETA_RATE", 2 * math.sqrt(2))
     assert np.abs(E.elea(source, params, NUMPY)[0] - ref).max() < 255e-10
+
+
+@pytest.mark.parametrize("changes", [
+    {"kappa": 0.5}, {"c1": 250.0}, {"c0": 10.0}, {"closing_size": 2}, {"closing_size": 4},
+    {"closing_size": 5}, {"sigma_w": 0.8}, {"reg_lambda": 0.7}, {"delta": 0.6}, {"bccr_iterations": 4},
+    {"meng_compat": False, "sigma_w": 0.3},
+])
+def test_elea_matches_the_reference_away_from_the_default_constants(changes):
+    """Constants other than the published ones: a formula that only agrees at 0.5, 30 or 300 fails here."""
+    params = PhaseParams(**changes)
+    source = source_of(IMAGES["phantom-b"], params)
+    ref = reference(source, params)
+    out, d = E.elea(source, params, NUMPY, return_details=True)
+    assert d["rho"].item() == ref["rho"]
+    assert np.abs(d["t_hat"][0] - ref["t_hat"]).max() < 1e-12
+    assert np.abs(out[0] - ref["elea"]).max() < 255e-10
+
+
+def test_airlight_above_c1_falls_back():
+    params = PhaseParams(c0=30.0, c1=150.0)  # round(0.7 * 255) = 179 is not below c1
+    scaled = np.linspace(0, 255, 64).reshape(1, 8, 8)
+    assert E.airlight(scaled, params, np).item() == (30 + 255) / 2
+    assert elea_reference(scaled[0], c1=150.0)["rho"] == (30 + 255) / 2
+
+
+def test_inversion_rescales_a_peak_below_one_and_keeps_an_all_zero_map():
+    params = PhaseParams()
+    scaled = np.full((1, 4, 4), 60.0)
+    scaled[0, 0, 0] = 100.0
+    rho = np.full((1, 1, 1), 179.0)
+    out = E.invert_attenuation(scaled, np.ones_like(scaled), rho, params, np)
+    assert out.max() == pytest.approx(255.0) and out[0, 1, 1] == pytest.approx(60 / 100 * 255)
+    dark = E.invert_attenuation(np.zeros((1, 4, 4)), np.full((1, 4, 4), 0.01), rho, params, np)
+    assert np.all(dark == 0)  # (0 - 179) / 0.01**0.85 + 179 < 0: r = 0 everywhere
