@@ -66,7 +66,8 @@ demo: $(VENV)/.installed-train
 ##       torch CPU and MONAI)
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check phasefeat trainer benchmarks tests docs
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/test_torch.py
+	$(BIN)/python -m pytest tests/test_torch.py  # its own process: torch's Triton and TensorFlow cannot share one
 
 ## lint: style checks only
 lint: $(VENV)/.installed-test

@@ -1,6 +1,7 @@
 """ENH as a PyTorch/MONAI transform, a store in a DataLoader, and the examples of docs/pytorch.md."""
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ from phasefeat.phantom import chest_phantom
 from phasefeat.transforms import Enhance, EnhanceD
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[torch]')")
+if "tensorflow" in sys.modules:  # collected beside the Keras tests
+    pytest.skip("TensorFlow is loaded: torch's Triton (pulled in by torchvision and MONAI) crashes beside it; "
+                "`make test` runs this file in a process of its own", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = chest_phantom((72, 64), seed=4, dtype="float32")
