@@ -126,3 +126,26 @@ def test_inversion_rescales_a_peak_below_one_and_keeps_an_all_zero_map():
     assert out.max() == pytest.approx(255.0) and out[0, 1, 1] == pytest.approx(60 / 100 * 255)
     dark = E.invert_attenuation(np.zeros((1, 4, 4)), np.full((1, 4, 4), 0.01), rho, params, np)
     assert np.all(dark == 0)  # (0 - 179) / 0.01**0.85 + 179 < 0: r = 0 everywhere
+
+
+@pytest.mark.parametrize(("c0", "c1"), [(179.0, 300.0), (30.0, 179.0)])
+def test_an_airlight_equal_to_a_bound_falls_back(c0, c1):
+    """rho must lie strictly between c0 and c1 (round(0.7 * 255) = 179 sits on the bound here)."""
+    params = PhaseParams(c0=c0, c1=c1)
+    scaled = np.linspace(0, 255, 64).reshape(1, 8, 8)
+    assert E.airlight(scaled, params, np).item() == (c0 + 255) / 2
+
+
+def test_fixed_scaling_inversion_is_255_r_without_the_peak():
+    params = PhaseParams(scaling="fixed")
+    scaled = np.full((1, 4, 4), 60.0)
+    scaled[0, 0, 0] = 100.0
+    rho = np.full((1, 1, 1), 179.0)
+    out = E.invert_attenuation(scaled, np.ones_like(scaled), rho, params, np)
+    assert np.allclose(out, scaled)  # t = 1: ELEA_raw = S, r = S / 255, ELEA = 255 r = S
+
+
+@pytest.mark.parametrize("kappa", [0.6, 0.7])
+def test_fixed_scaling_airlight_is_kappa_times_255(kappa):
+    scaled = np.full((1, 4, 4), 40.0)
+    assert E.airlight(scaled, PhaseParams(scaling="fixed", kappa=kappa), np).item() == round(kappa * 255 + 1e-10)
