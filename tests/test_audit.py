@@ -220,6 +220,10 @@ def test_lung_masks_are_stored_and_used_for_occlusion(tmp_path):
     assert "accuracy" in result.output
     evaluated = invoke(cli, "evaluate", "--model", tmp_path / "run" / "model.keras", "--store", store)
     assert json.loads(evaluated.output)["input"] == "enh"
+    explained = invoke(cli, "explain", "--model", tmp_path / "run" / "model.keras", "--store", store,
+                       "--method", "occlusion", "--n", "1", "--out", tmp_path / "x")
+    record = json.loads((tmp_path / "x" / "explain.json").read_text())["models"][0]
+    assert "inside the lung masks" in explained.output and 0 <= record["mass_in_lungs_mean"] <= 1
     from trainer.audit import plan
     from trainer.experiment import store_info
 

@@ -267,3 +267,40 @@ def test_overflowing_params_are_one_line_errors(tmp_path, params, field):
     (tmp_path / "p.json").write_text(params)
     result = run("convert", root, tmp_path / "s.h5", *SMALL, "--params", tmp_path / "p.json", ok=False)
     assert result.exit_code == 2 and field in result.output and not (tmp_path / "s.h5").exists()
+
+
+def test_csv_layout_link_loops_and_special_files_are_rows(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=1)
+    os.symlink(root / "loop.png", root / "loop.png")
+    os.mkfifo(root / "fifo.png")
+    (root / "labels.csv").write_text("path,label\nCOVID/images/COVID 0.png,covid\nNormal/images/Normal 0.png,normal\n"
+                                     "loop.png,normal\nfifo.png,covid\n")
+    run("convert", root, tmp_path / "s.h5", *SMALL, "--labels", root / "labels.csv")
+    with open_store(tmp_path / "s.h5") as store:
+        failures = dict(store.failures)
+        assert len(store) == 2 and failures["loop.png"] == "symbolic link loop"
+        assert failures["fifo.png"] == "not a regular file (FIFO)"
+
+
+def test_a_broken_dicom_says_nothing_on_stderr(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=1)
+    (root / "Normal" / "images" / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00junk" * 5)
+    done = subprocess.run([sys.executable, "-m", "phasefeat", "convert", str(root), str(tmp_path / "s.h5"),
+                           *SMALL], capture_output=True, text=True)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "pydicom" not in done.stderr.lower()
+    assert "unreadable DICOM" in done.stdout
+
+
+def test_a_damaged_result_is_named(store, tmp_path):
+    from trainer.cli import cli as trainer_cli
+
+    out = tmp_path / "g"
+    args = ["compare", "--store", store, "--epochs", "1", "--width", "0.0625", "--repeats", "1", "--inputs", "cxr",
+            "--losses", "cce", "--out", out]
+    run(*args, command=trainer_cli)
+    result = out / "runs" / "cxr-cce-r0" / "result.json"
+    result.write_text(result.read_text()[:50])
+    damaged = run(*args, command=trainer_cli, ok=False)
+    assert damaged.exit_code == 1 and "cxr-cce-r0/result.json is damaged" in damaged.output

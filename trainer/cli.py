@@ -363,8 +363,10 @@ def explain(model_paths, store, per_kind, out, method, split_seed, occlude_fract
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}/explain.png and explain.json ({record['method']})")
     for m in record["models"]:
+        lungs = "" if m["mass_in_lungs_mean"] is None else \
+            f", {100 * m['mass_in_lungs_mean']:.0f} % inside the lung masks"
         click.echo(f"  {m['model']}: {100 * m['mass_in_box_mean']:.0f} % of the heat-map mass inside the "
-                   f"central {m['box_fraction']:.0%} box ({m['images']} test images)")
+                   f"central {m['box_fraction']:.0%} box{lungs} ({m['images']} test images)")
 
 
 def main(argv=None):

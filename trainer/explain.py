@@ -125,9 +125,20 @@ def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int 
         maps = grad_cam(model, x.astype("float32"), classes) if method == "grad-cam" else \
             occlusion_sensitivity(model, x, classes)
         shares = box_share(maps, fraction)
+        lungs = None
+        if data["has_masks"].all() and maps.shape[1:] == tuple(model.input_shape[1:3]):
+            from phasefeat.store import open_store
+
+            with open_store(store_path) as store:
+                masks = store.read_many(split.test[picked], "mask")[..., 0].astype(bool)
+            if masks.shape == maps.shape:
+                total = maps.sum(axis=(1, 2))
+                lungs = np.where(total > 0, (maps * masks).sum(axis=(1, 2)) / np.where(total > 0, total, 1),
+                                 np.nan)
         results.append({"model": str(path), "input": what, "method": method, "images": len(picked),
                          "box_fraction": fraction, "mass_in_box_mean": float(np.nanmean(shares)),
                          "mass_in_box": shares.tolist(),
+                         "mass_in_lungs_mean": None if lungs is None else float(np.nanmean(lungs)),
                          "samples": [{"test_position": int(k), "kind": kind,
                                       "true": data["class_names"][labels[k]],
                                       "predicted": data["class_names"][predicted[k]]}
