@@ -105,8 +105,20 @@ def feature_traffic(images: np.ndarray, params=None) -> dict:
         enhance_batch(batch[:1], params, backend)  # builds the cached filter banks
         with metering() as meter:
             enhance_batch(batch, params, backend)
-    return {"images": n, "bytes_per_image": meter.total_bytes / n,
+    # One BCCR iteration fewer: the difference is what one iteration costs (the part a fused
+    # stencil kernel would cut).
+    fewer = params.replace(bccr_iterations=params.bccr_iterations - 1)
+    with reference_path(chunk=n):
+        enhance_batch(batch[:1], fewer, backend)
+        with metering() as shorter:
+            enhance_batch(batch, fewer, backend)
+    per_iteration = (meter.total_bytes - shorter.total_bytes) / n
+    return {"images": n, "preset": params.preset_name(), "bytes_per_image": meter.total_bytes / n,
             "kernels_per_chunk": meter.total_kernels,
+            "bccr_iterations": params.bccr_iterations,
+            "bytes_per_bccr_iteration": per_iteration,
+            "image_planes_per_bccr_iteration": per_iteration / (4 * images.shape[-1] * images.shape[-2]),
+            "fft_mb_per_image": sum(v for k, v in meter.bytes.items() if "fft" in k) / n / 1e6,
             "top_ops_mb_per_image": {k: v / n / 1e6 for k, v in meter.bytes.most_common(8)}}
 
 
@@ -305,6 +317,10 @@ def main(argv=None) -> int:
           f"{traffic['kernels_per_chunk'] / args.traffic_images:.0f} kernel launches per image "
           f"(per chunk: {traffic['kernels_per_chunk']}); allocation peak of a {args.chunk}-image chunk "
           f"{memory['peak_gb']:.2f} GB")
+    print(f"  preset {traffic['preset']}; each of its {traffic['bccr_iterations']} BCCR iterations moves "
+          f"{traffic['bytes_per_bccr_iteration'] / 1e6:.0f} MB/image "
+          f"({traffic['image_planes_per_bccr_iteration']:.0f} float32 image planes); all FFTs "
+          f"{traffic['fft_mb_per_image']:.0f} MB/image")
     print(f"  {'GPU':<10} {'images/s':>16} {'bandwidth bound':>16} {'18,685 images':>14}")
     for row in features:
         print(f"  {row['gpu']:<10} {row['img_s_low']:>7.0f} - {row['img_s_high']:<6.0f} "
