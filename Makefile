@@ -36,7 +36,7 @@ $(VENV)/.installed-train: setup.cfg pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,train,torch]'
+	$(BIN)/python -m pip install --quiet -e '.[test,train,torch,jax]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-train
 
 ## install: create .venv with everything the commands, tests and benchmarks need (no tests run)
@@ -63,7 +63,7 @@ demo: $(VENV)/.installed-train
 	echo "  $(DEMO_DIR)/results/runs.csv, results.json, split.json; audit/audit.md, audit.json; runs/"
 
 ## test: lint, then the whole test suite (GPU tests are skipped without a GPU; installs TensorFlow CPU,
-##       torch CPU and MONAI)
+##       torch CPU, MONAI and JAX CPU)
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check phasefeat trainer benchmarks tests docs
 	$(BIN)/python -m pytest --ignore=tests/test_torch.py

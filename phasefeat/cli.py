@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from ._cli_errors import OneLineErrorGroup
+
 # Mirrors phasefeat.params.PRESETS (kept literal so `--help` needs no heavy import).
 PRESET_NAMES = ("qi2021", "kovesi", "assd_lpe")
 PRESET_HELP = ("Parameter preset: qi2021 = the Hacihaliloglu lab's pipeline as its public port "
@@ -26,7 +28,7 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", prog_name="phasefeat")
 @click.option("-v", "--verbose", is_flag=True, help="Log backend choices and timings to stderr.")
 def cli(verbose: bool) -> None:

@@ -27,10 +27,10 @@ from pathlib import Path
 from ._atomic import atomic_path
 from .discover import Discovery, discover
 from .params import PhaseParams
-from .pieces import ConvertOptions, finish_piece, process_piece
+from .pieces import ConvertOptions, conversion_memory, finish_piece, process_piece
 from .store import COMPRESSIONS, FORMAT_VERSION, assemble, read_piece_failures, write_piece
 
-__all__ = ["ConvertOptions", "ConvertError", "ConvertSummary", "convert", "work_dir"]
+__all__ = ["ConvertOptions", "ConvertError", "ConvertSummary", "available_memory", "convert", "work_dir"]
 
 logger = logging.getLogger("phasefeat")
 
@@ -147,6 +147,37 @@ def _check_output(output: Path, root: Path) -> None:
     except OSError as exc:
         raise ConvertError(f"cannot write beside {output} ({exc.strerror or exc}); choose another "
                            "output folder or a shorter name") from None
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: MemAvailable, within a cgroup's limit; None if unknown."""
+    values = []
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    values.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            values.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(values) if values else None
+
+
+def _check_memory(options: ConvertOptions, workers: int) -> None:
+    """Refuse, before any work, a conversion whose pieces cannot fit in memory."""
+    need, have = conversion_memory(options, workers), available_memory()
+    if have is not None and need > have:
+        gb = 1024 ** 3
+        raise ConvertError(
+            f"--size {options.size} needs about {need / gb:.1f} GB of memory ({options.piece_size} images "
+            f"per piece x {workers} worker{'s' if workers > 1 else ''}, estimated), {have / gb:.1f} GB are "
+            "available; lower --size, --piece-size or --workers")
 
 
 @contextlib.contextmanager
@@ -276,10 +307,17 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
     if not Path(input_root).is_dir():
         raise ConvertError(f"input folder {input_root} does not exist or is not a folder")
     work = work_dir(output, shard_dir)
-    leftover = output.exists() and work.exists() and not overwrite
-    if output.exists() and not overwrite and not leftover:
+    try:
+        output_exists, work_exists = output.exists(), work.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise ConvertError(f"cannot write beside {output} ({exc.strerror or exc}); choose another "
+                           "output folder or a shorter name") from None
+    leftover = output_exists and work_exists and not overwrite
+    if output_exists and not overwrite and not leftover:
         raise ConvertError(f"{output} already exists; pass --overwrite to replace it")
     _check_output(output, input_root)
+    if not scheduler:  # on a cluster the pieces live in the workers' memory, not here
+        _check_memory(options, workers)
     start = time.perf_counter()
     disc = discover(input_root, labels=labels, classes=classes, aliases=aliases,
                     source_pattern=source_pattern)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, make_dirs
 from .phantom import chest_phantom
 
 __all__ = ["write_demo_data", "DEMO_CLASSES", "SHORTCUT_SITES", "SOURCE_PATTERN"]
@@ -121,7 +121,7 @@ def write_demo_data(out, per_class: int = 40, seed: int = 0, min_size: int = 256
     if marker.exists() and json.loads(marker.read_text()) == settings:
         files = sorted(p for p in out.rglob("*") if p.suffix in (".png", ".jpg"))
         return {"folder": str(out), "files": len(files), **settings, "reused": True}
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     (out / "README.txt").write_text(README + (SHORTCUT_README if shortcut else ""))
     rng = np.random.default_rng(seed)
     jobs = []

@@ -56,3 +56,31 @@ def test_every_option_has_help_text(group):
     missing = [f"{name} {param.name}" for name, command in group.commands.items()
                for param in command.params if isinstance(param, click.Option) and not param.help]
     assert not missing
+
+
+LONG = "x" * 300  # longer than any file system's name limit (255 bytes on ext4, XFS, btrfs, tmpfs)
+
+OUTPUTS = [
+    (phasefeat_cli, lambda s, o: ["enhance", "-o", o / f"{LONG}.png"]),
+    (phasefeat_cli, lambda s, o: ["preview", s, "-o", o / f"{LONG}.png"]),
+    (phasefeat_cli, lambda s, o: ["demo-data", o / LONG, "--per-class", "1"]),
+    (phasefeat_cli, lambda s, o: ["convert", s.parent, o / f"{LONG}.h5"]),
+    (phasefeat_cli, lambda s, o: ["inspect", o / f"{LONG}.h5"]),
+    (trainer_cli, lambda s, o: ["compare", "--store", s, "--out", o / LONG]),
+    (trainer_cli, lambda s, o: ["train", "--store", s, "--out", o / LONG]),
+    (trainer_cli, lambda s, o: ["evaluate", "--model", o / f"{LONG}.keras", "--store", s]),
+]
+
+
+@pytest.mark.parametrize("k", range(len(OUTPUTS)))
+def test_a_name_too_long_is_one_line_and_creates_no_parent(store, tmp_path, k):
+    """The operating system's refusal is one line, and no folder made on the way is left behind."""
+    command, args = OUTPUTS[k]
+    parent = tmp_path / "new" / "deeper"  # does not exist: a command that makes it must undo that
+    result = CliRunner().invoke(command, [str(a) for a in args(store, parent)])
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error) == 1, result.output
+    assert list(tmp_path.iterdir()) == []

@@ -304,3 +304,35 @@ def test_a_damaged_result_is_named(store, tmp_path):
     result.write_text(result.read_text()[:50])
     damaged = run(*args, command=trainer_cli, ok=False)
     assert damaged.exit_code == 1 and "cxr-cce-r0/result.json is damaged" in damaged.output
+
+
+def test_a_size_beyond_memory_is_refused_before_any_work(tmp_path, monkeypatch):
+    import phasefeat.convert
+
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=1)
+    monkeypatch.setattr(phasefeat.convert, "available_memory", lambda: 2 * 2**30)
+    out = tmp_path / "s.h5"
+    result = run("convert", root, out, "--size", "2048", "--workers", "2", "-q", ok=False)
+    assert result.exit_code == 1
+    assert "--size 2048 needs about" in result.output and "2.0 GB are available" in result.output
+    assert sorted(os.listdir(tmp_path)) == ["raw"]
+    # what fits is converted: fewer images per piece and one worker
+    run("convert", root, out, "--size", "2048", "--workers", "1", "--piece-size", "1", "--backend", "numpy",
+        "--features-at", "64", "-q")
+    assert out.exists()
+
+
+def test_the_memory_estimate_follows_what_the_processes_hold():
+    from phasefeat.pieces import PROCESS_BYTES, ConvertOptions, conversion_memory
+
+    def extra(**kw):  # above the processes' fixed size
+        workers = kw.pop("workers", 2)
+        return conversion_memory(ConvertOptions(**kw), workers) - (workers + 1) * PROCESS_BYTES
+
+    assert conversion_memory(ConvertOptions(), 2) < 2**31  # the study's 299 px: far below any machine
+    assert extra(size=1024, features_at=1024) == pytest.approx(4 * extra(size=512, features_at=512), rel=1e-12)
+    assert extra(size=512, workers=4) == pytest.approx(2 * extra(size=512, workers=2), rel=1e-12)
+    small, large = extra(size=512, piece_size=8), extra(size=512, piece_size=64)
+    assert large > 5 * small  # the pieces dominate, not the per-image working memory
+    assert extra(size=512, enh_dtype="float32") > extra(size=512)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from phasefeat._atomic import make_dirs
+
 from .experiment import GridError, RunConfig, prepare_split, run_or_reuse, store_info
 
 __all__ = ["MARGIN", "BOOTSTRAP", "Experiment", "plan", "external_candidates", "run_audit",
@@ -225,7 +227,7 @@ def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed:
     for exp in experiments:  # every split is checked before the first epoch
         splits[exp.key] = prepare_split(store_path, dataclasses.replace(base, input=inputs[0],
                                                                          **exp.overrides))
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     jobs = [(exp, what, k) for exp in experiments for what in inputs for k in range(repeats)]
     finished = {}
     bar = tqdm(jobs, desc="audit", unit="run", disable=not progress)

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from phasefeat._cli_errors import OneLineErrorGroup
+
 
 def _common(f):
     options = [
@@ -145,7 +147,7 @@ def _pick(value: str, allowed, option: str) -> tuple[str, ...]:
 INPUT_NAMES = ("cxr", "enh")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="phasefeat", prog_name="trainer")
 @click.option("-v", "--verbose", is_flag=True,
               help="Show TensorFlow's own log lines (oneDNN, XLA, absl) and Keras' per-epoch output.")

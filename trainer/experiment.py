@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from phasefeat._atomic import make_dirs
+
 from .losses import class_weights, get_loss
 from .metrics import classification_metrics
 from .splits import Split, make_external_split, make_split
@@ -272,7 +274,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     spec = get_loss(cfg.loss)
     info = store_info(store_path, cfg.input, cfg.target)
     split = split or prepare_split(store_path, cfg, info)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     names, labels = info["class_names"], info["labels"]
     n_classes = len(names)
     h, w, c = info["shape"][1:]
@@ -393,7 +395,7 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
             raise GridError(f"{out} holds runs made with other settings ({', '.join(differ)} differ); "
                             "use another --out or delete it")
     else:
-        out.mkdir(parents=True, exist_ok=True)  # only now: a refused grid leaves nothing behind
+        make_dirs(out)  # only now: a refused grid leaves nothing behind
         settings_path.write_text(json.dumps(settings))
     (out / "split.json").write_text(split.to_json())
     models = tuple(models or (base.model,))

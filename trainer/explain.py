@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from phasefeat._atomic import make_dirs
+
 __all__ = ["explain", "grad_cam", "occlusion_sensitivity", "box_share", "METHODS"]
 
 METHODS = ("grad-cam", "occlusion")
@@ -145,7 +147,7 @@ def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int 
                                      for k, kind in chosen]})
         panels.append((Path(path).parent.name or Path(path).name, what, x, maps, results[-1]["samples"]))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     figure = _figure(panels, method, fraction, out / "explain.png")
     record = {"store": str(store_path), "method": method, "models": results, "figure": figure}
     (out / "explain.json").write_text(json.dumps(record, indent=1))
