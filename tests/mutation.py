@@ -28,7 +28,7 @@ MODULES = {
     "phasefeat/filters.py": "tests/test_filters.py tests/test_monogenic.py tests/test_crosscheck.py",
     "phasefeat/monogenic.py": "tests/test_monogenic.py tests/test_crosscheck.py tests/test_golden.py",
     "phasefeat/features.py": "tests/test_enhance.py tests/test_scaling.py tests/test_golden.py",
-    "trainer/report.py": "tests/test_report_stats.py tests/test_trainer.py",
+    "trainer/report.py": "tests/test_report_stats.py tests/test_report.py",
 }
 
 

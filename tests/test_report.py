@@ -1,0 +1,155 @@
+"""trainer.report on hand-made results: every table, headline and sentence against numbers computed here.
+
+No training: the runs are dictionaries with known losses, accuracies and weight hashes, so
+each number of runs.csv, results.json, report.md and the terminal summary can be checked
+independently (the end-to-end grid in test_trainer.py checks that real runs get there).
+"""
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+
+from trainer.report import LOSS_SCALE_NOTE, paired_comparison, summary_lines, write_report
+
+NAMES = ["covid", "normal", "pneumonia"]
+SEEDS = (0, 1, 2)
+#: (input, seed) -> test loss, validation loss, accuracy, macro F1, macro AUC
+NUMBERS = {
+    "cxr": {"test_loss": [0.46, 0.45, 0.47], "val_loss": [0.44, 0.43, 0.48],
+            "test_accuracy": [0.82, 0.84, 0.81], "macro_f1": [0.80, 0.83, 0.79],
+            "macro_auc_ovr": [0.91, 0.92, 0.90]},
+    "enh": {"test_loss": [0.34, 0.36, 0.30], "val_loss": [0.27, 0.26, 0.29],
+            "test_accuracy": [0.80, 0.79, 0.82], "macro_f1": [0.78, 0.77, 0.81],
+            "macro_auc_ovr": [0.93, 0.94, 0.95]},
+}
+
+
+def _run(model, what, loss, k, numbers, sha):
+    n = {key: values[k] for key, values in numbers[what].items()}
+    return {"run": f"{what}-{loss}-r{k}" if model == "vgg16" else f"{model}-{what}-{loss}-r{k}",
+            "model": model, "input": what, "loss": loss, "seed": SEEDS[k], "class_names": NAMES,
+            "val_loss": n["val_loss"], "test_loss": n["test_loss"], "test_cross_entropy": n["test_loss"],
+            "test_accuracy": n["test_accuracy"], "epochs_run": 5 + k, "weights_sha256": sha,
+            "history": {"loss": [0.9, 0.7, 0.6], "val_loss": [0.95, 0.8, n["val_loss"]]},
+            "metrics": {"macro_f1": n["macro_f1"], "macro_auc_ovr": n["macro_auc_ovr"], "ece": 0.05,
+                        "confusion_matrix": [[5, 1, 0], [0, 6, 1], [1, 0, 5]],
+                        "per_class": {c: {"auc_ovr": 0.9} for c in NAMES}}}
+
+
+def _results(twins=True, models=("vgg16",), numbers=NUMBERS):
+    """CXR/ENH x CCE/SCCE x 3 seeds; with ``twins`` CCE and SCCE share their weights (bit-identical)."""
+    return [_run(m, what, loss, k, numbers, f"{m}-{what}-{k}" + ("" if twins else f"-{loss}"))
+            for m in models for what in ("cxr", "enh") for loss in ("cce", "scce") for k in range(3)]
+
+
+def _section(report: str, title: str) -> list[str]:
+    """The table rows (``| ...``) of one ``## title`` section, header and rule left out."""
+    body = report.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in body.splitlines() if line.startswith("|")]
+    return rows[2:]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    write_report(_results(), out)
+    return out
+
+
+def test_runs_csv_holds_every_run_with_its_twins(report):
+    with open(report / "runs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12
+    by_run = {r["run"]: r for r in rows}
+    for r in _results():
+        row = by_run[r["run"]]
+        assert float(row["test_loss"]) == r["test_loss"] and float(row["val_loss"]) == r["val_loss"]
+        assert float(row["test_accuracy"]) == r["test_accuracy"]
+        assert float(row["macro_f1"]) == r["metrics"]["macro_f1"]
+        assert int(row["seed"]) == r["seed"] and int(row["epochs_run"]) == r["epochs_run"]
+        assert row["bit_identical_to"] == ("scce" if r["loss"] == "cce" else "cce")
+
+
+def test_summary_and_comparisons_are_the_numbers_computed_here(report):
+    results = json.loads((report / "results.json").read_text())
+    for what in ("cxr", "enh"):
+        for loss in ("cce", "scce"):
+            s = results["summary"][f"{what}+{loss}"]
+            for key, values in NUMBERS[what].items():
+                assert s[key]["mean"] == pytest.approx(np.mean(values), abs=1e-15)
+                assert s[key]["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-15)
+    pairs = {(c["a"], c["b"]): c for c in results["comparisons"]}
+    assert len(pairs) == 6  # every pair of the four arms, within the one model
+    c = pairs[("cxr+cce", "enh+cce")]
+    for key in ("test_loss", "val_loss", "test_accuracy"):
+        want = paired_comparison(NUMBERS["cxr"][key], NUMBERS["enh"][key])
+        assert c[key]["mean_diff"] == pytest.approx(want["mean_diff"], abs=1e-15)
+        assert c[key]["ci95"] == pytest.approx(want["ci95"], abs=1e-15)
+    assert c["bit_identical_seeds"] == [] and c["seeds"] == list(SEEDS)
+    assert pairs[("cxr+cce", "cxr+scce")]["bit_identical_seeds"] == list(SEEDS)
+    assert pairs[("cxr+cce", "cxr+scce")]["test_loss"]["mean_diff"] == 0
+
+
+def test_report_tables_headline_and_twins(report):
+    text = (report / "report.md").read_text()
+    assert LOSS_SCALE_NOTE in text and "12 runs: 4 arms" in text and "3 paired seed(s) [0, 1, 2]" in text
+    enh = NUMBERS["enh"]
+    mean, std = 100 * np.mean(enh["test_loss"]), 100 * np.std(enh["test_loss"], ddof=1)
+    rows = _section(text, "ENH + CCE")
+    assert [r.split("|")[1].strip() for r in rows[:3]] == ["enh-cce-r0", "enh-cce-r1", "enh-cce-r2"]
+    assert f"| {100 * enh['test_loss'][2]:.2f} |" in rows[2]
+    assert f"{mean:.2f} ± {std:.2f}" in rows[3]
+    # lowest loss ENH, highest accuracy CXR: the headline says both and that they disagree
+    headline = text.split("## Headline", 1)[1].split("\n## ", 1)[0]
+    assert "Lowest mean test loss: CXR+CCE" not in headline
+    assert re.search(r"Lowest mean test loss: ENH\+(S)?CCE: test loss " + f"{mean:.2f}", headline)
+    assert re.search(r"Highest mean test accuracy: CXR\+(S)?CCE", headline) and "disagree" in headline
+    # CCE = SCCE on every seed: one paired row, CXR against ENH, and a note naming the twins
+    paired = _section(text, "Paired comparisons (a - b, same seeds, same model)")
+    assert len(paired) == 1
+    d = paired_comparison(NUMBERS["cxr"]["test_loss"], enh["test_loss"])
+    cells = [cell.strip() for cell in paired[0].split("|")[1:-1]]
+    assert cells[:2] == ["cxr+cce", "enh+cce"] and cells[-1] == "0 of 3"
+    assert cells[2] == f"{100 * d['mean_diff']:.2f} ({100 * d['ci95'][0]:.2f}, {100 * d['ci95'][1]:.2f})"
+    assert cells[3] == f"{d['p_value']:.3g}"
+    assert "cxr+cce = cxr+scce" in text and "enh+cce = enh+scce" in text
+    assert "final weights are bit-identical for seeds [0, 1, 2]" in text
+    assert "Models are compared side by side" not in text  # one model: no models table
+
+
+def test_terminal_summary(report):
+    first, second, third = summary_lines(report)
+    mean = 100 * np.mean(NUMBERS["enh"]["test_loss"])
+    assert first.startswith("Lowest mean test loss: ENH+") and f"at {mean:.2f} (loss x 100)" in first
+    assert "highest accuracy: CXR+" in first and "loss and accuracy disagree" in first
+    d = paired_comparison(NUMBERS["cxr"]["test_loss"], NUMBERS["enh"]["test_loss"])
+    assert second.startswith("CXR+CCE - ENH+CCE") and f"{100 * d['mean_diff']:+.2f} points" in second
+    assert "paired over 3 seeds" in second
+    assert third.endswith("trained bit-identical weights on 3 of 3 paired seeds: the losses coincide.")
+
+
+def test_no_twins_no_disagreement(tmp_path):
+    numbers = {"cxr": dict(NUMBERS["cxr"]), "enh": dict(NUMBERS["enh"])}
+    numbers["enh"]["test_accuracy"] = [0.90, 0.91, 0.89]  # ENH best on loss and on accuracy
+    write_report(_results(twins=False, numbers=numbers), tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "No arm has a higher mean test accuracy." in text and "disagree" not in text
+    assert len(_section(text, "Paired comparisons (a - b, same seeds, same model)")) == 6
+    assert "No two arms produced bit-identical weights." in text and " are one arm here" not in text
+    lines = summary_lines(tmp_path)
+    assert lines[0].endswith("%.") and lines[2] == "No two arms trained bit-identical weights."
+
+
+def test_two_models_are_compared_side_by_side_not_paired_across(tmp_path):
+    write_report(_results(models=("vgg16", "resnet50")), tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["comparisons"]) == 12  # six pairs within each model, none across
+    assert all(("resnet50" in c["a"]) == ("resnet50" in c["b"]) for c in results["comparisons"])
+    text = (tmp_path / "report.md").read_text()
+    models = _section(text, "Models")
+    assert len(models) == 8 and models[0].startswith("| resnet50 | CXR + CCE |")
+    assert "## resnet50: ENH + SCCE" in text and "## ENH + SCCE" in text
+    assert len(_section(text, "Paired comparisons (a - b, same seeds, same model)")) == 2
