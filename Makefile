@@ -43,7 +43,7 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed-test
 
 ## demo: phantoms with a planted site shortcut (or DATA=...) -> convert -> preview -> CXR/ENH x CCE/SCCE
-##       comparison with the shortcut audit -> report (about 5 min on 2 CPU cores; docs/benchmarks.md)
+##       comparison with the shortcut audit -> report (about 4 min on 2 CPU cores; docs/benchmarks.md)
 demo: $(VENV)/.installed-train
 	@echo "make demo: about 4 minutes on 2 CPU cores (253 s measured; docs/benchmarks.md)"
 	@set -e; raw="$(DATA)"; mkdir -p "$(DEMO_DIR)"; set --; \

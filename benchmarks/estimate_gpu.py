@@ -1,8 +1,8 @@
 """Extrapolated one-GPU figures for the paper-scale run, from work counted on the CPU.
 
-No GPU has been lent to this project's sessions yet, so the "one GPU" rows of
-``docs/reproducing-the-paper.md`` cannot be measured. This script derives them
-from quantities it *does* measure, and labels every output as an estimate:
+The "one GPU" rows of ``docs/reproducing-the-paper.md`` have not been measured
+on a GPU yet. This script derives them from quantities it *does* measure on the
+CPU, and labels every output as an estimate:
 
 * **Feature extraction** runs the exact array-module code CuPy would run (the
   reference path, Numba kernels off) on NumPy arrays that count their own
@@ -47,7 +47,7 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from _traffic import FFT_PASSES, CountedArray, CountingFFT, CountingNumpy, metering  # noqa: E402
 
-#: Public datasheet peaks (dense, no sparsity) of the cards this project may be lent.
+#: Public datasheet peaks (dense, no sparsity) of the cards the estimate is made for.
 GPUS = {
     "H100 SXM": {"hbm_tb_s": 3.35, "tf32_tflops": 494.7, "memory_gb": 80},
     "H100 PCIe": {"hbm_tb_s": 2.0, "tf32_tflops": 378.0, "memory_gb": 80},

@@ -1,5 +1,5 @@
 """``python -m phasefeat``: the same CLI as the ``phasefeat`` console script."""
 
-from .cli import main
+from ._entry import phasefeat
 
-main()
+phasefeat()

@@ -19,17 +19,8 @@ PRESET_HELP = ("Parameter preset: qi2021 = the Hacihaliloglu lab's pipeline as i
                "LPE. See docs/algorithm.md.")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("phasefeat")
-    except PackageNotFoundError:
-        return "0.0.0+unknown"
-
-
 @click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), "--version", prog_name="phasefeat")
+@click.version_option(package_name="phasefeat", prog_name="phasefeat")
 @click.option("-v", "--verbose", is_flag=True, help="Log backend choices and timings to stderr.")
 def cli(verbose: bool) -> None:
     """Local-phase features of chest radiographs: LwPA, LPE and ELEA.

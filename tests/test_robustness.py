@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -336,3 +337,51 @@ def test_the_memory_estimate_follows_what_the_processes_hold():
     small, large = extra(size=512, piece_size=8), extra(size=512, piece_size=64)
     assert large > 5 * small  # the pieces dominate, not the per-image working memory
     assert extra(size=512, enh_dtype="float32") > extra(size=512)
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    from phasefeat import _entry
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_entry, "import_module", interrupted)
+    for entry in (_entry.phasefeat, _entry.trainer):
+        with pytest.raises(SystemExit) as stop:
+            entry()
+        assert stop.value.code == 130 and capsys.readouterr().err == "Aborted!\n"
+
+
+def _loaded(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc to see what the process has loaded")
+@pytest.mark.parametrize("when", ["starting", "converting"])
+def test_ctrl_c_during_a_conversion_is_one_line(tmp_path, when):
+    """SIGINT once the command runs (NumPy loaded), and once pieces are being converted."""
+    import signal
+
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=20)
+    out = tmp_path / "s.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "phasefeat", "convert", str(root), str(out), "--size", "48",
+                             "--workers", "1", "--piece-size", "1", "--backend", "numpy"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    ready = (lambda: _loaded(proc.pid, "_multiarray_umath")) if when == "starting" else \
+        (lambda: any((tmp_path / "s.h5.parts").glob("piece-*.npz")))
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not ready() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the conversion finished before the signal arrived")
+    assert proc.returncode != 0 and "Traceback" not in output, output
+    last = output.strip().splitlines()[-1]
+    assert last in ("Aborted!", "Error: interrupted; finished pieces are kept: rerun the same command to resume")
+    assert not out.exists()

@@ -1,7 +1,8 @@
 """trainer: streams a phasefeat HDF5 store into Keras loss-comparison experiments.
 
-Not built yet; see the project's issues. Kept importable so the distribution
-installs both packages from the start.
+Stages: splits -> data (a streaming PyDataset) -> model / backbones -> losses ->
+experiment -> metrics -> report -> audit and explain; the command line is
+:mod:`trainer.cli` (``trainer --help``).
 """
 
 __all__: list[str] = []

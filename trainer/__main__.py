@@ -1,5 +1,5 @@
 """``python -m trainer``: the same CLI as the ``trainer`` console script."""
 
-from .cli import main
+from phasefeat._entry import trainer
 
-main()
+trainer()
