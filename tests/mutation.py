@@ -7,6 +7,8 @@ says what the last run found and what was done about each survivor.
 
     python tests/mutation.py                       # every module below
     python tests/mutation.py phasefeat/elea.py     # one module
+    python tests/mutation.py --rerun out/mutation/summary.json   # only the last run's survivors,
+                                                   # against today's tests (after adding tests)
 """
 
 from __future__ import annotations
@@ -67,11 +69,36 @@ def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float) -
             "survived": len(survivors), "survivors": survivors}
 
 
+def rerun_survivors(copy: Path, summary: list[dict]) -> list[dict]:
+    """Each survivor of an earlier run, mutated again and tested with the current tests."""
+    bin_dir = Path(sys.executable).parent
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(copy), "MPLBACKEND": "Agg"}
+    results = []
+    for module in summary:
+        still = []
+        for survivor in module["survivors"]:
+            done = subprocess.run([str(bin_dir / "cosmic-ray"), "mutate-and-test", module["module"],
+                                   survivor["operator"], str(survivor["occurrence"]),
+                                   f"{PYTEST} {MODULES[module['module']]}"],
+                                  cwd=copy, env=env, capture_output=True, text=True)
+            outcome = json.loads(done.stdout.strip().splitlines()[-1])["test_outcome"]
+            if outcome == "survived":
+                still.append(survivor)
+        result = {**module, "tests": MODULES[module["module"]], "rerun_of": len(module["survivors"]),
+                  "survived": len(still), "survivors": still}
+        print(f"{module['module']}: {len(module['survivors'])} earlier survivors, {len(still)} survive "
+              "today's tests", flush=True)
+        results.append(result)
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", default=list(MODULES), help="modules to mutate")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "mutation")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's tests")
+    parser.add_argument("--rerun", type=Path, metavar="SUMMARY",
+                        help="re-test only the survivors listed in an earlier summary.json")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -82,13 +109,16 @@ def main(argv=None) -> int:
         copy = Path(tmp) / "repo"
         shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", ".git", "out", "benchmarks/data",
                                                                    "__pycache__"))
-        for module in args.modules:
+        if args.rerun:
+            results = rerun_survivors(copy, json.loads(args.rerun.read_text()))
+        for module in [] if args.rerun else args.modules:
             result = run_module(copy, module, MODULES[module], args.out.resolve(), args.timeout)
             results.append(result)
             print(f"{module}: {result['mutants']} mutants, {result['killed']} killed, "
                   f"{result['survived']} survived", flush=True)
-    (args.out / "summary.json").write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out / 'summary.json'}")
+    name = "rerun.json" if args.rerun else "summary.json"
+    (args.out / name).write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.out / name}")
     return 0
 
 

@@ -153,3 +153,87 @@ def test_two_models_are_compared_side_by_side_not_paired_across(tmp_path):
     assert len(models) == 8 and models[0].startswith("| resnet50 | CXR + CCE |")
     assert "## resnet50: ENH + SCCE" in text and "## ENH + SCCE" in text
     assert len(_section(text, "Paired comparisons (a - b, same seeds, same model)")) == 2
+
+
+def _cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.split("|")[1:-1]]
+
+
+def _pm(values, scale=100, digits=2) -> str:
+    return f"{scale * np.mean(values):.{digits}f} ± {scale * np.std(values, ddof=1):.{digits}f}"
+
+
+def test_every_cell_of_every_arm_table(report):
+    text = (report / "report.md").read_text()
+    for what in ("cxr", "enh"):
+        n = NUMBERS[what]
+        for loss in ("cce", "scce"):
+            rows = _section(text, f"{what.upper()} + {loss.upper()}")
+            assert len(rows) == 4
+            for k in range(3):
+                assert _cells(rows[k]) == [
+                    f"{what}-{loss}-r{k}", str(SEEDS[k]), f"{100 * n['val_loss'][k]:.2f}",
+                    f"{100 * n['test_loss'][k]:.2f}", f"{100 * n['test_accuracy'][k]:.2f}",
+                    f"{100 * n['macro_f1'][k]:.2f}", f"{n['macro_auc_ovr'][k]:.3f}"]
+            assert _cells(rows[3]) == [
+                "**mean ± std**", "", _pm(n["val_loss"]), _pm(n["test_loss"]), _pm(n["test_accuracy"]),
+                _pm(n["macro_f1"]), _pm(n["macro_auc_ovr"], scale=1, digits=3)]
+
+
+def test_headline_numbers(report):
+    headline = (report / "report.md").read_text().split("## Headline", 1)[1].split("\n## ", 1)[0]
+    cxr, enh = NUMBERS["cxr"], NUMBERS["enh"]
+    lowest = (f"test loss {_pm(enh['test_loss'])}, accuracy "
+              f"{_pm(enh['test_accuracy'], digits=1)} %")
+    best = f"test loss {_pm(cxr['test_loss'])}, accuracy {_pm(cxr['test_accuracy'], digits=1)} %"
+    assert lowest in headline and best in headline
+
+
+def test_paired_row_accuracy_cells(report):
+    text = (report / "report.md").read_text()
+    (row,) = _section(text, "Paired comparisons (a - b, same seeds, same model)")
+    d = paired_comparison(NUMBERS["cxr"]["test_accuracy"], NUMBERS["enh"]["test_accuracy"])
+    assert _cells(row)[4] == f"{100 * d['mean_diff']:.2f} ({100 * d['ci95'][0]:.2f}, {100 * d['ci95'][1]:.2f})"
+
+
+def test_terminal_summary_numbers_and_audit(report):
+    first, second, _ = summary_lines(report)
+    cxr, enh = NUMBERS["cxr"], NUMBERS["enh"]
+    assert f"with accuracy {100 * np.mean(enh['test_accuracy']):.1f} %" in first
+    assert f"({100 * np.mean(cxr['test_accuracy']):.1f} %): loss and accuracy disagree" in first
+    d = paired_comparison(cxr["test_loss"], enh["test_loss"])
+    assert f"95 % CI {100 * d['ci95'][0]:+.2f} to {100 * d['ci95'][1]:+.2f}" in second
+    audit = {"verdicts": {"cxr": {"flagged": True, "findings": ["center"]}},
+             "results": {"cxr": {"center": {"accuracy": 0.91, "chance": 0.33}}}}
+    lines = summary_lines(report, audit)
+    assert lines[0] == first and lines[1].endswith("the losses coincide.")
+    assert lines[2].startswith("Shortcut audit: with the central box blacked out, accuracy CXR 0.91 (FLAGGED")
+
+
+def test_split_and_provenance_from_the_store(store, tmp_path):
+    from phasefeat.store import open_store
+
+    with open_store(store) as s:
+        labels, names, attrs = s.labels.copy(), s.class_names, s.provenance
+    order = np.random.default_rng(0).permutation(len(labels))
+    parts = {"train": order[:len(order) // 2], "val": order[len(order) // 2:3 * len(order) // 4],
+             "test": order[3 * len(order) // 4:]}
+    (tmp_path / "split.json").write_text(json.dumps({k: v.tolist() for k, v in parts.items()} | {"grouped": False}))
+    results = [dict(r, class_names=names) for r in _results()]
+    write_report(results, tmp_path, store_path=store)
+    text = (tmp_path / "report.md").read_text()
+    rows = _section(text, "Data split")
+    for c, name in enumerate(names):
+        assert _cells(rows[c]) == [name, *(str(int((labels[parts[p]] == c).sum())) for p in ("train", "val", "test"))]
+    assert _cells(rows[-1]) == ["**all**", *(str(len(parts[p])) for p in ("train", "val", "test"))]
+    assert "could not be grouped by patient" in text
+    assert f"params digest `{attrs['params_digest'][:16]}`" in text and f"preset `{attrs['preset']}`" in text
+    assert f"{len(labels)} images, classes {', '.join(names)}" in text
+
+
+def test_two_model_table_cells(tmp_path):
+    write_report(_results(models=("vgg16", "resnet50")), tmp_path)
+    rows = _section((tmp_path / "report.md").read_text(), "Models")
+    n = NUMBERS["enh"]
+    assert _cells(rows[2]) == ["resnet50", "ENH + CCE", _pm(n["test_loss"]), _pm(n["test_accuracy"]),
+                               f"{np.mean(n['macro_auc_ovr']):.3f}"]
