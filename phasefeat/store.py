@@ -214,7 +214,7 @@ class Store:
                 raise ValueError
         except (TypeError, ValueError):
             self._file.close()
-            shown = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            shown = raw.decode(errors="replace") if isinstance(raw, bytes) else getattr(raw, "item", lambda: raw)()
             raise StoreError(f"{self.path}: format_version {shown!r} is not a positive integer; "
                              "not a store this phasefeat wrote") from None
         if version > FORMAT_VERSION:
@@ -222,6 +222,11 @@ class Store:
             raise StoreError(f"{self.path}: store format {version} is newer than this phasefeat "
                              f"reads ({FORMAT_VERSION}); upgrade phasefeat")
         try:
+            links = self._links()
+            if links:  # read nothing through them: an external link can point at any file
+                are = "is a link" if len(links) == 1 else "are links"
+                raise StoreError(f"{self.path}: {', '.join('/' + n for n in links)} {are} to elsewhere; "
+                                 "a store holds its own data")
             self._images = {what: self._open_images(what) for what in ("cxr", "enh")}
             if "mask" in self._file:
                 self._images["mask"] = self._file["mask"]
@@ -282,8 +287,27 @@ class Store:
                 problems.append(f"/{key} has {f[key].shape[0] if f[key].shape else 0} entries for {n} samples")
         if "failures/reason" not in f or f["failures/reason"].shape != f["failures/path"].shape:
             problems.append("/failures/reason is missing or does not match /failures/path")
+        for key in ("params_json", "library_versions"):
+            if key in f.attrs:
+                try:
+                    json.loads(f.attrs[key])
+                except (TypeError, ValueError):
+                    problems.append(f"attribute {key} is not readable JSON")
         if problems:
             raise StoreError(f"{self.path}: inconsistent store: {'; '.join(problems)}")
+
+    def _links(self) -> list[str]:
+        """Members (top level, /meta, /failures) that are soft or external links, not data of this file."""
+        h5py = _h5py()
+        found = []
+        for group in ("", "meta", "failures"):
+            node = self._file[group] if group else self._file
+            if not isinstance(node, h5py.Group):
+                continue
+            for name in node:
+                if not isinstance(node.get(name, getlink=True), h5py.HardLink):
+                    found.append(f"{group}/{name}" if group else name)
+        return found
 
     def __len__(self) -> int:
         return int(self._labels.shape[0])

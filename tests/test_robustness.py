@@ -141,7 +141,8 @@ def test_virtual_store_reads_its_shards_from_anywhere_and_refuses_without_them(t
 
 
 @pytest.mark.parametrize("damage", ["short labels", "long labels", "enh shorter", "label out of range",
-                                    "no failure reasons", "bad params", "external link", "short meta"])
+                                    "no failure reasons", "bad params", "external link", "short meta",
+                                    "external labels", "soft link"])
 def test_damaged_stores_are_refused_in_one_line(tmp_path, damage):
     root = tmp_path / "raw"
     class_folder_dataset(root, per_class=2)
@@ -170,14 +171,28 @@ def test_damaged_stores_are_refused_in_one_line(tmp_path, damage):
             paths = f["meta/source_path"][()]
             del f["meta/source_path"]
             f["meta/source_path"] = paths[:2]
-    if damage == "bad params":
-        with open_store(path) as store, pytest.raises(StoreError, match="params_json"):
-            store.params
-    else:
-        with pytest.raises(StoreError):
-            open_store(path)
+        elif damage == "external labels":  # read through, it would be another file's data
+            labels = f["labels"][()]
+            with h5py.File(tmp_path / "other.h5", "w") as other:
+                other["labels"] = labels
+            del f["labels"]
+            f["labels"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "labels")
+        elif damage == "soft link":
+            del f["meta/source"]
+            f["meta/source"] = h5py.SoftLink("/meta/source_path")
+    match = {"bad params": "params_json", "external link": "link", "external labels": "/labels is a link",
+             "soft link": "/meta/source is a link", "no failure reasons": "/failures/reason",
+             "short meta": "/meta/source_path has 2 entries"}.get(damage, "inconsistent store")
+    with pytest.raises(StoreError, match=match):
+        open_store(path)
     result = run("inspect", path, ok=False)
     assert result.exit_code == 1 and result.output.count("\n") == 1
+    if damage == "bad params":  # every command reads through the same checks, the trainer too
+        from trainer.cli import cli as trainer_cli
+
+        result = run("train", "--store", path, "--out", tmp_path / "run", ok=False, command=trainer_cli)
+        assert result.exit_code == 1 and "params_json" in result.output
+        assert not (tmp_path / "run").exists()
 
 
 def test_verify_with_a_wrong_root_fails_and_paths_leaving_the_root_are_refused(tmp_path):
