@@ -36,6 +36,15 @@ COMMANDS = [
 ]
 
 
+def assert_one_line_error(result):
+    """A non-zero exit with one ``Error: ...`` line, and no exception escaping click."""
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error) == 1, result.output
+
+
 @pytest.mark.parametrize("kind", BAD)
 @pytest.mark.parametrize("k", range(len(COMMANDS)))
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, k, kind):
@@ -43,11 +52,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, k, kind):
     path = bad_path(tmp_path, kind)
     before = sorted(p.name for p in tmp_path.iterdir())
     result = CliRunner().invoke(command, [str(a) for a in args(path, tmp_path)])
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    error = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(error) == 1, result.output
+    assert_one_line_error(result)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing left behind
 
 
@@ -78,9 +83,5 @@ def test_a_name_too_long_is_one_line_and_creates_no_parent(store, tmp_path, k):
     command, args = OUTPUTS[k]
     parent = tmp_path / "new" / "deeper"  # does not exist: a command that makes it must undo that
     result = CliRunner().invoke(command, [str(a) for a in args(store, parent)])
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    error = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(error) == 1, result.output
+    assert_one_line_error(result)
     assert list(tmp_path.iterdir()) == []
