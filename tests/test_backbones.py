@@ -91,3 +91,24 @@ def test_mixed_grids_refuse_width_for_other_models(store, tmp_path):
     assert not (tmp_path / "g").exists()
     assert set(MODEL_NAMES) >= {"vgg16", "resnet50", "densenet121", "efficientnetv2b0", "mobilenetv3small",
                                 "convnexttiny"}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_weights_file_loads_into_a_backbone(tmp_path, channels):
+    """``--weights FILE`` for a backbone other than VGG16: a local ImageNet-style notop file."""
+    reference = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(64, 64, 3),
+                                                     include_preprocessing=False)
+    rng = np.random.default_rng(1)
+    reference.set_weights([rng.normal(size=w.shape).astype("float32") for w in reference.get_weights()])
+    path = tmp_path / "mobilenet_v3_small_notop.weights.h5"
+    reference.save_weights(path)
+    model = classifier("mobilenetv3small", (64, 64, channels), 3, weights=str(path))
+    inner = model.get_layer("mobilenetv3small_backbone")
+    first = next(layer for layer in reference.layers if layer.get_weights() and layer.get_weights()[0].ndim == 4)
+    want = first.get_weights()[0]
+    if channels == 1:
+        want = want.sum(axis=2, keepdims=True)
+    assert np.allclose(inner.get_layer(first.name).get_weights()[0], want)
+    last = [layer for layer in reference.layers if layer.get_weights()][-1]
+    assert all(np.array_equal(a, b) for a, b in zip(inner.get_layer(last.name).get_weights(),
+                                                    last.get_weights(), strict=True))
