@@ -7,7 +7,7 @@ radiograph-like 8-bit PNGs at 1024x1024, then measures on this machine, with
 * decode + resize alone (the workers' image stage, no features);
 * features alone (``enhance`` on already-fitted 299x299 images, same processes);
 * write alone (pieces + final HDF5 assembly of random arrays, one process);
-* everything together: ``phasefeat.convert.convert``;
+* everything together: ``phasefeat.io.convert.convert``;
 * peak RSS of the main and worker processes for a quarter of the set and the
   whole set (memory must not grow with the number of images).
 
@@ -61,7 +61,7 @@ def _write_one(job):
     import numpy as np
     from PIL import Image
 
-    from phasefeat.phantom import chest_phantom
+    from phasefeat.tools.phantom import chest_phantom
 
     path, size, seed = job
     if not Path(path).exists():
@@ -102,7 +102,7 @@ stage = args["stage"]
 start = time.perf_counter()
 count = 0
 if stage == "convert":
-    from phasefeat.convert import convert, ConvertOptions
+    from phasefeat.io.convert import convert, ConvertOptions
     s = convert(args["root"], args["out"],
                 options=ConvertOptions(size=args["size"], features_at=args.get("features_at", args["size"]),
                                        piece_size=args.get("piece_size", 64)),
@@ -125,7 +125,7 @@ elif stage in ("decode", "features"):
         else:
             count = sum(len(x) for x in pool.imap_unordered(decode_files, [(c, args["size"]) for c in chunks]))
 elif stage == "write":
-    from phasefeat.store import random_store
+    from phasefeat.io.store import random_store
     count = args["n"]
     random_store(args["out"], count, args["size"])
 seconds = time.perf_counter() - start
@@ -137,7 +137,7 @@ print(json.dumps({{"stage": stage, "images": count, "seconds": seconds,
 
 def decode_files(job):
     """Worker: read and fit a list of files (the convert image stage, no features)."""
-    from phasefeat.imageio import fit, read_image
+    from phasefeat.io.imageio import fit, read_image
 
     paths, size = job
     return [fit(read_image(p).pixels, size) for p in paths]
@@ -147,7 +147,7 @@ def enhance_images(images):
     """Worker: ENH of a list of fitted images (the convert feature stage)."""
     import numpy as np
 
-    from phasefeat.features import enhance
+    from phasefeat.maths.features import enhance
 
     enhance(np.stack(images), backend="numpy", out="uint8")
     return len(images)

@@ -64,8 +64,8 @@ def pin_cores(n: int) -> list[int]:
 def load_images(folder: Path, count: int):
     import numpy as np
 
-    from phasefeat.imageio import ImageReadError, read_grey, resize
-    from phasefeat.phantom import chest_phantom
+    from phasefeat.io.imageio import ImageReadError, read_grey, resize
+    from phasefeat.tools.phantom import chest_phantom
 
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in
                    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}) if folder.is_dir() else []

@@ -39,7 +39,7 @@ def source_folder(tmp: Path, n: int) -> tuple[Path, str]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.symlink_to(path)
         return picked, f"{n} shared real radiographs"
-    from phasefeat.demo_data import write_demo_data
+    from phasefeat.tools.demo_data import write_demo_data
 
     write_demo_data(tmp / "phantoms", per_class=n // 3, seed=0)
     return tmp / "phantoms", f"{n} phantoms"
@@ -53,8 +53,8 @@ def main(argv=None) -> int:
 
     from benchmarks._record import write_record
     from phasefeat.backend import cpu_model
-    from phasefeat.convert import ConvertOptions, convert
-    from phasefeat.store import open_store
+    from phasefeat.io.convert import ConvertOptions, convert
+    from phasefeat.io.store import open_store
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

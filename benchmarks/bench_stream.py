@@ -38,7 +38,7 @@ def parse_args(argv=None):
 
 
 def synthetic_store(folder: Path, n: int, size: int = 299) -> Path:
-    from phasefeat.store import random_store
+    from phasefeat.io.store import random_store
 
     path = folder / f"stream-{n}-{size}.h5"
     if not path.exists():
@@ -51,7 +51,7 @@ def pipeline_rows(store: Path, batch_size: int) -> list[dict]:
     import keras
     import numpy as np
 
-    from phasefeat.store import open_store
+    from phasefeat.io.store import open_store
     from trainer.data import StoreBatches
 
     with open_store(store) as s:

@@ -90,8 +90,8 @@ def selected(spec: str):
 def enh_of(pixels: np.ndarray, config, size: int) -> tuple[np.ndarray, tuple[str, ...]]:
     """uint8 ENH at ``size`` exactly as ``phasefeat convert`` stores it, and its channel names."""
     from phasefeat import PhaseParams
-    from phasefeat.imageio import fit
-    from phasefeat.pieces import ConvertOptions, enhance_to_store, feature_image
+    from phasefeat.io.imageio import fit
+    from phasefeat.io.pieces import ConvertOptions, enhance_to_store, feature_image
 
     _, preset, scaling, features_at = config
     params = PhaseParams.preset(preset, scaling=scaling)
@@ -114,7 +114,7 @@ def best_order(mean: dict, std: dict) -> tuple[float, tuple[str, ...]]:
 
 def _image_sums(task) -> dict:
     """Per configuration: per-channel sum and sum of squares of uint8/255, and the ELEA share at 255."""
-    from phasefeat.imageio import read_image
+    from phasefeat.io.imageio import read_image
 
     path, configs, size = task
     pixels = read_image(path).pixels
@@ -181,7 +181,7 @@ def compare_pairs(pairs, configs, progress=True) -> list[dict]:
     from tqdm import tqdm
 
     from phasefeat import PhaseParams, enhance
-    from phasefeat.imageio import read_image, resize
+    from phasefeat.io.imageio import read_image, resize
 
     variants = {}
     for _, preset, scaling, _ in configs:
@@ -215,8 +215,8 @@ def compare_pairs(pairs, configs, progress=True) -> list[dict]:
 
 def draw(paths, configs, size: int, out: Path) -> Path:
     """One radiograph per class folder; per configuration a row of CXR, LwPA, LPE, ELEA, composite."""
-    from phasefeat.figures import preview_figure
-    from phasefeat.imageio import fit, read_image
+    from phasefeat.io.imageio import fit, read_image
+    from phasefeat.tools.figures import preview_figure
 
     chosen = {}
     for p in paths:

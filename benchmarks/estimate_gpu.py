@@ -66,7 +66,7 @@ def reference_path(chunk: int):
     """Run phasefeat's array-module path (what CuPy runs) on NumPy, ``chunk`` images at a time."""
     import importlib
 
-    elea, features, monogenic = (importlib.import_module(f"phasefeat.{name}")
+    elea, features, monogenic = (importlib.import_module(f"phasefeat.maths.{name}")
                                  for name in ("elea", "features", "monogenic"))
     with mock.patch.object(monogenic, "cpu_kernels", return_value=None), \
             mock.patch.object(elea, "cpu_kernels", return_value=None), \
@@ -87,14 +87,14 @@ def counting_backend():
 
 
 def sample_images(n: int, size: int) -> np.ndarray:
-    from phasefeat.phantom import chest_phantom
+    from phasefeat.tools.phantom import chest_phantom
 
     return np.stack([chest_phantom(size, seed=i).astype(np.float32) for i in range(n)])
 
 
 def feature_traffic(images: np.ndarray, params=None) -> dict:
     """Bytes and kernel launches per image of ``enhance`` on the array-module path."""
-    from phasefeat.features import enhance_batch
+    from phasefeat.maths.features import enhance_batch
     from phasefeat.params import PhaseParams
 
     params = PhaseParams() if params is None else params
@@ -125,7 +125,7 @@ def feature_traffic(images: np.ndarray, params=None) -> dict:
 def feature_peak_memory(images: np.ndarray, chunk: int, params=None) -> dict:
     """Allocation peak of one ``chunk``-image pass of the array-module path (tracemalloc)."""
     from phasefeat.backend import get_backend
-    from phasefeat.features import enhance_batch
+    from phasefeat.maths.features import enhance_batch
     from phasefeat.params import PhaseParams
 
     params = PhaseParams() if params is None else params
@@ -291,7 +291,7 @@ def parse_args(argv=None):
     parser.add_argument("--traffic-images", type=int, default=4,
                         help="images whose traffic is counted (traffic is per image)")
     parser.add_argument("--chunk", type=int, default=256,
-                        help="images per GPU chunk for the memory peak (phasefeat.features.CHUNK)")
+                        help="images per GPU chunk for the memory peak (phasefeat.maths.features.CHUNK)")
     parser.add_argument("--images", type=int, default=15153,
                         help="images in the collection (Kaggle database, 3 classes)")
     parser.add_argument("--epochs", type=int, default=20)

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from phasefeat.figures import atomic_savefig
+from phasefeat.tools.figures import atomic_savefig
 
 STAGES = [
     ("raw radiographs", "class folders, CSV or\nCOVIDx labels; PNG, JPEG,\nBMP, TIFF, DICOM",
@@ -50,8 +50,8 @@ def elea_steps(path="docs/img/elea-steps-phantom.png"):
 
     from phasefeat import PhaseParams, monogenic
     from phasefeat.backend import get_backend
-    from phasefeat.elea import elea
-    from phasefeat.phantom import chest_phantom
+    from phasefeat.maths.elea import elea
+    from phasefeat.tools.phantom import chest_phantom
 
     params = PhaseParams()
     image = chest_phantom(299, seed=0, dtype="float64")

@@ -6,14 +6,18 @@ module (NumPy, or CuPy on a GPU).
 
 The names are imported on first use, so ``import phasefeat.cli`` (every command's
 start-up) does not pay for NumPy, Numba and the filters before it needs them.
+
+Subpackages: :mod:`phasefeat.maths` (filters, monogenic signal, ELEA, ENH),
+:mod:`phasefeat.io` (reading radiographs, conversion, the store) and
+:mod:`phasefeat.tools` (figures, synthetic phantoms, PyTorch adapters); at the top
+level, :mod:`phasefeat.params` and :mod:`phasefeat.backend` (the array-module seam)
+that all of them use, and the command line.
 """
 
-import sys
-import types
 from importlib import import_module
 
-_PUBLIC = {"PhaseParams": ".params", "monogenic": ".monogenic", "MonogenicResult": ".monogenic",
-           "enhance": ".features", "BackendUnavailableError": ".backend", "gpu_available": ".backend"}
+_PUBLIC = {"PhaseParams": ".params", "monogenic": ".maths.monogenic", "MonogenicResult": ".maths.monogenic",
+           "enhance": ".maths.features", "BackendUnavailableError": ".backend", "gpu_available": ".backend"}
 
 __all__ = [*_PUBLIC, "__version__"]
 
@@ -41,16 +45,3 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(__all__)
-
-
-class _Package(types.ModuleType):
-    """Keeps ``phasefeat.monogenic`` the function when its submodule of the same name loads
-    (the import system would otherwise set the package attribute to the submodule)."""
-
-    def __setattr__(self, name, value):
-        if name in _PUBLIC and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

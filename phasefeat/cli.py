@@ -59,10 +59,10 @@ def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
     import numpy as np
 
     from .backend import BackendUnavailableError
-    from .features import enhance as enhance_images
-    from .figures import maps_figure
-    from .imageio import ImageReadError, read_grey, resize
+    from .io.imageio import ImageReadError, read_grey, resize
+    from .maths.features import enhance as enhance_images
     from .params import PhaseParams
+    from .tools.figures import maps_figure
 
     params = PhaseParams.preset(preset)
     if image is not None:
@@ -71,7 +71,7 @@ def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
                 raise click.BadParameter(f"{target} is the input image; writing there would destroy it",
                                          param_hint=flag)
     if image is None:
-        from .phantom import chest_phantom
+        from .tools.phantom import chest_phantom
 
         grey = chest_phantom(size or 299, seed=seed)
         label = f"synthetic phantom (seed {seed})"
@@ -96,7 +96,7 @@ def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
                        title=f"{label} | preset {preset} | {grey.shape[1]}x{grey.shape[0]}")
     click.echo(f"wrote {path}")
     if enh_png:
-        from .figures import atomic_save_png
+        from .tools.figures import atomic_save_png
 
         click.echo(f"wrote {atomic_save_png(enh, enh_png)}")
 
@@ -219,10 +219,10 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, size, f
     import os
 
     from .backend import BackendUnavailableError
-    from .convert import ConvertError, ConvertOptions
-    from .convert import convert as run_convert
-    from .discover import DiscoveryError
-    from .distributed import DaskUnavailableError
+    from .io.convert import ConvertError, ConvertOptions
+    from .io.convert import convert as run_convert
+    from .io.discover import DiscoveryError
+    from .io.distributed import DaskUnavailableError
 
     params = _load_params(preset, params_file)
     options = ConvertOptions(size=size, fit=fit_mode, cxr_dtype=cxr_dtype, enh_dtype=enh_dtype,
@@ -265,7 +265,7 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, size, f
 @contextlib.contextmanager
 def _open(path):
     """The store, with every :class:`StoreError` (at opening or later) as a one-line error."""
-    from .store import StoreError, open_store
+    from .io.store import StoreError, open_store
 
     try:
         with open_store(path) as store:
@@ -284,7 +284,7 @@ def _open(path):
 @click.option("--all-failures", is_flag=True, help="List every failed file, not the first 20.")
 def inspect(store_path, verify, root, all_failures):
     """Describe a store: counts per class, shapes, parameters, provenance, failures."""
-    from .inspect_store import report, verify_sources
+    from .io.inspect_store import report, verify_sources
 
     with _open(store_path) as store:
         click.echo(report(store, failures_shown=10**9 if all_failures else 20))
@@ -317,7 +317,7 @@ def preview(store_path, output, indices, per_class, seed):
     """Draw samples of a store: CXR beside LwPA, LPE, ELEA and the composite (like Fig. 1)."""
     import numpy as np
 
-    from .figures import preview_figure
+    from .tools.figures import preview_figure
 
     with _open(store_path) as store:
         n = len(store)
@@ -363,7 +363,7 @@ def demo_data(out, per_class, seed, min_size, max_size, shortcut):
     sizes. Not patient data: every file and the folder say so. Rerunning with
     the same settings reuses a complete folder.
     """
-    from .demo_data import write_demo_data
+    from .tools.demo_data import write_demo_data
 
     if min_size > max_size:
         raise click.BadParameter("--min-size must not exceed --max-size", param_hint="--min-size")

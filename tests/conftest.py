@@ -78,7 +78,7 @@ def real_image_paths() -> list[Path]:
 
 def load_real(path: Path, size: int = 299) -> np.ndarray:
     """A shared radiograph as float64 grey on a 0..255 scale, resized to ``size`` squared."""
-    from phasefeat.imageio import read_image, resize
+    from phasefeat.io.imageio import read_image, resize
 
     return resize(read_image(path).pixels * 255, (size, size)).astype(np.float64)
 
@@ -101,7 +101,7 @@ def radiograph():
     paths = real_image_paths()
     if paths:
         return load_real(paths[0])
-    from phasefeat.phantom import chest_phantom
+    from phasefeat.tools.phantom import chest_phantom
 
     # On the real images' 0..255 scale: in [0, 1], a * I + b with a small gain and a unit offset
     # would round the input itself ~500x more coarsely than a real radiograph.
@@ -113,7 +113,7 @@ def store(tmp_path_factory):
     """A 32x32 store from the real radiographs (or generated phantoms where absent)."""
     from datasets import class_folder_dataset
 
-    from phasefeat.convert import ConvertOptions, convert
+    from phasefeat.io.convert import ConvertOptions, convert
 
     tmp = tmp_path_factory.mktemp("store")
     root = REAL_DIR

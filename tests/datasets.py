@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from phasefeat.phantom import chest_phantom
+from phasefeat.tools.phantom import chest_phantom
 
 
 def write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", *, bits_stored: int = 12,

@@ -29,7 +29,7 @@ def inputs(real_dir: Path) -> dict[str, np.ndarray]:
     sys.path.insert(0, str(HERE))
     from conftest import load_real
 
-    from phasefeat.phantom import chest_phantom
+    from phasefeat.tools.phantom import chest_phantom
 
     out = {"phantom-seed-5": chest_phantom(128, seed=5, dtype="float64") * 255,
            "phantom-covid-seed-6": chest_phantom(128, seed=6, dtype="float64", finding="covid") * 255}

@@ -6,7 +6,7 @@ every survivor (operator, line, the changed code) go to ``out/mutation/``; docs/
 says what the last run found and what was done about each survivor.
 
     python tests/mutation.py                       # every module below
-    python tests/mutation.py phasefeat/elea.py     # one module
+    python tests/mutation.py phasefeat/maths/elea.py     # one module
     python tests/mutation.py --rerun out/mutation/summary.json   # only the last run's survivors,
                                                    # against today's tests (after adding tests)
 """
@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 PYTEST = "python -m pytest -x -q -p no:cacheprovider -m 'not slow and not gpu'"
 #: Module -> the tests that pin it (run against every mutant of that module).
 MODULES = {
-    "phasefeat/elea.py": "tests/test_elea_reference.py tests/test_golden.py tests/test_elea.py tests/test_scaling.py",
-    "phasefeat/kirsch.py": "tests/test_elea_reference.py tests/test_elea.py",
-    "phasefeat/filters.py": "tests/test_filters.py tests/test_monogenic.py tests/test_crosscheck.py",
-    "phasefeat/monogenic.py": "tests/test_monogenic.py tests/test_crosscheck.py tests/test_golden.py",
-    "phasefeat/features.py": "tests/test_enhance.py tests/test_scaling.py tests/test_golden.py",
+    "phasefeat/maths/elea.py": "tests/test_elea_reference.py tests/test_golden.py tests/test_elea.py tests/test_scaling.py",
+    "phasefeat/maths/kirsch.py": "tests/test_elea_reference.py tests/test_elea.py",
+    "phasefeat/maths/filters.py": "tests/test_filters.py tests/test_monogenic.py tests/test_crosscheck.py",
+    "phasefeat/maths/monogenic.py": "tests/test_monogenic.py tests/test_crosscheck.py tests/test_golden.py",
+    "phasefeat/maths/features.py": "tests/test_enhance.py tests/test_scaling.py tests/test_golden.py",
     "trainer/report.py": "tests/test_report_stats.py tests/test_report.py",
 }
 
@@ -75,6 +75,8 @@ def rerun_survivors(copy: Path, summary: list[dict]) -> list[dict]:
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(copy), "MPLBACKEND": "Agg"}
     results = []
     for module in summary:
+        if module["module"] not in MODULES:  # a run from before phasefeat's subpackages: same file name
+            module = {**module, "module": next(m for m in MODULES if Path(m).name == Path(module["module"]).name)}
         still = []
         for survivor in module["survivors"]:
             done = subprocess.run([str(bin_dir / "cosmic-ray"), "mutate-and-test", module["module"],

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from phasefeat import PhaseParams, enhance
 from phasefeat.cli import cli as phasefeat_cli
-from phasefeat.demo_data import SOURCE_PATTERN, write_demo_data
+from phasefeat.tools.demo_data import SOURCE_PATTERN, write_demo_data
 from trainer.audit import MARGIN, above_chance, external_candidates, interval_metrics, verdicts
 from trainer.cli import cli
 from trainer.data import OccludedFeatures
@@ -39,7 +39,7 @@ def test_occlusion_mask(mode, visible):
 
 
 def test_occluded_features_are_enh_of_the_blacked_out_radiograph():
-    from phasefeat.phantom import chest_phantom
+    from phasefeat.tools.phantom import chest_phantom
 
     cxr = np.stack([chest_phantom(48, seed=s, dtype="uint8") for s in range(2)])[..., None]
     derive = OccludedFeatures("center", 0.5, PhaseParams().to_json(), "uint8")
@@ -52,7 +52,7 @@ def test_occluded_features_are_enh_of_the_blacked_out_radiograph():
 
 def test_stored_enh_carries_the_centre_into_the_border_and_derived_enh_does_not():
     """Why the audit recomputes ENH from the occluded radiograph (docs/shortcut-audit.md)."""
-    from phasefeat.phantom import chest_phantom
+    from phasefeat.tools.phantom import chest_phantom
 
     a = chest_phantom(128, seed=4, dtype="float64")
     b = a.copy()
@@ -178,7 +178,7 @@ def _masked_store(tmp_path, per_class=12):
     """Kaggle layout with lung masks: <class>/images/X.png and <class>/masks/X.png."""
     from PIL import Image
 
-    from phasefeat.phantom import chest_phantom
+    from phasefeat.tools.phantom import chest_phantom
 
     root = tmp_path / "kaggle"
     k = 0
@@ -198,7 +198,7 @@ def _masked_store(tmp_path, per_class=12):
 
 
 def test_lung_masks_are_stored_and_used_for_occlusion(tmp_path):
-    from phasefeat.store import open_store
+    from phasefeat.io.store import open_store
     from trainer.data import read_inputs
 
     store = _masked_store(tmp_path)

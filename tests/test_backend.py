@@ -7,7 +7,7 @@ import pytest
 
 from phasefeat import BackendUnavailableError, backend, enhance, monogenic
 from phasefeat.params import PhaseParams
-from phasefeat.phantom import chest_phantom
+from phasefeat.tools.phantom import chest_phantom
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_gpu_cupy_in_cupy_out():
 
 @pytest.mark.gpu
 def test_gpu_filter_bank_is_cached():
-    from phasefeat.filters import filter_bank
+    from phasefeat.maths.filters import filter_bank
     from phasefeat.params import PhaseParams
 
     be = backend.get_backend("cupy")

@@ -61,7 +61,7 @@ def test_enhance_builtin_phantom(tmp_path):
 
 
 def test_enhance_16bit_file_and_resize(tmp_path):
-    from phasefeat.phantom import chest_phantom
+    from phasefeat.tools.phantom import chest_phantom
 
     src = tmp_path / "cxr16.png"
     Image.fromarray(chest_phantom((120, 90), seed=4, dtype="uint16")).save(src)
@@ -105,7 +105,7 @@ def test_enhance_cupy_unavailable_is_a_clean_error(tmp_path, monkeypatch):
 def test_outputs_get_normal_permissions_and_failed_writes_leave_nothing(tmp_path):
     import os
 
-    from phasefeat.figures import atomic_save_png
+    from phasefeat.tools.figures import atomic_save_png
 
     path = atomic_save_png(np.zeros((8, 8), dtype=np.uint8), tmp_path / "a.png")
     mask = os.umask(0)
@@ -129,8 +129,8 @@ def test_verbose_convert_prints_its_timings(tmp_path):
 
 
 def test_transparent_pixels_are_noted_in_the_store(tmp_path):
-    from phasefeat.phantom import chest_phantom
-    from phasefeat.store import open_store
+    from phasefeat.io.store import open_store
+    from phasefeat.tools.phantom import chest_phantom
 
     (tmp_path / "raw" / "normal").mkdir(parents=True)
     grey = chest_phantom(64, seed=1)

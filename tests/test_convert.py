@@ -15,7 +15,7 @@ from conftest import REAL_DIR, real_image_paths
 from datasets import class_folder_dataset, write_all_formats, write_bad_files
 
 from phasefeat.cli import cli
-from phasefeat.store import StoreError, open_store
+from phasefeat.io.store import StoreError, open_store
 
 SMALL = ["--size", "32", "-q", "--backend", "numpy"]
 
@@ -140,8 +140,8 @@ def test_resume_with_other_settings_refuses_and_says_what_differs(tmp_path):
     # Fake an unfinished run with other parameters by writing its manifest.
     import json
 
-    from phasefeat.convert import ConvertOptions, _identity
-    from phasefeat.discover import discover
+    from phasefeat.io.convert import ConvertOptions, _identity
+    from phasefeat.io.discover import discover
     from phasefeat.params import PhaseParams
 
     identity = _identity(discover(root), PhaseParams(delta=0.9), ConvertOptions(size=32), "numpy", None)
@@ -194,7 +194,7 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, setup, message):
 
 
 def test_disk_full_is_reported_and_resumable(tmp_path, monkeypatch):
-    import phasefeat.convert as conv
+    import phasefeat.io.convert as conv
 
     root = tmp_path / "raw"
     class_folder_dataset(root, per_class=2)

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from phasefeat.cli import cli
-from phasefeat.demo_data import write_demo_data
-from phasefeat.phantom import chest_phantom
+from phasefeat.tools.demo_data import write_demo_data
+from phasefeat.tools.phantom import chest_phantom
 
 REPO = Path(__file__).resolve().parents[1]
 

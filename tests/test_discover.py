@@ -3,7 +3,7 @@
 import pytest
 from datasets import class_folder_dataset
 
-from phasefeat.discover import DiscoveryError, discover, normalise_class
+from phasefeat.io.discover import DiscoveryError, discover, normalise_class
 
 
 @pytest.mark.parametrize(("name", "expected"), [

@@ -134,7 +134,7 @@ def test_auto_backend_uses_the_gpu_on_the_workers(raw, tmp_path):
     """With a GPU, --backend auto on a Dask cluster computes on CuPy: within float32 rounding of NumPy."""
     import numpy as np
 
-    from phasefeat.store import open_store
+    from phasefeat.io.store import open_store
 
     run("convert", raw, tmp_path / "numpy.h5", *ARGS, "--workers", 1)
     args = [a for a in ARGS if a not in ("--backend", "numpy")]

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from phasefeat import PhaseParams, kirsch, monogenic
-from phasefeat import elea as E
-from phasefeat._cpu_kernels import kernels
+from phasefeat import PhaseParams, monogenic
 from phasefeat.backend import get_backend
-from phasefeat.scaling import minmax_255
+from phasefeat.maths import elea as E
+from phasefeat.maths import kirsch
+from phasefeat.maths._cpu_kernels import kernels
+from phasefeat.maths.scaling import minmax_255
 
 NUMPY = get_backend("numpy")
 
@@ -53,6 +54,15 @@ def test_adjoint_bank_is_the_adjoint(meng_compat):
     lhs = (kirsch.correlate_bank(t, meng_compat, np) * u).sum()
     rhs = (t * kirsch.adjoint_bank(u, meng_compat, np)).sum()
     assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+def test_cached_power_spectrum_is_read_only():
+    """The cache hands every caller the same array: nobody may write into it."""
+    power = kirsch.bank_power_spectrum((24, 30), False, "float32", NUMPY)
+    assert power is kirsch.bank_power_spectrum((24, 30), False, "float32", NUMPY)
+    assert not power.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        power[0, 0] = 1
 
 
 @pytest.mark.parametrize("meng_compat", [False, True])

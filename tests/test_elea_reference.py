@@ -6,9 +6,9 @@ from conftest import PRESET_NAMES, load_real, real_image_paths
 from elea_reference import elea_reference
 
 from phasefeat import PhaseParams, monogenic
-from phasefeat import elea as E
 from phasefeat.backend import get_backend
-from phasefeat.phantom import chest_phantom
+from phasefeat.maths import elea as E
+from phasefeat.tools.phantom import chest_phantom
 
 NUMPY = get_backend("numpy")
 

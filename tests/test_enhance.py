@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from phasefeat import PhaseParams, enhance
-from phasefeat.phantom import chest_phantom
+from phasefeat.tools.phantom import chest_phantom
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,27 @@ def test_batch_equals_one_by_one(backend_name):
     for i in range(3):
         alone = enhance(batch[i], backend=backend_name, dtype="float64")
         assert np.abs(together[i] - alone).max() < 1e-12
+
+
+@pytest.mark.parametrize("scaling", ["minmax", "fixed"])
+def test_a_constant_image_in_a_batch_gives_zeros_and_leaves_the_others_alone(backend_name, scaling):
+    """With fixed scaling a constant image's LwPA would map to mid-grey; the flat-image rule zeros it.
+
+    On the GPU the three images are one chunk, so the rule must be per image, not per batch.
+    """
+    params = PhaseParams(scaling=scaling)
+    picture = chest_phantom((48, 40), seed=4)
+    batch = np.stack([np.full((48, 40), 0.3), picture, np.zeros((48, 40))])
+    enh = enhance(batch, params, backend=backend_name, dtype="float64")
+    assert not enh[0].any() and not enh[2].any()
+    assert np.abs(enh[1] - enhance(picture, params, backend=backend_name, dtype="float64")).max() < 1e-12
+    assert enh[1].max() > 0.9
+
+
+def test_options_by_keyword_equal_options_by_position(picture):
+    params = PhaseParams.preset("kovesi")
+    assert np.array_equal(enhance(picture, params=params, backend="numpy", dtype="float32", out="uint8"),
+                          enhance(picture, params, backend="numpy", out="uint8"))
 
 
 def test_batch_larger_than_a_chunk_equals_one_by_one():

@@ -10,7 +10,7 @@ from conftest import REAL_DIR, is_shared_set, real_image_paths
 from PIL import Image
 
 from phasefeat import PhaseParams, enhance
-from phasefeat.phantom import chest_phantom
+from phasefeat.tools.phantom import chest_phantom
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -7,10 +7,10 @@ from PIL import Image
 
 from phasefeat import PhaseParams, enhance
 from phasefeat.cli import cli
-from phasefeat.imageio import fit, read_image, resize, square
-from phasefeat.phantom import chest_phantom
-from phasefeat.pieces import ConvertOptions
-from phasefeat.store import open_store
+from phasefeat.io.imageio import fit, read_image, resize, square
+from phasefeat.io.pieces import ConvertOptions
+from phasefeat.io.store import open_store
+from phasefeat.tools.phantom import chest_phantom
 
 SMALL = ["--size", "32", "-q", "--backend", "numpy", "--workers", "1"]
 
@@ -104,7 +104,7 @@ def test_options_validate_features_at(value):
 @pytest.mark.parametrize("features_at", [None, "native", 40])
 def test_batched_features_equal_per_image_features(raw, features_at):
     """The GPU path's batching (runs of one shape) gives what the CPU path computes image by image."""
-    from phasefeat.pieces import finish_piece, process_piece
+    from phasefeat.io.pieces import finish_piece, process_piece
 
     paths = sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.png"))
     task = {"root": str(raw), "piece_id": 0, "params_json": PhaseParams().to_json(), "batch_size": 2,

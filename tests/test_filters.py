@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from phasefeat import PhaseParams
-from phasefeat.filters import (
+from phasefeat.maths.filters import (
     assd,
     assd_bandwidth_octaves,
     assd_exponent,
@@ -106,8 +106,8 @@ def test_riesz_is_all_pass_and_hermitian(shape):
 
 def test_filter_bank_is_built_once_per_shape_params_dtype():
     from phasefeat.backend import get_backend
-    from phasefeat.filters import filter_bank
-    from phasefeat.kirsch import bank_power_spectrum
+    from phasefeat.maths.filters import filter_bank
+    from phasefeat.maths.kirsch import bank_power_spectrum
 
     be = get_backend("numpy")
     a = filter_bank((64, 70), PhaseParams(), "float32", be)

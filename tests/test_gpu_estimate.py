@@ -78,7 +78,7 @@ def test_fft_traffic_model(est):
 def test_counted_enhance_computes_the_real_enhance(est):
     images = est.sample_images(2, 48)
     backend = est.counting_backend()
-    from phasefeat.features import enhance_batch
+    from phasefeat.maths.features import enhance_batch
 
     with est.reference_path(chunk=2), est.metering() as meter:
         counted = enhance_batch(images.view(est.CountedArray), PhaseParams(), backend)

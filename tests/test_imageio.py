@@ -5,7 +5,7 @@ import pytest
 from datasets import phantom, write_all_formats, write_bad_files, write_dicom
 from PIL import Image
 
-from phasefeat.imageio import ImageReadError, fit, read_image
+from phasefeat.io.imageio import ImageReadError, fit, read_image
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from phasefeat import PhaseParams, monogenic
-from phasefeat.filters import bandpass_bank, frequency_grid, riesz
+from phasefeat.maths.filters import bandpass_bank, frequency_grid, riesz
 
 GRID = [False, True]
 
@@ -234,7 +234,7 @@ def test_reflect_border_keeps_shape_and_tames_wraparound():
 def test_fused_phase_maps_match_reference(radiograph, polarity, dtype, monkeypatch, preset):
     import sys
 
-    module = sys.modules["phasefeat.monogenic"]
+    module = sys.modules["phasefeat.maths.monogenic"]
     params = preset.replace(polarity=polarity)
     fused = monogenic(radiograph, params, backend="numpy", dtype=dtype)
     monkeypatch.setattr(module, "cpu_kernels", lambda: None)

@@ -211,7 +211,7 @@ def test_terminal_summary_numbers_and_audit(report):
 
 
 def test_split_and_provenance_from_the_store(store, tmp_path):
-    from phasefeat.store import open_store
+    from phasefeat.io.store import open_store
 
     with open_store(store) as s:
         labels, names, attrs = s.labels.copy(), s.class_names, s.provenance

@@ -15,7 +15,7 @@ from datasets import class_folder_dataset, write_hostile_files
 from test_convert import assert_same_store
 
 from phasefeat.cli import cli
-from phasefeat.store import StoreError, open_store
+from phasefeat.io.store import StoreError, open_store
 
 SMALL = ["--size", "32", "-q", "--backend", "numpy", "--features-at", "32"]
 BIG = 100_000  # bytes: larger than every generated image, smaller than big.png
@@ -94,7 +94,7 @@ def test_an_unreadable_folder_is_a_row_and_an_unreadable_class_an_error(tmp_path
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    from phasefeat.discover import DiscoveryError, discover
+    from phasefeat.io.discover import DiscoveryError, discover
 
     d = discover(root)
     assert ("Normal/images/private/", "cannot read folder (Permission denied)") in d.failures
@@ -109,7 +109,7 @@ def test_an_unreadable_folder_is_a_row_and_an_unreadable_class_an_error(tmp_path
 def test_pixel_limit_above_pillows_own_takes_effect(tmp_path, monkeypatch):
     from PIL import Image
 
-    from phasefeat.imageio import read_image
+    from phasefeat.io.imageio import read_image
 
     path = tmp_path / "wide.png"
     Image.fromarray(np.zeros((64, 200), np.uint8)).save(path)
@@ -253,8 +253,8 @@ def test_a_second_convert_of_the_same_output_says_who_holds_it(tmp_path):
 
 
 def test_leftovers_of_a_killed_run_are_cleaned_by_the_next_one(tmp_path):
-    from phasefeat.convert import ConvertOptions, _identity
-    from phasefeat.discover import discover
+    from phasefeat.io.convert import ConvertOptions, _identity
+    from phasefeat.io.discover import discover
     from phasefeat.params import PhaseParams
 
     root = tmp_path / "raw"
@@ -323,11 +323,11 @@ def test_a_damaged_result_is_named(store, tmp_path):
 
 
 def test_a_size_beyond_memory_is_refused_before_any_work(tmp_path, monkeypatch):
-    import phasefeat.convert
+    import phasefeat.io.convert
 
     root = tmp_path / "raw"
     class_folder_dataset(root, per_class=1)
-    monkeypatch.setattr(phasefeat.convert, "available_memory", lambda: 2 * 2**30)
+    monkeypatch.setattr(phasefeat.io.convert, "available_memory", lambda: 2 * 2**30)
     out = tmp_path / "s.h5"
     result = run("convert", root, out, "--size", "2048", "--workers", "2", "-q", ok=False)
     assert result.exit_code == 1
@@ -340,7 +340,7 @@ def test_a_size_beyond_memory_is_refused_before_any_work(tmp_path, monkeypatch):
 
 
 def test_the_memory_estimate_follows_what_the_processes_hold():
-    from phasefeat.pieces import PROCESS_BYTES, ConvertOptions, conversion_memory
+    from phasefeat.io.pieces import PROCESS_BYTES, ConvertOptions, conversion_memory
 
     def extra(**kw):  # above the processes' fixed size
         workers = kw.pop("workers", 2)

@@ -7,7 +7,7 @@ import pytest
 
 from phasefeat import PhaseParams, enhance, monogenic
 from phasefeat.backend import get_backend
-from phasefeat.scaling import angle_255, energy_255, minmax_255
+from phasefeat.maths.scaling import angle_255, energy_255, minmax_255
 
 FIXED = PhaseParams(scaling="fixed")
 
@@ -71,7 +71,7 @@ def test_a_corner_marker_moves_min_max_but_not_fixed_grey_levels(radiograph):
 
 
 def test_fixed_airlight_does_not_follow_the_brightest_pixel():
-    from phasefeat.elea import airlight
+    from phasefeat.maths.elea import airlight
 
     scaled = np.full((2, 4, 4), 100.0)
     scaled[1, 0, 0] = 255.0

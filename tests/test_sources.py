@@ -8,10 +8,10 @@ from conftest import REAL_DIR
 from datasets import class_folder_dataset
 
 from phasefeat.cli import cli
-from phasefeat.demo_data import SHORTCUT_SITES, SOURCE_PATTERN, site_of, write_demo_data
-from phasefeat.discover import DiscoveryError, discover
-from phasefeat.inspect_store import class_source_table, cramers_v
-from phasefeat.store import FORMAT_VERSION, StoreError, open_store
+from phasefeat.io.discover import DiscoveryError, discover
+from phasefeat.io.inspect_store import class_source_table, cramers_v
+from phasefeat.io.store import FORMAT_VERSION, StoreError, open_store
+from phasefeat.tools.demo_data import SHORTCUT_SITES, SOURCE_PATTERN, site_of, write_demo_data
 
 SMALL = ["--size", "32", "-q", "--backend", "numpy", "--features-at", "32", "--workers", "1"]
 
@@ -86,7 +86,7 @@ def shortcut_store(tmp_path_factory):
 
 
 def test_shortcut_demo_data_names_and_marks_each_site(tmp_path):
-    from phasefeat.imageio import read_image
+    from phasefeat.io.imageio import read_image
 
     write_demo_data(tmp_path, per_class=4, seed=2, min_size=80, max_size=90, shortcut=True)
     for path in sorted(tmp_path.rglob("site*_*")):

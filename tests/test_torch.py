@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from phasefeat import PhaseParams, enhance
-from phasefeat.phantom import chest_phantom
-from phasefeat.transforms import Enhance, EnhanceD
+from phasefeat.tools.phantom import chest_phantom
+from phasefeat.tools.transforms import Enhance, EnhanceD
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[torch]')")
 if "tensorflow" in sys.modules:  # collected beside the Keras tests
@@ -78,8 +78,8 @@ def test_cuda_tensors_stay_on_the_gpu_and_match_the_cpu():
 def test_store_in_a_dataloader_reads_every_sample_once_per_epoch(store):
     from torch.utils.data import DataLoader
 
-    from phasefeat.store import open_store
-    from phasefeat.torch_data import StoreDataset
+    from phasefeat.io.store import open_store
+    from phasefeat.tools.torch_data import StoreDataset
 
     dataset = StoreDataset(store, what="enh")
     with open_store(store) as s:

@@ -67,7 +67,7 @@ def test_imagenet_weights_are_loaded_and_summed_for_one_channel(tmp_path):
 
 
 def test_streaming_batches(store):
-    from phasefeat.store import open_store
+    from phasefeat.io.store import open_store
 
     with open_store(store) as s:
         labels = s.labels.copy()
@@ -117,7 +117,7 @@ def test_grid_writes_consistent_tables(grid):
 
 
 def test_report_reads_without_the_code(grid, store):
-    from phasefeat.store import open_store
+    from phasefeat.io.store import open_store
 
     report = (grid / "report.md").read_text()
     split = json.loads((grid / "split.json").read_text())
@@ -231,7 +231,7 @@ def test_streaming_never_holds_the_whole_store(tmp_path):
 
     code = textwrap.dedent(f"""
         import numpy as np, sys
-        from phasefeat.store import random_store
+        from phasefeat.io.store import random_store
         from trainer.data import StoreBatches
         def status(key):
             for line in open("/proc/self/status"):

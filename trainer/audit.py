@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phasefeat._atomic import make_dirs
+from phasefeat.io._atomic import make_dirs
 
 from .experiment import GridError, RunConfig, prepare_split, run_or_reuse, store_info
 
@@ -214,7 +214,7 @@ def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed:
     """Run (or reuse) every audit experiment and write ``audit.md`` and ``audit.json`` in ``out``."""
     from tqdm import tqdm
 
-    from phasefeat.inspect_store import class_source_table, cramers_v
+    from phasefeat.io.inspect_store import class_source_table, cramers_v
 
     base = base or RunConfig()
     if base.target != "class" or base.occlude != "none" or base.test_sources:
@@ -273,7 +273,7 @@ def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed:
 
 def audit_markdown(record: dict) -> list[str]:
     """The audit as markdown lines (``audit.md``, and the section ``compare --audit`` appends)."""
-    from phasefeat.inspect_store import format_class_source
+    from phasefeat.io.inspect_store import format_class_source
 
     lines = [f"Store `{record['store']}`; inputs {', '.join(i.upper() for i in record['inputs'])}; "
              f"{record['repeats']} paired seed(s) from {record['seed']}; intervals: 95 % bootstrap over "

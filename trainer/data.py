@@ -106,7 +106,7 @@ def channel_stats(store_path, indices, what: str, batch_size: int = 64, image_si
     Streams in batches; returns two float32 arrays of shape (C,). ``mask`` (``(H, W, 1)``
     of 0/1 at the model's input size) is applied first, as the model's occlusion layer does.
     """
-    from phasefeat.store import open_store
+    from phasefeat.io.store import open_store
 
     total = total_sq = None
     count = 0
@@ -192,7 +192,7 @@ class StoreBatches(_base()):
         # h5py handles must not cross a fork: (re)open in whichever process reads.
         with self._lock:
             if self._store is None or self._pid != os.getpid():
-                from phasefeat.store import open_store
+                from phasefeat.io.store import open_store
 
                 self._store, self._pid = open_store(self.store_path), os.getpid()
             return self._store

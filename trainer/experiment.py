@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phasefeat._atomic import make_dirs
+from phasefeat.io._atomic import make_dirs
 
 from .losses import class_weights, get_loss
 from .metrics import classification_metrics
@@ -120,7 +120,7 @@ def store_identity(store) -> str:
 
 def store_info(store_path, what: str, target: str = "class") -> dict:
     """Labels (of the class or of the source), names, patients, sources, shape and identity."""
-    from phasefeat.store import StoreError, open_store
+    from phasefeat.io.store import StoreError, open_store
 
     if what not in ("cxr", "enh"):
         raise GridError(f"input must be cxr or enh, got {what!r}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phasefeat._atomic import make_dirs
+from phasefeat.io._atomic import make_dirs
 
 __all__ = ["explain", "grad_cam", "occlusion_sensitivity", "box_share", "METHODS"]
 
@@ -129,7 +129,7 @@ def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int 
         shares = box_share(maps, fraction)
         lungs = None
         if data["has_masks"].all() and maps.shape[1:] == tuple(model.input_shape[1:3]):
-            from phasefeat.store import open_store
+            from phasefeat.io.store import open_store
 
             with open_store(store_path) as store:
                 masks = store.read_many(split.test[picked], "mask")[..., 0].astype(bool)
@@ -160,7 +160,7 @@ def _figure(panels, method, fraction, path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from phasefeat.figures import atomic_savefig
+    from phasefeat.tools.figures import atomic_savefig
 
     rows = max(len(p[2]) for p in panels)
     fig, axes = plt.subplots(rows, len(panels), figsize=(3.2 * len(panels), 3.0 * rows), squeeze=False)

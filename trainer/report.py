@@ -145,7 +145,7 @@ def _split_table(split: dict | None, labels, names) -> list[str]:
 def _provenance(store_path) -> tuple[list[str], dict]:
     if store_path is None:
         return [], {}
-    from phasefeat.store import StoreError, open_store
+    from phasefeat.io.store import StoreError, open_store
 
     try:
         with open_store(store_path) as store:

@@ -38,7 +38,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> str:
-    from phasefeat.figures import atomic_savefig
+    from phasefeat.tools.figures import atomic_savefig
 
     fig.tight_layout()
     atomic_savefig(fig, path)

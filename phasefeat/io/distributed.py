@@ -29,7 +29,7 @@ def dask_piece(task: dict, out_path: str, backend: str) -> tuple[int, int]:
 
     ``backend="auto"`` is resolved here, on the worker: its GPU when usable.
     """
-    from .backend import get_backend
+    from ..backend import get_backend
     from .pieces import finish_piece, process_piece
     from .store import write_piece
 
@@ -78,7 +78,7 @@ def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done
     Parameters
     ----------
     tasks : list of dict
-        The pieces still to do (as :func:`phasefeat.pieces.process_piece` takes them).
+        The pieces still to do (as :func:`phasefeat.io.pieces.process_piece` takes them).
     piece_paths : list of Path
         Where piece ``k`` lands; must be on storage every worker can write.
     scheduler : str

@@ -8,7 +8,7 @@ eight neighbour images of ``x`` with a handful of additions, and the adjoint
 The masks are normalised, ``D_j = K_j / ||K_j||_F = K_j / sqrt(120)``.
 
 This module is the reference implementation written against an array module
-(NumPy or CuPy). :mod:`phasefeat._cpu_kernels` fuses the same arithmetic with
+(NumPy or CuPy). :mod:`phasefeat.maths._cpu_kernels` fuses the same arithmetic with
 Numba for the CPU.
 """
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from .params import PhaseParams
+from ..params import PhaseParams
 
 __all__ = ["Enhance", "EnhanceD"]
 
@@ -65,7 +65,7 @@ class Enhance:
         return self._array(image, channels_last=True)
 
     def _array(self, image, channels_last: bool):
-        from .features import enhance
+        from ..maths.features import enhance
 
         ndim = image.ndim
         if ndim == 2:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from ..params import PhaseParams
 from ._cpu_kernels import kernels as cpu_kernels
 from ._input import prepare_images
 from .filters import filter_bank
-from .params import PhaseParams
 
 __all__ = ["MonogenicResult", "monogenic", "monogenic_batch"]
 

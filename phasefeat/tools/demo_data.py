@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path, make_dirs
+from ..io._atomic import atomic_path, make_dirs
 from .phantom import chest_phantom
 
 __all__ = ["write_demo_data", "DEMO_CLASSES", "SHORTCUT_SITES", "SOURCE_PATTERN"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..params import PhaseParams
 from ._input import prepare_images
 from .elea import elea
 from .monogenic import monogenic_components, phase_maps
-from .params import PhaseParams
 from .scaling import scale_map
 
 __all__ = ["enhance", "enhance_batch", "OUTPUTS"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ..io._atomic import atomic_path
 
 __all__ = ["maps_figure", "atomic_savefig"]
 

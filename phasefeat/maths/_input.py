@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from .backend import Backend, get_backend, is_cupy_array
+from ..backend import Backend, get_backend, is_cupy_array
 
 ACCEPTED_DTYPES = ("uint8", "uint16", "float32", "float64")
 COMPUTE_DTYPES = ("float32", "float64")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from .params import PhaseParams
+from ..params import PhaseParams
 
 __all__ = ["minmax_255", "angle_255", "energy_255", "scale_map"]
 

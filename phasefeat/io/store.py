@@ -394,7 +394,7 @@ class Store:
     @property
     def params(self):
         """The store's :class:`~phasefeat.params.PhaseParams` (``StoreError`` if unreadable)."""
-        from .params import PhaseParams
+        from ..params import PhaseParams
 
         try:
             return PhaseParams.from_json(self.attrs["params_json"])

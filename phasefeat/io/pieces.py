@@ -1,7 +1,7 @@
 """One piece of a conversion: decode, fit and enhance a fixed list of files.
 
 A piece is the unit of work that a worker process (or a Dask task) finishes and
-writes atomically; :mod:`phasefeat.convert` cuts the input into pieces and
+writes atomically; :mod:`phasefeat.io.convert` cuts the input into pieces and
 assembles the store from them. On the CPU a worker computes the features too;
 with a GPU it only decodes, and :func:`finish_piece` computes the features in
 batches where the GPU is.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..params import PhaseParams
 from .imageio import DEFAULT_MAX_PIXELS, FITS, ImageReadError, fit, read_image, resize, square
-from .params import PhaseParams
 
 __all__ = ["ConvertOptions", "CXR_DTYPES", "ENH_DTYPES", "DEFAULT_MAX_BYTES", "feature_image",
            "enhance_to_store", "process_piece", "finish_piece", "one_line", "read_regular_file",
@@ -79,7 +79,7 @@ class ConvertOptions:
     size : int
         Side of the stored square images.
     fit : {"stretch", "pad", "crop"}
-        How an image reaches the square (see :func:`phasefeat.imageio.fit`).
+        How an image reaches the square (see :func:`phasefeat.io.imageio.fit`).
     features_at : "native", int or None
         Where ENH is computed: ``"native"`` (default) at the image's own
         resolution after the ``fit`` geometry, an int working size, or
@@ -182,7 +182,7 @@ def _resize_maps(enh: np.ndarray, size: int) -> np.ndarray:
 def enhance_to_store(batch: np.ndarray, params: PhaseParams, opts: ConvertOptions,
                      backend: str) -> np.ndarray:
     """ENH of a ``(n, h, w)`` batch of feature images, at the store size and storage type."""
-    from .features import enhance
+    from ..maths.features import enhance
 
     n, size = len(batch), opts.size
     if n == 0:

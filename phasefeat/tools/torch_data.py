@@ -34,7 +34,7 @@ class StoreDataset:
     """
 
     def __init__(self, path, what: str = "enh", indices=None, transform=None):
-        from .store import open_store
+        from ..io.store import open_store
 
         if what not in ("enh", "cxr"):
             raise ValueError(f"what must be 'enh' or 'cxr', got {what!r}")
@@ -50,7 +50,7 @@ class StoreDataset:
 
     def _handle(self):
         if self._store is None or self._pid != os.getpid():
-            from .store import open_store
+            from ..io.store import open_store
 
             self._store, self._pid = open_store(self.path), os.getpid()
         return self._store

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .params import PhaseParams
+from ..params import PhaseParams
 
 __all__ = [
     "frequency_grid",

@@ -17,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from ..params import PhaseParams
 from . import kirsch
 from ._cpu_kernels import kernels as cpu_kernels
-from .params import PhaseParams
 from .scaling import scale_map
 
 __all__ = ["airlight", "boundary_constraint", "closing", "contextual_weights",

@@ -24,9 +24,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ..params import PhaseParams
 from ._atomic import atomic_path
 from .discover import Discovery, discover
-from .params import PhaseParams
 from .pieces import ConvertOptions, conversion_memory, finish_piece, process_piece
 from .store import COMPRESSIONS, FORMAT_VERSION, assemble, read_piece_failures, write_piece
 
@@ -297,7 +297,7 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
     :class:`ConvertError` (and ``DiscoveryError``) with a clear message for
     unusable arguments, a missing output folder, a mismatched resume or a full disk.
     """
-    from .backend import get_backend
+    from ..backend import get_backend
 
     params = params or PhaseParams()
     options = options or ConvertOptions()

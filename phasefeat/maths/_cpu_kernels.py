@@ -1,11 +1,11 @@
 """Numba-fused CPU kernels: the Kirsch bank and the phase sums.
 
-They compute what :func:`phasefeat.kirsch.correlate_bank` and one shrink +
-:func:`phasefeat.kirsch.adjoint_bank` step compute, for one image, in two
+They compute what :func:`phasefeat.maths.kirsch.correlate_bank` and one shrink +
+:func:`phasefeat.maths.kirsch.adjoint_bank` step compute, for one image, in two
 passes over wrap-padded copies instead of ~40 whole-array NumPy operations.
 Numba is imported lazily; :func:`kernels` returns None when it cannot load.
 Neighbours ``a0..a7`` run clockwise from the top-left corner, as
-:data:`phasefeat.kirsch.OFFSETS`.
+:data:`phasefeat.maths.kirsch.OFFSETS`.
 """
 
 from __future__ import annotations
