@@ -6,6 +6,7 @@ independently (the end-to-end grid in test_trainer.py checks that real runs get 
 """
 
 import csv
+import hashlib
 import json
 import re
 
@@ -41,7 +42,10 @@ def _run(model, what, loss, k, numbers, sha):
 
 def _results(twins=True, models=("vgg16",), numbers=NUMBERS):
     """CXR/ENH x CCE/SCCE x 3 seeds; with ``twins`` CCE and SCCE share their weights (bit-identical)."""
-    return [_run(m, what, loss, k, numbers, f"{m}-{what}-{k}" + ("" if twins else f"-{loss}"))
+    def sha(*parts):  # like the real ones: unordered hex digests, equal only for equal weights
+        return hashlib.sha256("-".join(map(str, parts)).encode()).hexdigest()
+
+    return [_run(m, what, loss, k, numbers, sha(m, what, k) if twins else sha(m, what, k, loss))
             for m in models for what in ("cxr", "enh") for loss in ("cce", "scce") for k in range(3)]
 
 

@@ -37,3 +37,11 @@ def test_zero_variance_and_too_few_pairs():
     assert shifted["ci95"] == [0.5, 0.5] and shifted["p_value"] == 0.0
     one = paired_comparison([1.0], [0.0])
     assert one["n"] == 1 and math.isnan(one["p_value"]) and all(math.isnan(v) for v in one["ci95"])
+
+
+def test_two_pairs_are_enough_for_an_interval():
+    a, b = [0.50, 0.47], [0.45, 0.44]
+    got, d = paired_comparison(a, b), np.subtract(a, b)
+    half = stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
+    assert got["ci95"] == pytest.approx([d.mean() - half, d.mean() + half], abs=1e-15)
+    assert got["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-12)
