@@ -229,6 +229,37 @@ def test_reflect_border_keeps_shape_and_tames_wraparound():
     assert np.abs(ref.phase_energy[0]).mean() < 0.2 * np.abs(per.phase_energy[0]).mean()
 
 
+def _smooth_size(n: int) -> int:
+    """Smallest 2-3-5-smooth number >= n, by listing them (not the product's search)."""
+    smooth = sorted(2**a * 3**b * 5**c for a in range(16) for b in range(10) for c in range(7))
+    return next(m for m in smooth if m >= n)
+
+
+@pytest.mark.parametrize("shape", [(120, 90), (37, 64), (20, 24)])
+@pytest.mark.parametrize("name", ["kovesi", "qi2021"])
+def test_reflect_border_is_periodic_filtering_of_the_mirror_padded_image(shape, name):
+    """border="reflect": mirror padding by 2 x the longest wavelength (at most size - 1 on a side,
+    the rest moved before the image), up to a 2-3-5-smooth length, then periodic filtering and a crop."""
+    params = PhaseParams.preset(name)
+    image = np.random.default_rng(sum(shape)).random(shape)
+    pads = []
+    for n in shape:
+        before = min(math.ceil(2 * params.wavelengths[-1]), n - 1)
+        after = _smooth_size(n + 2 * before) - n - before
+        if after > n - 1:
+            before, after = before + after - (n - 1), n - 1
+        pads.append((before, after))
+    padded = np.pad(image, pads, mode="symmetric")
+    assert all(m == _smooth_size(m) for m in padded.shape)
+    want = monogenic(padded, params.replace(border="periodic"), dtype="float64")
+    got = monogenic(image, params.replace(border="reflect"), dtype="float64")
+    rows, cols = slice(pads[0][0], pads[0][0] + shape[0]), slice(pads[1][0], pads[1][0] + shape[1])
+    for field in ("lwpa", "phase_energy", "lpe", "amplitude"):
+        a, b = getattr(got, field), getattr(want, field)[rows, cols]
+        assert a.shape == shape and np.abs(a - b).max() <= 1e-12 * max(1.0, np.abs(b).max()), field
+    assert np.abs(got.even - want.even[:, rows, cols]).max() <= 1e-12 * np.abs(want.even).max()
+
+
 @pytest.mark.parametrize("polarity", [0, 1, -1])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fused_phase_maps_match_reference(radiograph, polarity, dtype, monkeypatch, preset):

@@ -45,7 +45,8 @@ def _results(twins=True, models=("vgg16",), numbers=NUMBERS):
     def sha(*parts):  # like the real ones: unordered hex digests, equal only for equal weights
         return hashlib.sha256("-".join(map(str, parts)).encode()).hexdigest()
 
-    return [_run(m, what, loss, k, numbers, sha(m, what, k) if twins else sha(m, what, k, loss))
+    # Model names as a JSON reader returns them: equal strings, not the same objects.
+    return [_run(m[:1] + m[1:], what, loss, k, numbers, sha(m, what, k) if twins else sha(m, what, k, loss))
             for m in models for what in ("cxr", "enh") for loss in ("cce", "scce") for k in range(3)]
 
 
@@ -241,3 +242,36 @@ def test_two_model_table_cells(tmp_path):
     n = NUMBERS["enh"]
     assert _cells(rows[2]) == ["resnet50", "ENH + CCE", _pm(n["test_loss"]), _pm(n["test_accuracy"]),
                                f"{np.mean(n['macro_auc_ovr']):.3f}"]
+
+
+def test_twins_on_some_seeds_only_are_not_one_arm(tmp_path):
+    """CCE = SCCE on seeds 1 and 2 but not on seed 0: they stay two arms, with the seeds named."""
+    results = _results(twins=False)
+    for r in results:
+        if r["seed"] in (1, 2):
+            r["weights_sha256"] = hashlib.sha256(f"{r['input']}-{r['seed']}".encode()).hexdigest()
+    write_report(results, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert len(_section(text, "Paired comparisons (a - b, same seeds, same model)")) == 6
+    assert " are one arm here" not in text
+    assert "cxr+cce and cxr+scce: final weights are bit-identical for seeds [1, 2]" in text
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_few_seeds(tmp_path, seeds):
+    """Two seeds give a standard deviation; one gives none (n/a, shown as nan), and no warning."""
+    results = [r for r in _results() if r["seed"] < seeds]
+    write_report(results, tmp_path)
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]["enh+cce"]["test_loss"]
+    values = NUMBERS["enh"]["test_loss"][:seeds]
+    if seeds == 1:
+        assert summary["mean"] == values[0] and np.isnan(summary["std"])
+    else:
+        assert summary["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-15)
+
+
+def test_terminal_summary_of_two_models(tmp_path):
+    write_report(_results(models=("vgg16", "resnet50")), tmp_path)
+    first, second, third = summary_lines(tmp_path)
+    assert first.startswith("Lowest mean test loss: ") and "CXR" in second and "ENH" in second
+    assert third.endswith("the losses coincide.")

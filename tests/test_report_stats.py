@@ -37,6 +37,7 @@ def test_zero_variance_and_too_few_pairs():
     assert shifted["ci95"] == [0.5, 0.5] and shifted["p_value"] == 0.0
     one = paired_comparison([1.0], [0.0])
     assert one["n"] == 1 and math.isnan(one["p_value"]) and all(math.isnan(v) for v in one["ci95"])
+    assert len(one["ci95"]) == 2
 
 
 def test_two_pairs_are_enough_for_an_interval():
