@@ -274,3 +274,11 @@ def test_fused_phase_maps_match_reference(radiograph, polarity, dtype, monkeypat
     for name in ("lwpa", "phase_energy", "lpe", "amplitude"):
         a, b = getattr(fused, name), getattr(ref, name)
         assert np.abs(a - b).max() <= tol * max(np.abs(b).max(), 1), name
+
+
+def test_options_by_keyword_equal_options_by_position():
+    image = np.random.default_rng(5).random((40, 48))
+    params = PhaseParams.preset("kovesi")
+    a = monogenic(image, params=params, backend="numpy", dtype="float64")
+    b = monogenic(image, params, backend="numpy", dtype="float64")
+    assert np.array_equal(a.lwpa, b.lwpa) and np.array_equal(a.lpe, b.lpe)
