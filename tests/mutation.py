@@ -69,8 +69,11 @@ def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float) -
             "survived": len(survivors), "survivors": survivors}
 
 
-def rerun_survivors(copy: Path, summary: list[dict]) -> list[dict]:
-    """Each survivor of an earlier run, mutated again and tested with the current tests."""
+def rerun_survivors(copy: Path, summary: list[dict], timeout: float) -> list[dict]:
+    """Each survivor of an earlier run, mutated again and tested with the current tests.
+
+    A mutant whose tests outrun ``timeout`` (an endless loop) counts as killed, as in a full run.
+    """
     bin_dir = Path(sys.executable).parent
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(copy), "MPLBACKEND": "Agg"}
     results = []
@@ -79,10 +82,9 @@ def rerun_survivors(copy: Path, summary: list[dict]) -> list[dict]:
             module = {**module, "module": next(m for m in MODULES if Path(m).name == Path(module["module"]).name)}
         still = []
         for survivor in module["survivors"]:
-            done = subprocess.run([str(bin_dir / "cosmic-ray"), "mutate-and-test", module["module"],
-                                   survivor["operator"], str(survivor["occurrence"]),
-                                   f"{PYTEST} {MODULES[module['module']]}"],
-                                  cwd=copy, env=env, capture_output=True, text=True)
+            command = [str(bin_dir / "cosmic-ray"), "mutate-and-test", module["module"], survivor["operator"],
+                       str(survivor["occurrence"]), f"timeout -s KILL {timeout:.0f} {PYTEST} {MODULES[module['module']]}"]
+            done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
             outcome = json.loads(done.stdout.strip().splitlines()[-1])["test_outcome"]
             if outcome == "survived":
                 still.append(survivor)
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
         shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", ".git", "out", "benchmarks/data",
                                                                    "__pycache__"))
         if args.rerun:
-            results = rerun_survivors(copy, json.loads(args.rerun.read_text()))
+            results = rerun_survivors(copy, json.loads(args.rerun.read_text()), args.timeout)
         for module in [] if args.rerun else args.modules:
             result = run_module(copy, module, MODULES[module], args.out.resolve(), args.timeout)
             results.append(result)

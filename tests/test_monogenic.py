@@ -235,7 +235,7 @@ def _smooth_size(n: int) -> int:
     return next(m for m in smooth if m >= n)
 
 
-@pytest.mark.parametrize("shape", [(120, 90), (37, 64), (20, 24)])
+@pytest.mark.parametrize("shape", [(120, 90), (37, 64), (20, 24), (27, 44)])  # 3 x 27 - 1 = 80 is smooth
 @pytest.mark.parametrize("name", ["kovesi", "qi2021"])
 def test_reflect_border_is_periodic_filtering_of_the_mirror_padded_image(shape, name):
     """border="reflect": mirror padding by 2 x the longest wavelength (at most size - 1 on a side,
