@@ -133,7 +133,7 @@ def test_terminal_summary(report):
     d = paired_comparison(NUMBERS["cxr"]["test_loss"], NUMBERS["enh"]["test_loss"])
     assert second.startswith("CXR+CCE - ENH+CCE") and f"{100 * d['mean_diff']:+.2f} points" in second
     assert "paired over 3 seeds" in second
-    assert third.endswith("trained bit-identical weights on 3 of 3 paired seeds: the losses coincide.")
+    assert third == "CXR+CCE and CXR+SCCE trained bit-identical weights on 3 of 3 paired seeds: the losses coincide."
 
 
 def test_no_twins_no_disagreement(tmp_path):
@@ -144,6 +144,8 @@ def test_no_twins_no_disagreement(tmp_path):
     assert "No arm has a higher mean test accuracy." in text and "disagree" not in text
     assert len(_section(text, "Paired comparisons (a - b, same seeds, same model)")) == 6
     assert "No two arms produced bit-identical weights." in text and " are one arm here" not in text
+    with open(tmp_path / "runs.csv", newline="") as handle:
+        assert all(row["bit_identical_to"] == "" for row in csv.DictReader(handle))
     lines = summary_lines(tmp_path)
     assert lines[0].endswith("%.") and lines[2] == "No two arms trained bit-identical weights."
 
@@ -275,3 +277,21 @@ def test_terminal_summary_of_two_models(tmp_path):
     first, second, third = summary_lines(tmp_path)
     assert first.startswith("Lowest mean test loss: ") and "CXR" in second and "ENH" in second
     assert third.endswith("the losses coincide.")
+
+
+def test_arms_compared_on_the_seeds_they_share(tmp_path):
+    """An arm that lacks a seed (an interrupted grid) is compared with the others on the common seeds."""
+    results = [r for r in _results() if not (r["input"] == "enh" and r["loss"] == "scce" and r["seed"] == 2)]
+    write_report(results, tmp_path)
+    pairs = {(c["a"], c["b"]): c for c in json.loads((tmp_path / "results.json").read_text())["comparisons"]}
+    assert pairs[("enh+cce", "enh+scce")]["seeds"] == [0, 1]
+    assert pairs[("cxr+cce", "enh+cce")]["seeds"] == [0, 1, 2]
+
+
+def test_equal_accuracy_is_no_disagreement(tmp_path):
+    """ENH has the lower loss and exactly CXR's accuracy: nothing disagrees."""
+    numbers = {"cxr": dict(NUMBERS["cxr"]), "enh": dict(NUMBERS["enh"])}
+    numbers["enh"]["test_accuracy"] = list(NUMBERS["cxr"]["test_accuracy"])
+    write_report(_results(numbers=numbers), tmp_path)
+    assert "disagree" not in (tmp_path / "report.md").read_text()
+    assert "disagree" not in summary_lines(tmp_path)[0]

@@ -35,6 +35,8 @@ def test_zero_variance_and_too_few_pairs():
     assert same["mean_diff"] == 0 and same["ci95"] == [0, 0] and same["p_value"] == 1.0
     shifted = paired_comparison([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])  # every difference 0.5
     assert shifted["ci95"] == [0.5, 0.5] and shifted["p_value"] == 0.0
+    below = paired_comparison([0.5, 1.5, 2.5], [1.0, 2.0, 3.0])  # every difference -0.5
+    assert below["ci95"] == [-0.5, -0.5] and below["p_value"] == 0.0
     one = paired_comparison([1.0], [0.0])
     assert one["n"] == 1 and math.isnan(one["p_value"]) and all(math.isnan(v) for v in one["ci95"])
     assert len(one["ci95"]) == 2
