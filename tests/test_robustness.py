@@ -400,3 +400,22 @@ def test_ctrl_c_during_a_conversion_is_one_line(tmp_path, when):
     last = output.strip().splitlines()[-1]
     assert last in ("Aborted!", "Error: interrupted; finished pieces are kept: rerun the same command to resume")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("size", [128, 299])
+def test_enhance_working_memory_is_within_the_estimate(size):
+    """The per-pixel constant behind the memory check bounds what one ``enhance`` call allocates."""
+    import tracemalloc
+
+    from phasefeat import enhance
+    from phasefeat.io.pieces import ENHANCE_BYTES_PER_PIXEL
+
+    image = np.random.default_rng(0).random((size, size)).astype(np.float32)
+    enhance(image, backend="numpy")  # the filter bank of this shape is built, as in a conversion
+    tracemalloc.start()
+    try:
+        enhance(image[::-1].copy(), backend="numpy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= ENHANCE_BYTES_PER_PIXEL * size * size

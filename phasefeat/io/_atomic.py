@@ -56,18 +56,15 @@ def atomic_path(path: str | os.PathLike):
     (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.
     """
     path = Path(path)
-    created = make_dirs(path.parent)
+    created, tmp = make_dirs(path.parent), None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    except OSError:
-        remove_dirs(created)
-        raise
-    os.close(fd)
-    try:
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         remove_dirs(created)
         raise

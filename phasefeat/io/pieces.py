@@ -123,8 +123,8 @@ class ConvertOptions:
         return "store size" if self.features_at is None else str(self.features_at)
 
 
-#: Peak working memory of ``enhance`` on the CPU per pixel of one feature image (float32; measured
-#: with tracemalloc at 299, 1024 and 2048 px: 164 bytes, the filter bank included).
+#: Peak working memory of ``enhance`` on the CPU per pixel of one feature image (float32, its filter
+#: bank already built; ``test_enhance_working_memory_is_within_the_estimate`` holds it to this bound).
 ENHANCE_BYTES_PER_PIXEL = 170
 #: Resident size of a process that has imported the conversion's libraries, before any image.
 PROCESS_BYTES = 200 * 2**20
@@ -138,9 +138,8 @@ def conversion_memory(opts: ConvertOptions, workers: int) -> int:
     the working memory of one ``enhance`` call at the feature size (the store size
     for ``features_at="native"``: the native size is only known after decoding,
     so there the estimate is a lower bound). The main process holds up to two
-    finished pieces per worker, pickled and unpickled. Meant to err high: on 2
-    cores, 150 images, pieces of 32, it was 1.14x the measured peak at 512 px and
-    1.04x at 1024 px (the sum of all processes' resident sizes, sampled every 50 ms).
+    finished pieces per worker, pickled and unpickled. Meant to err high rather
+    than low.
     """
     pixels = opts.size * opts.size
     cxr, enh = np.dtype(opts.cxr_dtype).itemsize, np.dtype(opts.enh_dtype).itemsize
