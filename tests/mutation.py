@@ -9,19 +9,25 @@ says what the last run found and what was done about each survivor.
     python tests/mutation.py phasefeat/maths/elea.py     # one module
     python tests/mutation.py --rerun out/mutation/summary.json   # only the last run's survivors,
                                                    # against today's tests (after adding tests)
+    python tests/mutation.py MODULE --resume OLD.sqlite   # finish an interrupted run: its killed
+                                                   # mutants are kept, the rest run now
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: The real radiographs the tests read (tests/conftest.py); generated data stands in without them.
+REAL_DIR = Path(os.environ.get("PHASEFEAT_CXR_REAL", REPO.parent / "shared" / "data" / "cxr-real")).resolve()
 PYTEST = "python -m pytest -x -q -p no:cacheprovider -m 'not slow and not gpu'"
 #: Module -> the tests that pin it (run against every mutant of that module).
 MODULES = {
@@ -34,7 +40,51 @@ MODULES = {
 }
 
 
-def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float) -> dict:
+def _environment(copy: Path) -> dict:
+    bin_dir = Path(sys.executable).parent
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(copy), "MPLBACKEND": "Agg"}
+    if REAL_DIR.is_dir():  # the copy has no ../shared beside it: point its real-data tests at the radiographs
+        env["PHASEFEAT_CXR_REAL"] = str(REAL_DIR)
+    # One thread per test process: the mutants' tests are small, and two runs may share the cores.
+    env.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                       "NUMBA_NUM_THREADS")})
+    return env
+
+
+def _removed_line(diff: str) -> str | None:
+    return next((line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")),
+                None)
+
+
+def keep_killed(old_session: Path, session: Path, module_source: str) -> int:
+    """Copy the killed results of an interrupted run of the same module into a fresh session.
+
+    A result is kept only where the mutation is the same (operator, occurrence, position) and the
+    line it changed reads the same in today's module, so a module edited since that run has its
+    changed lines mutated again. Survivors and unfinished mutants are left pending: they run
+    against today's tests. Killed mutants stay killed because tests are only ever added.
+    """
+    lines = module_source.splitlines()
+    key = ("operator_name, occurrence, start_pos_row, start_pos_col, end_pos_row, end_pos_col")
+    with sqlite3.connect(old_session) as old:
+        killed = {row[:-1]: row[-1] for row in old.execute(
+            f"SELECT {key}, r.diff FROM mutation_specs s JOIN work_results r USING (job_id) "
+            "WHERE r.test_outcome = 'KILLED'")}
+    kept = 0
+    with sqlite3.connect(session) as new:
+        for job_id, *spec in new.execute(f"SELECT job_id, {key} FROM mutation_specs").fetchall():
+            diff = killed.get(tuple(spec))
+            row = spec[2]
+            if diff is None or row > len(lines) or _removed_line(diff) != lines[row - 1]:
+                continue
+            new.execute("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
+                        "VALUES ('NORMAL', 'kept from an earlier run', 'KILLED', ?, ?)", (diff, job_id))
+            kept += 1
+    return kept
+
+
+def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float,
+               resume: Path | None = None) -> dict:
     name = module.replace("/", "_").removesuffix(".py")
     config = out / f"{name}.toml"
     session = out / f"{name}.sqlite"
@@ -46,19 +96,25 @@ def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float) -
         f'test-command = "{PYTEST} {tests}"\n'
         "[cosmic-ray.distributor]\n"
         'name = "local"\n')
+    if resume is not None and resume == session:
+        raise SystemExit(f"--resume {resume}: give the run another --out; this run starts a new session there")
     session.unlink(missing_ok=True)
     bin_dir = Path(sys.executable).parent
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(copy), "MPLBACKEND": "Agg"}
-    for step in (["init", str(config), str(session)], ["exec", str(config), str(session)]):
-        subprocess.run([str(bin_dir / "cosmic-ray"), *step], cwd=copy, env=env, check=True)
+    env = _environment(copy)
+    subprocess.run([str(bin_dir / "cosmic-ray"), "init", str(config), str(session)], cwd=copy, env=env, check=True)
+    kept = keep_killed(resume, session, (copy / module).read_text()) if resume else 0
+    if resume:
+        print(f"{module}: {kept} killed mutants kept from {resume}", flush=True)
+    subprocess.run([str(bin_dir / "cosmic-ray"), "exec", str(config), str(session)], cwd=copy, env=env, check=True)
     dump = subprocess.run([str(bin_dir / "cosmic-ray"), "dump", str(session)], cwd=copy, env=env,
                           check=True, capture_output=True, text=True).stdout
-    survivors, total, killed = [], 0, 0
+    survivors, total, killed, timed_out = [], 0, 0, 0
     for line in dump.splitlines():
         job, result = json.loads(line)
         if result is None:
             continue
         total += 1
+        timed_out += result.get("output") == "timeout"
         if result["test_outcome"] == "survived":
             mutation = job["mutations"][0]
             survivors.append({"operator": mutation["operator_name"], "occurrence": mutation["occurrence"],
@@ -66,7 +122,7 @@ def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float) -
         elif result["test_outcome"] == "killed":
             killed += 1
     return {"module": module, "tests": tests, "mutants": total, "killed": killed,
-            "survived": len(survivors), "survivors": survivors}
+            "timed_out": timed_out, "kept_from_earlier_run": kept, "survived": len(survivors), "survivors": survivors}
 
 
 def rerun_survivors(copy: Path, summary: list[dict], timeout: float) -> list[dict]:
@@ -75,7 +131,7 @@ def rerun_survivors(copy: Path, summary: list[dict], timeout: float) -> list[dic
     A mutant whose tests outrun ``timeout`` (an endless loop) counts as killed, as in a full run.
     """
     bin_dir = Path(sys.executable).parent
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(copy), "MPLBACKEND": "Agg"}
+    env = _environment(copy)
     results = []
     for module in summary:
         if module["module"] not in MODULES:  # a run from before phasefeat's subpackages: same file name
@@ -100,10 +156,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", default=list(MODULES), help="modules to mutate")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "mutation")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's tests")
+    # Every module's tests take under 15 s unmutated on 2 cores: a mutant 4x slower loops or
+    # computes something else, and a run of 900 mutants cannot wait 5 minutes for each of those.
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds per mutant's tests; a mutant that outruns it counts as killed")
     parser.add_argument("--rerun", type=Path, metavar="SUMMARY",
                         help="re-test only the survivors listed in an earlier summary.json")
+    parser.add_argument("--resume", type=Path, metavar="SQLITE",
+                        help="finish an interrupted run of one module: keep its killed mutants, run the rest")
     args = parser.parse_args(argv)
+    if args.resume and (len(args.modules) != 1 or not args.resume.is_file()):
+        parser.error("--resume takes one module and the session file (.sqlite) of its interrupted run")
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {unknown}; known: {list(MODULES)}")
@@ -116,7 +179,8 @@ def main(argv=None) -> int:
         if args.rerun:
             results = rerun_survivors(copy, json.loads(args.rerun.read_text()), args.timeout)
         for module in [] if args.rerun else args.modules:
-            result = run_module(copy, module, MODULES[module], args.out.resolve(), args.timeout)
+            result = run_module(copy, module, MODULES[module], args.out.resolve(), args.timeout,
+                                args.resume.resolve() if args.resume else None)
             results.append(result)
             print(f"{module}: {result['mutants']} mutants, {result['killed']} killed, "
                   f"{result['survived']} survived", flush=True)

@@ -295,3 +295,24 @@ def test_equal_accuracy_is_no_disagreement(tmp_path):
     write_report(_results(numbers=numbers), tmp_path)
     assert "disagree" not in (tmp_path / "report.md").read_text()
     assert "disagree" not in summary_lines(tmp_path)[0]
+
+
+def test_headline_spread_of_ten_points(tmp_path):
+    """Accuracies 50/60/70 %: the headline's ± is the standard deviation over seeds, 10.0 points."""
+    numbers = {"cxr": dict(NUMBERS["cxr"]), "enh": dict(NUMBERS["enh"])}
+    numbers["enh"]["test_accuracy"] = [0.5, 0.6, 0.7]
+    write_report(_results(numbers=numbers), tmp_path)
+    headline = (tmp_path / "report.md").read_text().split("## Headline", 1)[1].split("\n## ", 1)[0]
+    assert _pm(numbers["enh"]["test_accuracy"], digits=1) == "60.0 ± 10.0"
+    assert "Lowest mean test loss: ENH+CCE: test loss" in headline and "accuracy 60.0 ± 10.0 %" in headline
+
+
+def test_summary_pairs_inputs_under_one_loss_when_an_arm_is_missing(tmp_path):
+    """Without CXR + CCE the first pair of the grid (CXR + SCCE, ENH + CCE) differs in both input
+    and loss; the summary's input comparison is the one under a single loss."""
+    write_report([r for r in _results(twins=False) if (r["input"], r["loss"]) != ("cxr", "cce")], tmp_path)
+    comparisons = json.loads((tmp_path / "results.json").read_text())["comparisons"]
+    assert (comparisons[0]["a"], comparisons[0]["b"]) == ("cxr+scce", "enh+cce")
+    second = summary_lines(tmp_path)[1]
+    d = paired_comparison(NUMBERS["cxr"]["test_loss"], NUMBERS["enh"]["test_loss"])
+    assert second.startswith("CXR+SCCE - ENH+SCCE: test loss") and f"{100 * d['mean_diff']:+.2f} points" in second
