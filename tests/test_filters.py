@@ -9,6 +9,7 @@ from phasefeat.maths.filters import (
     assd_bandwidth_octaves,
     assd_exponent,
     bandpass_bank,
+    butterworth_lowpass,
     frequency_grid,
     half_amplitude_bandwidth,
     log_gabor,
@@ -118,3 +119,53 @@ def test_filter_bank_is_built_once_per_shape_params_dtype():
     assert filter_bank((64, 70), PhaseParams(nscale=3), "float32", be).shape[0] == 9
     p = bank_power_spectrum((64, 70), False, "float32", be)
     assert bank_power_spectrum((64, 70), False, "float32", be) is p
+
+
+def test_half_amplitude_bandwidth_interpolates_both_flanks():
+    """Five samples: the half-amplitude points lie 1/3 of the way into the flanking intervals,
+    at 2 + 2/3 and 8 - 4/3, so the bandwidth is log2(6.667 / 2.667) = log2(2.5) octaves."""
+    samples = np.array([0.0, 0.25, 1.0, 0.25, 0.0])
+    freqs = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    assert half_amplitude_bandwidth(samples, freqs) == pytest.approx(math.log2(2.5), abs=1e-12)
+
+
+@pytest.mark.parametrize(("cutoff", "order"), [(0.40, 10), (0.45, 15), (0.25, 1)])
+def test_butterworth_lowpass_values(cutoff, order):
+    rho = np.array([0.0, 0.5 * cutoff, cutoff, 1.5 * cutoff, 2 * cutoff])
+    expected = [1.0, 1 / (1 + 0.5 ** (2 * order)), 0.5, 1 / (1 + 1.5 ** (2 * order)), 1 / (1 + 4.0**order)]
+    assert np.allclose(butterworth_lowpass(rho, cutoff, order), expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("preset", ["qi2021", "kovesi"])
+def test_bank_is_the_radial_filter_times_the_lowpass(preset):
+    """Every scale is G_s * L, written out here (the corners beyond the cut-off are where L acts)."""
+    params = PhaseParams.preset(preset)
+    shape = (48, 40)
+    _, _, rho = frequency_grid(shape, params.kovesi_odd_grid, half=False)
+    cutoff, order = params.lowpass
+    lowpass = 1 / (1 + (rho / cutoff) ** (2 * order))
+    for s, wavelength in enumerate(params.wavelengths):
+        if params.filter_family == "log_gabor":
+            radial = log_gabor(rho, wavelength, params.sigma_onf)
+        else:
+            radial = assd(rho, wavelength, params.assd_alpha, params.assd_exponent)
+        assert np.allclose(bandpass_bank(shape, params, half=False)[s], radial * lowpass, rtol=1e-12, atol=1e-300)
+    assert lowpass.min() < 0.1  # the check reaches where the low-pass matters
+
+
+@pytest.mark.parametrize(("a", "alpha"), [(1.0, 0.5), (0.5, 0.5), (1.838, 0.2)])
+def test_assd_bandwidth_formula_equals_the_measured_bandwidth(a, alpha):
+    """The closed-form half points against the bandwidth measured on a dense sampling of the filter;
+    (1, 0.5) and (0.5, 0.5) have their upper half point beyond y = 2, where the root search widens."""
+    g = assd(FREQS, 25.0, alpha, a)
+    assert assd_bandwidth_octaves(a, alpha) == pytest.approx(half_amplitude_bandwidth(g, FREQS), abs=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(32, 48), (33, 40), (32, 41), (31, 31)])
+def test_riesz_nyquist_lines_are_zero_for_even_sizes(shape):
+    """rx on the Nyquist column (even W), ry on the Nyquist row (even H): cuFFT's inverse real
+    transform does not promise to drop the non-Hermitian part there, so it is zeroed."""
+    h, w = shape
+    rx, ry = riesz(shape)
+    assert np.all(rx[:, -1] == 0) == (w % 2 == 0)
+    assert np.all(ry[h // 2, :] == 0) == (h % 2 == 0)
