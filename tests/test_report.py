@@ -307,12 +307,35 @@ def test_headline_spread_of_ten_points(tmp_path):
     assert "Lowest mean test loss: ENH+CCE: test loss" in headline and "accuracy 60.0 ± 10.0 %" in headline
 
 
-def test_summary_pairs_inputs_under_one_loss_when_an_arm_is_missing(tmp_path):
-    """Without CXR + CCE the first pair of the grid (CXR + SCCE, ENH + CCE) differs in both input
-    and loss; the summary's input comparison is the one under a single loss."""
-    write_report([r for r in _results(twins=False) if (r["input"], r["loss"]) != ("cxr", "cce")], tmp_path)
+@pytest.mark.parametrize("missing", [("cxr", "cce"), ("enh", "cce")])
+def test_summary_pairs_inputs_under_one_loss_when_an_arm_is_missing(tmp_path, missing):
+    """Without CXR + CCE (ENH + CCE) a pair that differs in both input and loss comes before the
+    pair under one loss; the summary's input comparison is the one under a single loss."""
+    write_report([r for r in _results(twins=False) if (r["input"], r["loss"]) != missing], tmp_path)
+    diagonal = {"cxr": ("cxr+scce", "enh+cce"), "enh": ("cxr+cce", "enh+scce")}[missing[0]]
     comparisons = json.loads((tmp_path / "results.json").read_text())["comparisons"]
-    assert (comparisons[0]["a"], comparisons[0]["b"]) == ("cxr+scce", "enh+cce")
+    assert diagonal in [(c["a"], c["b"]) for c in comparisons]
     second = summary_lines(tmp_path)[1]
     d = paired_comparison(NUMBERS["cxr"]["test_loss"], NUMBERS["enh"]["test_loss"])
     assert second.startswith("CXR+SCCE - ENH+SCCE: test loss") and f"{100 * d['mean_diff']:+.2f} points" in second
+
+
+def test_twins_in_a_three_loss_grid_list_each_pair_once(tmp_path):
+    """Losses cce, focal, scce with cce = scce: four distinct arms, so six paired rows, each pair once
+    (focal - scce is focal - cce again, in the other order)."""
+    def sha(*parts):
+        return hashlib.sha256("-".join(map(str, parts)).encode()).hexdigest()
+
+    results = [_run("vgg16", what, loss, k, NUMBERS, sha(what, k) if loss != "focal" else sha(what, k, loss))
+               for what in ("cxr", "enh") for loss in ("cce", "focal", "scce") for k in range(3)]
+    write_report(results, tmp_path)
+    rows = _section((tmp_path / "report.md").read_text(), "Paired comparisons (a - b, same seeds, same model)")
+    pairs = [frozenset(_cells(row)[:2]) for row in rows]
+    canonical = [frozenset(p.replace("+scce", "+cce") for p in pair) for pair in pairs]
+    assert len(rows) == 6 and len(set(canonical)) == 6
+
+
+def test_every_figure_is_shown_in_the_report(report):
+    text = (report / "report.md").read_text()
+    figures = sorted(p.name for p in report.glob("*.png"))
+    assert figures and all(f"]({name})" in text for name in figures)

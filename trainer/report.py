@@ -116,10 +116,11 @@ def _distinct(comparisons) -> list[dict]:
         twin_of[drop] = twin_of.get(keep, keep)
     kept, seen = [], set()
     for c in comparisons:
-        a, b = twin_of.get(c["a"], c["a"]), twin_of.get(c["b"], c["b"])
-        if a == b or (a, b) in seen:
+        # Unordered: with losses cce, focal, scce the twin map turns (focal, scce) into (focal, cce).
+        pair = tuple(sorted((twin_of.get(c["a"], c["a"]), twin_of.get(c["b"], c["b"]))))
+        if pair[0] == pair[1] or pair in seen:
             continue
-        seen.add((a, b))
+        seen.add(pair)
         kept.append(c)
     return kept
 
