@@ -260,6 +260,19 @@ def test_reflect_border_is_periodic_filtering_of_the_mirror_padded_image(shape, 
     assert np.abs(got.even - want.even[:, rows, cols]).max() <= 1e-12 * np.abs(want.even).max()
 
 
+@pytest.mark.parametrize("border", ["reflect", "periodic"])
+def test_a_batch_is_its_images_one_by_one(border):
+    """Padding pads the image axes only: a batch of three gives each image's own result."""
+    params = PhaseParams.preset("kovesi", border=border)
+    images = np.random.default_rng(3).random((3, 40, 52))
+    batch = monogenic(images, params, dtype="float64")
+    assert batch.lwpa.shape == images.shape and batch.even.shape == (3, 3, 40, 52)
+    for k in range(3):
+        alone = monogenic(images[k], params, dtype="float64")
+        for field in ("lwpa", "phase_energy", "amplitude"):
+            assert np.allclose(getattr(batch, field)[k], getattr(alone, field), rtol=0, atol=1e-12), field
+
+
 @pytest.mark.parametrize("polarity", [0, 1, -1])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fused_phase_maps_match_reference(radiograph, polarity, dtype, monkeypatch, preset):

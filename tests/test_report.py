@@ -339,3 +339,14 @@ def test_every_figure_is_shown_in_the_report(report):
     text = (report / "report.md").read_text()
     figures = sorted(p.name for p in report.glob("*.png"))
     assert figures and all(f"]({name})" in text for name in figures)
+
+
+def test_an_unreadable_store_leaves_provenance_out(tmp_path):
+    """The store moved or damaged after training: the report is written without its provenance."""
+    junk = tmp_path / "gone.h5"
+    junk.write_bytes(b"not an HDF5 file")
+    out = tmp_path / "out"
+    out.mkdir()
+    write_report(_results(), out, store_path=junk)
+    text = (out / "report.md").read_text()
+    assert "## Data and software" not in text and "The split is in `split.json`." in text
