@@ -23,6 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +84,15 @@ def keep_killed(old_session: Path, session: Path, module_source: str) -> int:
     return kept
 
 
+def time_unmutated(copy: Path, tests: str, env: dict) -> float:
+    """Seconds the module's tests take on the unmutated copy; they must pass, or no mutant means anything."""
+    start = time.perf_counter()
+    done = subprocess.run(f"{PYTEST} {tests}", shell=True, cwd=copy, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the unmutated tests fail ({tests}):\n{done.stdout[-2000:]}")
+    return time.perf_counter() - start
+
+
 def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float,
                resume: Path | None = None) -> dict:
     name = module.replace("/", "_").removesuffix(".py")
@@ -101,6 +111,8 @@ def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float,
     session.unlink(missing_ok=True)
     bin_dir = Path(sys.executable).parent
     env = _environment(copy)
+    baseline = time_unmutated(copy, tests, env)
+    print(f"{module}: unmutated tests pass in {baseline:.1f} s (timeout {timeout:.0f} s)", flush=True)
     subprocess.run([str(bin_dir / "cosmic-ray"), "init", str(config), str(session)], cwd=copy, env=env, check=True)
     kept = keep_killed(resume, session, (copy / module).read_text()) if resume else 0
     if resume:
@@ -122,7 +134,8 @@ def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float,
         elif result["test_outcome"] == "killed":
             killed += 1
     return {"module": module, "tests": tests, "mutants": total, "killed": killed,
-            "timed_out": timed_out, "kept_from_earlier_run": kept, "survived": len(survivors), "survivors": survivors}
+            "unmutated_tests_s": round(baseline, 1), "timeout_s": timeout, "timed_out": timed_out,
+            "kept_from_earlier_run": kept, "survived": len(survivors), "survivors": survivors}
 
 
 def rerun_survivors(copy: Path, summary: list[dict], timeout: float) -> list[dict]:
