@@ -169,3 +169,12 @@ def test_riesz_nyquist_lines_are_zero_for_even_sizes(shape):
     rx, ry = riesz(shape)
     assert np.all(rx[:, -1] == 0) == (w % 2 == 0)
     assert np.all(ry[h // 2, :] == 0) == (h % 2 == 0)
+
+
+@pytest.mark.parametrize(("alpha", "bandwidth"), [(0.2, 4.0), (0.2, 6.0), (0.5, 4.0), (0.5, 2.0)])
+def test_assd_exponent_gives_the_asked_bandwidth(alpha, bandwidth):
+    """Round trip, also where the exponent is below 1 (alpha 0.2 at 6 octaves, alpha 0.5 at 4)."""
+    a = assd_exponent(alpha, bandwidth)
+    assert assd_bandwidth_octaves(a, alpha) == pytest.approx(bandwidth, abs=1e-9)
+    g = assd(FREQS, 25.0, alpha, a)
+    assert half_amplitude_bandwidth(g, FREQS) == pytest.approx(bandwidth, abs=2e-3)
