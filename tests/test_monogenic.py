@@ -295,3 +295,12 @@ def test_options_by_keyword_equal_options_by_position():
     a = monogenic(image, params=params, backend="numpy", dtype="float64")
     b = monogenic(image, params, backend="numpy", dtype="float64")
     assert np.array_equal(a.lwpa, b.lwpa) and np.array_equal(a.lpe, b.lpe)
+
+
+def test_result_is_frozen():
+    """MonogenicResult is a frozen dataclass: a caller cannot rebind its fields."""
+    import dataclasses
+
+    result = monogenic(np.random.default_rng(0).random((16, 16)), PhaseParams.preset("kovesi"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.lwpa = result.amplitude
