@@ -304,3 +304,20 @@ def test_result_is_frozen():
     result = monogenic(np.random.default_rng(0).random((16, 16)), PhaseParams.preset("kovesi"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.lwpa = result.amplitude
+
+
+def test_moved_pad_is_below_twice_the_size():
+    """When the smooth length leaves more than n - 1 after the image, the excess moved before it is
+    ``after - n + 1`` with ``n <= after < 2 n``, for every size and pad up to 400."""
+    import bisect
+
+    smooth = sorted(2**a * 3**b * 5**c for a in range(12) for b in range(8) for c in range(6))
+    moved = 0
+    for n in range(1, 401):
+        for pad in range(1, 401):
+            before = min(pad, n - 1)
+            after = smooth[bisect.bisect_left(smooth, n + 2 * before)] - n - before
+            if after > n - 1:
+                moved += 1
+                assert after < 2 * n, (n, pad)
+    assert moved > 1000  # the branch is reached
