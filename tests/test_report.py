@@ -342,11 +342,13 @@ def test_every_figure_is_shown_in_the_report(report):
 
 
 def test_an_unreadable_store_leaves_provenance_out(tmp_path):
-    """The store moved or damaged after training: the report is written without its provenance."""
+    """The store moved or damaged after training: the report is written without its provenance,
+    and the split, which it cannot count by class, is referred to."""
     junk = tmp_path / "gone.h5"
     junk.write_bytes(b"not an HDF5 file")
     out = tmp_path / "out"
     out.mkdir()
-    write_report(_results(), out, store_path=junk)
+    (out / "split.json").write_text(json.dumps({"train": [0, 1], "val": [2], "test": [3], "grouped": False}))
+    write_report(_results(), out, store_path=junk)  # a split, but no labels to count it with
     text = (out / "report.md").read_text()
     assert "## Data and software" not in text and "The split is in `split.json`." in text
