@@ -9,13 +9,15 @@ says what the last run found and what was done about each survivor.
     python tests/mutation.py phasefeat/maths/elea.py     # one module
     python tests/mutation.py --rerun out/mutation/summary.json   # only the last run's survivors,
                                                    # against today's tests (after adding tests)
-    python tests/mutation.py MODULE --resume OLD.sqlite   # finish an interrupted run: its killed
-                                                   # mutants are kept, the rest run now
+    python tests/mutation.py MODULE --resume OLD.sqlite --out NEW/   # finish an interrupted (or
+                                                   # earlier) run: its killed mutants are kept where
+                                                   # the module still has them, the rest run now
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shutil
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,32 +55,45 @@ def _environment(copy: Path) -> dict:
     return env
 
 
-def _removed_line(diff: str) -> str | None:
-    return next((line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")),
-                None)
+def _changed_lines(diff: str) -> list[str]:
+    """The removed and added lines of a diff, without its headers and blank lines."""
+    return [line.rstrip() for line in diff.splitlines()
+            if line[:1] in "+-" and not line.startswith(("---", "+++")) and line[1:].strip()]
+
+
+def _mutation_diff(source: str, operator_name: str, occurrence: int) -> str | None:
+    """The diff one mutation makes to ``source``, or None where the operator has no such occurrence."""
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
+
+    mutated = mutate_code(source, get_operator(operator_name)(), occurrence)
+    if mutated is None:
+        return None
+    return "\n".join(difflib.unified_diff(source.splitlines(), mutated.splitlines(), lineterm=""))
 
 
 def keep_killed(old_session: Path, session: Path, module_source: str) -> int:
-    """Copy the killed results of an interrupted run of the same module into a fresh session.
+    """Copy the killed results of an earlier run of the same module into a fresh session.
 
-    A result is kept only where the mutation is the same (operator, occurrence, position) and the
-    line it changed reads the same in today's module, so a module edited since that run has its
-    changed lines mutated again. Survivors and unfinished mutants are left pending: they run
-    against today's tests. Killed mutants stay killed because tests are only ever added.
+    A result is kept where today's module has a mutation by the same operator that changes the
+    same lines in the same way (wherever they moved), so lines edited since that run are mutated
+    again. Survivors and unfinished mutants are left pending: they run against today's tests.
+    Killed mutants stay killed because tests are only ever added.
     """
-    lines = module_source.splitlines()
-    key = ("operator_name, occurrence, start_pos_row, start_pos_col, end_pos_row, end_pos_col")
+    killed = Counter()
     with sqlite3.connect(old_session) as old:
-        killed = {row[:-1]: row[-1] for row in old.execute(
-            f"SELECT {key}, r.diff FROM mutation_specs s JOIN work_results r USING (job_id) "
-            "WHERE r.test_outcome = 'KILLED'")}
+        for operator, diff in old.execute("SELECT s.operator_name, r.diff FROM mutation_specs s "
+                                          "JOIN work_results r USING (job_id) WHERE r.test_outcome = 'KILLED'"):
+            killed[(operator, tuple(_changed_lines(diff)))] += 1
     kept = 0
     with sqlite3.connect(session) as new:
-        for job_id, *spec in new.execute(f"SELECT job_id, {key} FROM mutation_specs").fetchall():
-            diff = killed.get(tuple(spec))
-            row = spec[2]
-            if diff is None or row > len(lines) or _removed_line(diff) != lines[row - 1]:
+        for job_id, operator, occurrence in new.execute(
+                "SELECT job_id, operator_name, occurrence FROM mutation_specs").fetchall():
+            diff = _mutation_diff(module_source, operator, occurrence)
+            key = (operator, tuple(_changed_lines(diff or "")))
+            if diff is None or killed[key] == 0:
                 continue
+            killed[key] -= 1
             new.execute("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
                         "VALUES ('NORMAL', 'kept from an earlier run', 'KILLED', ?, ?)", (diff, job_id))
             kept += 1
@@ -138,6 +154,24 @@ def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float,
             "kept_from_earlier_run": kept, "survived": len(survivors), "survivors": survivors}
 
 
+
+
+def find_occurrence(source: str, survivor: dict) -> int | None:
+    """The occurrence of the survivor's operator that makes the same change in today's ``source``.
+
+    A module edited since the run numbers its occurrences differently (a new ``0`` shifts every
+    later number literal), so the recorded occurrence alone may name another mutation.
+    """
+    want = sorted(_changed_lines(survivor["diff"]))
+    candidates, occurrence = [], 0
+    while (diff := _mutation_diff(source, survivor["operator"], occurrence)) is not None:
+        if sorted(_changed_lines(diff)) == want:
+            candidates.append(occurrence)
+        occurrence += 1
+    # Identical changes on several lines (an annotation repeated): the nearest to the recorded one.
+    return min(candidates, key=lambda k: abs(k - survivor["occurrence"])) if candidates else None
+
+
 def rerun_survivors(copy: Path, summary: list[dict], timeout: float) -> list[dict]:
     """Each survivor of an earlier run, mutated again and tested with the current tests.
 
@@ -149,16 +183,23 @@ def rerun_survivors(copy: Path, summary: list[dict], timeout: float) -> list[dic
     for module in summary:
         if module["module"] not in MODULES:  # a run from before phasefeat's subpackages: same file name
             module = {**module, "module": next(m for m in MODULES if Path(m).name == Path(module["module"]).name)}
-        still = []
+        still, moved = [], 0
+        source = (copy / module["module"]).read_text()
         for survivor in module["survivors"]:
+            occurrence = find_occurrence(source, survivor)
+            if occurrence is None:  # the mutated code is gone from today's module
+                print(f"  line {survivor['line']} {survivor['operator']}: not in today's module", flush=True)
+                continue
+            moved += occurrence != survivor["occurrence"]
+            survivor = {**survivor, "occurrence": occurrence}
             command = [str(bin_dir / "cosmic-ray"), "mutate-and-test", module["module"], survivor["operator"],
-                       str(survivor["occurrence"]), f"timeout -s KILL {timeout:.0f} {PYTEST} {MODULES[module['module']]}"]
+                       str(occurrence), f"timeout -s KILL {timeout:.0f} {PYTEST} {MODULES[module['module']]}"]
             done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
             outcome = json.loads(done.stdout.strip().splitlines()[-1])["test_outcome"]
             if outcome == "survived":
                 still.append(survivor)
         result = {**module, "tests": MODULES[module["module"]], "rerun_of": len(module["survivors"]),
-                  "survived": len(still), "survivors": still}
+                  "occurrences_moved": moved, "survived": len(still), "survivors": still}
         print(f"{module['module']}: {len(module['survivors'])} earlier survivors, {len(still)} survive "
               "today's tests", flush=True)
         results.append(result)
