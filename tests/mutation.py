@@ -78,7 +78,7 @@ def keep_killed(old_session: Path, session: Path, module_source: str) -> int:
     A result is kept where today's module has a mutation by the same operator that changes the
     same lines in the same way (wherever they moved), so lines edited since that run are mutated
     again. Survivors and unfinished mutants are left pending: they run against today's tests.
-    Killed mutants stay killed because tests are only ever added.
+    Keeping a kill assumes the tests were only added to since that run.
     """
     killed = Counter()
     with sqlite3.connect(old_session) as old:
@@ -91,7 +91,7 @@ def keep_killed(old_session: Path, session: Path, module_source: str) -> int:
                 "SELECT job_id, operator_name, occurrence FROM mutation_specs").fetchall():
             diff = _mutation_diff(module_source, operator, occurrence)
             key = (operator, tuple(_changed_lines(diff or "")))
-            if diff is None or killed[key] == 0:
+            if diff is None or not killed[key]:
                 continue
             killed[key] -= 1
             new.execute("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
@@ -154,8 +154,6 @@ def run_module(copy: Path, module: str, tests: str, out: Path, timeout: float,
             "kept_from_earlier_run": kept, "survived": len(survivors), "survivors": survivors}
 
 
-
-
 def find_occurrence(source: str, survivor: dict) -> int | None:
     """The occurrence of the survivor's operator that makes the same change in today's ``source``.
 
@@ -210,14 +208,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", default=list(MODULES), help="modules to mutate")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "mutation")
-    # Every module's tests take under 15 s unmutated on 2 cores: a mutant 4x slower loops or
-    # computes something else, and a run of 900 mutants cannot wait 5 minutes for each of those.
+    # A mutant that loops must not hold a run of 900 mutants for minutes; the summary records the
+    # unmutated tests' time, so a timeout too close to it shows (trainer/report.py needs more).
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds per mutant's tests; a mutant that outruns it counts as killed")
     parser.add_argument("--rerun", type=Path, metavar="SUMMARY",
                         help="re-test only the survivors listed in an earlier summary.json")
     parser.add_argument("--resume", type=Path, metavar="SQLITE",
-                        help="finish an interrupted run of one module: keep its killed mutants, run the rest")
+                        help="finish an interrupted or earlier run of one module: keep its killed mutants "
+                             "that today's module still has, run the rest")
     args = parser.parse_args(argv)
     if args.resume and (len(args.modules) != 1 or not args.resume.is_file()):
         parser.error("--resume takes one module and the session file (.sqlite) of its interrupted run")
