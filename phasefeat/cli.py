@@ -195,8 +195,8 @@ def _load_params(preset: str, params_file):
               help="Samples per resumable piece (a kill loses at most one piece per worker). "
                    "[default: 64; 256 with --scheduler]")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="Run the pieces on Dask: tcp://HOST:8786 (an existing cluster) or local:N (a "
-                   "LocalCluster of N worker processes). Needs the distributed extra.")
+              help="Run the pieces on Dask: tcp://HOST:8786 or PATH.json (a scheduler file; an existing "
+                   "cluster) or local:N (a LocalCluster of N worker processes). Needs the distributed extra.")
 @click.option("--shard-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for finished pieces, visible to every Dask worker [default: next to OUTPUT].")
 @click.option("--virtual", is_flag=True,
@@ -222,8 +222,13 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, size, f
     from .io.convert import ConvertError, ConvertOptions
     from .io.convert import convert as run_convert
     from .io.discover import DiscoveryError
-    from .io.distributed import DaskUnavailableError
+    from .io.distributed import DaskUnavailableError, parse_scheduler
 
+    if scheduler:
+        try:
+            parse_scheduler(scheduler)
+        except DaskUnavailableError as exc:
+            raise click.BadParameter(str(exc), param_hint="--scheduler") from None
     params = _load_params(preset, params_file)
     options = ConvertOptions(size=size, fit=fit_mode, cxr_dtype=cxr_dtype, enh_dtype=enh_dtype,
                              max_pixels=max_pixels, max_bytes=max_bytes, features_at=features_at,

@@ -351,4 +351,5 @@ def test_an_unreadable_store_leaves_provenance_out(tmp_path):
     (out / "split.json").write_text(json.dumps({"train": [0, 1], "val": [2], "test": [3], "grouped": False}))
     write_report(_results(), out, store_path=junk)  # a split, but no labels to count it with
     text = (out / "report.md").read_text()
-    assert "## Data and software" not in text and "The split is in `split.json`." in text
+    assert "* store `" not in text and "* features:" not in text and "The split is in `split.json`." in text
+    assert "* trained: 12 run(s) on a device not recorded (an earlier version)" in text

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from phasefeat.io._atomic import make_dirs
+from phasefeat.io._atomic import make_dirs, remove_dirs
 
-from .experiment import GridError, RunConfig, prepare_split, run_or_reuse, store_info
+from .experiment import GridError, RunConfig, prepare_split, store_info
+from .grid import Job, SequentialRunner
 
 __all__ = ["MARGIN", "BOOTSTRAP", "Experiment", "plan", "external_candidates", "run_audit",
            "interval_metrics", "above_chance", "verdicts", "audit_markdown", "summary_line"]
@@ -210,13 +211,16 @@ def _dir_name(key: str, what: str, repeat: int) -> str:
 
 def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed: int = 0,
               base: RunConfig | None = None, occlude_fraction: float = 0.6, progress: bool = True,
-              workers: int = 1) -> dict:
-    """Run (or reuse) every audit experiment and write ``audit.md`` and ``audit.json`` in ``out``."""
-    from tqdm import tqdm
+              workers: int = 1, runner=None) -> dict:
+    """Run (or reuse) every audit experiment and write ``audit.md`` and ``audit.json`` in ``out``.
 
+    ``runner`` runs the runs (:func:`trainer.grid.run_grid` says which); the audit needs
+    every one of them, so a failed run stops it after the others have finished.
+    """
     from phasefeat.io.inspect_store import class_source_table, cramers_v
 
     base = base or RunConfig()
+    runner = runner or SequentialRunner(progress=progress)
     if base.target != "class" or base.occlude != "none" or base.test_sources:
         raise GridError("the audit sets the target, occlusion and test sources itself; "
                         "leave --target, --occlude and --test-source at their defaults")
@@ -227,17 +231,24 @@ def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed:
     for exp in experiments:  # every split is checked before the first epoch
         splits[exp.key] = prepare_split(store_path, dataclasses.replace(base, input=inputs[0],
                                                                          **exp.overrides))
-    make_dirs(out)
-    jobs = [(exp, what, k) for exp in experiments for what in inputs for k in range(repeats)]
+    runner.prepare(store_path, info["store_identity"])
+    created = make_dirs(out)
+    try:
+        runner.check_out(out)
+    except GridError:
+        remove_dirs(created)
+        raise
+    keys = [(exp, what, k) for exp in experiments for what in inputs for k in range(repeats)]
+    jobs = [Job(dataclasses.replace(base, input=what, seed=seed + k, **exp.overrides),
+                out / "runs" / _dir_name(exp.key, what, k), splits[exp.key]) for exp, what, k in keys]
+    results, failures = runner.run(store_path, jobs, info["store_identity"], workers=workers, desc="audit")
+    if failures:
+        named = "; ".join(f"{f['run']}: {f['reason']}" for f in failures)
+        raise GridError(f"{len(failures)} audit run(s) failed ({named}); the audit needs every run: fix "
+                        "the cause and run the same command again")
     finished = {}
-    bar = tqdm(jobs, desc="audit", unit="run", disable=not progress)
-    for exp, what, k in bar:
-        cfg = dataclasses.replace(base, input=what, seed=seed + k, **exp.overrides)
-        run_dir = out / "runs" / _dir_name(exp.key, what, k)
-        bar.set_postfix(run=run_dir.name)
-        result = run_or_reuse(store_path, cfg, run_dir, splits[exp.key], info["store_identity"],
-                              progress=progress, workers=workers)
-        with np.load(run_dir / "predictions.npz") as pred:
+    for (exp, what, _), job, result in zip(keys, jobs, results, strict=True):
+        with np.load(job.run_dir / "predictions.npz") as pred:
             finished.setdefault((exp.key, what), []).append(
                 (result, pred["labels"], pred["probabilities"]))
     table, source_names = class_source_table(info["labels"], info["sources"], len(info["class_names"]))

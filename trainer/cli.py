@@ -80,6 +80,47 @@ def _design(f):
     return f
 
 
+def _cluster(f):
+    """Where the runs run: one after another here, or one Dask task per run."""
+    options = [
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Run every run as a Dask task: local:N (N worker processes here; with GPUs, one "
+                          "GPU each), tcp://HOST:PORT or PATH.json (a scheduler file: an existing cluster). "
+                          "Workers need the store and OUT at the same paths (docs/distributed.md). Needs the "
+                          "distributed extra. [default: one run after another in this process]"),
+        click.option("--threads-per-run", type=click.IntRange(min=1), default=None,
+                     help="Compute threads of every run, set before the framework starts (TensorFlow's CPU "
+                          "results depend on it) and recorded in runs.csv; with --scheduler only. "
+                          "[default: the cores of a worker's machine / the runs it runs at once]"),
+        click.option("--gpus-per-run", type=click.IntRange(0, 1), default=None,
+                     help="1: every run asks Dask for resources GPU=1, so a worker with one GPU runs one run "
+                          "at a time; with --scheduler only. [default: 1 where the workers advertise a GPU "
+                          "resource (local:N: where N GPUs are visible), else 0]"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _runner(kw):
+    """The runner of ``--scheduler`` (checked before any work), or the in-process one."""
+    from .experiment import GridError
+    from .grid import SequentialRunner
+
+    if kw["scheduler"] is None:
+        for option in ("threads_per_run", "gpus_per_run"):
+            if kw[option] is not None:
+                raise click.UsageError(f"--{option.replace('_', '-')} needs --scheduler")
+        return SequentialRunner()
+    from .cluster import ClusterRunner
+
+    try:
+        return ClusterRunner(kw["scheduler"], threads_per_run=kw["threads_per_run"],
+                             gpus_per_run=kw["gpus_per_run"], echo=click.echo)
+    except GridError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scheduler") from None
+
+
 def _models(kw, single: bool) -> tuple[str, ...]:
     from .backbones import MODEL_NAMES
 
@@ -170,6 +211,7 @@ def cli(ctx, verbose):
 @cli.command()
 @_common
 @_design
+@_cluster
 @click.option("--inputs", default="cxr,enh", show_default=True, help="Inputs to compare (cxr, enh).")
 @click.option("--losses", default="cce,scce", show_default=True,
               help="Losses to compare: cce, scce, focal, weighted_cce, cce_ls.")
@@ -182,8 +224,13 @@ def cli(ctx, verbose):
               help="Also run the shortcut audit (see `trainer audit --help`) into OUT/audit and append its "
                    "verdict and tables to report.md.")
 def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
-    """Run the paired grid inputs x losses x repeats and write the report."""
-    from .experiment import GridError, run_grid
+    """Run the paired grid inputs x losses x repeats and write the report.
+
+    With --scheduler every run is a Dask task; a run that fails for a reason of its own is
+    named in the report and the others go on (exit status 1 if any failed).
+    """
+    from .experiment import GridError
+    from .grid import run_grid
     from .losses import LOSSES
     from .report import summary_lines, write_report
 
@@ -193,14 +240,21 @@ def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
     base = _base(kw)
     for name in models[1:]:
         _check_model(base, name)
+    runner = _runner(kw)
+    record = None
     try:
-        results = run_grid(kw["store"], out, inputs=inputs, losses=losses, repeats=repeats,
-                           seed=seed, base=base, workers=kw["workers"], models=models)
-        record = _audit(kw["store"], f"{out}/audit", inputs, repeats, seed, base,
-                        kw["occlude_fraction"], kw["workers"]) if with_audit else None
+        with runner:
+            results, failures = run_grid(kw["store"], out, inputs=inputs, losses=losses, repeats=repeats,
+                                         seed=seed, base=base, workers=kw["workers"], models=models,
+                                         runner=runner)
+            if with_audit and not failures:
+                record = _audit(kw["store"], f"{out}/audit", inputs, repeats, seed, base,
+                                kw["occlude_fraction"], kw["workers"], runner)
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    report = write_report(results, out, store_path=kw["store"])
+    if not results:
+        raise click.ClickException(f"every run failed; the first: {failures[0]['run']}: {failures[0]['reason']}")
+    report = write_report(results, out, store_path=kw["store"], failures=failures)
     if record is not None:
         from .audit import audit_markdown
 
@@ -209,6 +263,10 @@ def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
     click.echo(f"wrote {report}, runs.csv, results.json and figures in {out}")
     for line in summary_lines(out, record):
         click.echo(f"  {line}")
+    if failures:
+        raise click.ClickException(f"{len(failures)} of {len(failures) + len(results)} runs failed "
+                                   f"({', '.join(f['run'] for f in failures)}); report.md says why"
+                                   + ("; the audit was not run" if with_audit else ""))
 
 
 def _check_model(base, name):
@@ -220,18 +278,19 @@ def _check_model(base, name):
         raise click.UsageError(str(exc)) from None
 
 
-def _audit(store, out, inputs, repeats, seed, base, fraction, workers):
+def _audit(store, out, inputs, repeats, seed, base, fraction, workers, runner):
     import dataclasses
 
     from .audit import run_audit
 
     plain = dataclasses.replace(base, target="class", occlude="none", test_sources=(), split_by="patient")
     return run_audit(store, out, inputs=inputs, repeats=repeats, seed=seed, base=plain,
-                     occlude_fraction=fraction, workers=workers)
+                     occlude_fraction=fraction, workers=workers, runner=runner)
 
 
 @cli.command()
 @_common
+@_cluster
 @click.option("--inputs", default="cxr,enh", show_default=True, help="Inputs to audit (cxr, enh).")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Paired repeats of every experiment (repeat k uses seed + k).")
@@ -252,9 +311,12 @@ def audit(inputs, repeats, seed, occlude_fraction, out, **kw):
 
     inputs = _pick(inputs, INPUT_NAMES, "--inputs")
     _models(kw, single=True)
+    base = _base(kw)
+    runner = _runner(kw)
     try:
-        record = _audit(kw["store"], out, inputs, repeats, seed, _base(kw), occlude_fraction,
-                        kw["workers"])
+        with runner:
+            record = _audit(kw["store"], out, inputs, repeats, seed, base, occlude_fraction,
+                            kw["workers"], runner)
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}/audit.md and audit.json")

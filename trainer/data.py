@@ -227,7 +227,11 @@ class StoreBatches(_base()):
         return x
 
     def on_epoch_end(self):
-        self.epoch += 1
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve epoch ``epoch``'s order next (a run resumed from a checkpoint starts there)."""
+        self.epoch = epoch
         self._order = self._make_order()
 
     def close(self):

@@ -1,9 +1,8 @@
-"""One training run, and the paired grid of runs that compares losses and inputs.
+"""One training run: what defines it, and how it trains, resumes and lands in its folder.
 
 Reads top to bottom: load the store's labels -> split -> normalisation stats ->
-seeded model -> fit -> evaluate -> metrics -> files. Every arm of a grid uses
-the same split, the same seed for repeat k (so the same initial weights and
-batch order), and its result lands in its own folder as soon as it finishes.
+seeded model -> fit (from the last epoch's checkpoint, if any) -> evaluate ->
+metrics -> files. The grid of runs is :mod:`trainer.grid`.
 """
 
 from __future__ import annotations
@@ -19,12 +18,13 @@ import numpy as np
 
 from phasefeat.io._atomic import make_dirs
 
+from .checkpoint import CHECKPOINT
 from .losses import class_weights, get_loss
 from .metrics import classification_metrics
 from .splits import Split, make_external_split, make_split
 
-__all__ = ["RunConfig", "GridError", "prepare_split", "train_run", "run_grid", "run_name",
-           "run_or_reuse", "store_info", "store_identity", "TARGETS", "SPLIT_BY"]
+__all__ = ["RunConfig", "GridError", "prepare_split", "train_run", "run_name", "store_info",
+           "store_identity", "TARGETS", "SPLIT_BY", "RunFailed", "training_device"]
 
 TARGETS = ("class", "source")
 SPLIT_BY = ("patient", "source")
@@ -226,7 +226,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _epoch_bar(name: str, epochs: int, enabled: bool):
+def _epoch_bar(name: str, epochs: int, enabled: bool, initial: int = 0):
     import keras
     from tqdm import tqdm
 
@@ -234,7 +234,8 @@ def _epoch_bar(name: str, epochs: int, enabled: bool):
         """One tqdm bar per run: epochs done, with the latest losses, and an early time estimate."""
 
         def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=epochs, desc=name, unit="epoch", leave=False, disable=not enabled)
+            self.bar = tqdm(total=epochs, initial=initial, desc=name, unit="epoch", leave=False,
+                            disable=not enabled)
             self.batch_start, self.times, self.estimated = None, [], False
 
         def on_train_batch_begin(self, batch, logs=None):
@@ -263,8 +264,13 @@ def _epoch_bar(name: str, epochs: int, enabled: bool):
 
 
 def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
-              verbose: int = 0, progress: bool = True, workers: int = 1) -> dict:
-    """Train, evaluate and save one run; returns its result dict (also written as JSON)."""
+              verbose: int = 0, progress: bool = True, workers: int = 1, threads: int | None = None) -> dict:
+    """Train, evaluate and save one run; returns its result dict (also written as JSON).
+
+    A run that was interrupted resumes from its last finished epoch (``checkpoint.npz`` in
+    ``out_dir``). ``threads`` is recorded only: the caller sets the thread count before the
+    framework starts (:mod:`trainer.worker`).
+    """
     import keras
 
     from .data import OccludedFeatures, StoreBatches, channel_stats, value_range
@@ -315,12 +321,8 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     train = StoreBatches(indices=split.train, shuffle=True, seed=cfg.seed, augment=cfg.augment, **common)
     val = StoreBatches(indices=split.val, **common)
     test = StoreBatches(indices=split.test, **common)
-    start = time.perf_counter()
-    history = model.fit(train, validation_data=val, epochs=cfg.epochs, shuffle=False, verbose=verbose,
-                        callbacks=[keras.callbacks.EarlyStopping(
-                            monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
-                            _epoch_bar(out_dir.name, cfg.epochs, progress)])
-    seconds = time.perf_counter() - start
+    history, seconds, resumed_at = _fit(model, cfg, out_dir, split, info["store_identity"], train, val,
+                                        progress, verbose)
     val_loss, _ = model.evaluate(val, verbose=0)
     test_loss, _ = model.evaluate(test, verbose=0)
     probabilities = model.predict(test, verbose=0)
@@ -340,10 +342,11 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
         "val_loss": float(val_loss), "test_loss": float(test_loss),
         "test_cross_entropy": _cross_entropy(probabilities, test_labels),
         "test_accuracy": metrics["accuracy"], "metrics": metrics,
-        "epochs_run": len(history.history["loss"]), "history": history.history,
+        "epochs_run": len(history["loss"]), "history": history,
         "weights_sha256": _weights_digest(model), "train_seconds": seconds,
         "backend": keras.backend.backend(), "jit_compile": cfg.jit_compile,
         "mixed_precision": cfg.mixed_precision, "deterministic": cfg.deterministic,
+        "device": training_device(), "threads": threads, "resumed_at_epochs": resumed_at,
         "split_sizes": [len(split.train), len(split.val), len(split.test)],
         "test_classes_present": sorted(names[k] for k in set(test_labels.tolist())),
         "train_mean": mean.tolist(), "train_std": std.tolist(),
@@ -351,87 +354,88 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     tmp = out_dir / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=1, default=float))
     tmp.replace(out_dir / "result.json")
+    (out_dir / CHECKPOINT).unlink(missing_ok=True)  # the run is done; its checkpoint is not needed
     return result
 
 
-def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), repeats: int = 3,
-             seed: int = 0, base: RunConfig | None = None, progress: bool = True,
-             verbose: int = 0, workers: int = 1, models: tuple[str, ...] | None = None) -> list[dict]:
-    """Run every (model, input, loss, repeat) arm, pairing repeat k of all arms on seed + k.
+class RunFailed(GridError):
+    """A run failed for a reason of its own (a diverging loss, a damaged checkpoint); retrying it
+    elsewhere would fail again."""
 
-    Finished runs (``runs/<name>/result.json`` with the same config) are reused;
-    a folder made with other settings is refused.
+
+def _nan_guard():
+    import keras
+
+    class NaNGuard(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise RunFailed(f"the training loss became {float(loss)} in epoch {self.epoch + 1}, batch "
+                                f"{batch + 1}: the run diverged (try a lower --learning-rate)")
+
+    return NaNGuard()
+
+
+def _fit(model, cfg: RunConfig, out_dir: Path, split: Split, store_id: str, train, val, progress: bool,
+         verbose: int) -> tuple[dict, float, list[int]]:
+    """``model.fit`` from the run's checkpoint, if it has one.
+
+    Returns the whole run's history, its training seconds and the epochs it resumed at.
+
+    Every epoch ends with a checkpoint (:mod:`trainer.checkpoint`), so a killed run loses at
+    most the epoch it was in, and its resumed weights equal those of an uninterrupted run.
     """
-    from tqdm import tqdm
+    from .checkpoint import CheckpointError, load_checkpoint, restore_variables, resumable_callbacks
 
-    base = base or RunConfig()
-    out = Path(out)
-    for loss in losses:
-        get_loss(loss)
-    if out.exists() and not out.is_dir():
-        raise GridError(f"--out {out} is a file, not a folder")
-    info = store_info(store_path, inputs[0], base.target)
-    split = prepare_split(store_path, dataclasses.replace(base, input=inputs[0]), info)
-    # Keyed on what the store holds, not on its path: a store re-converted in place is another store.
-    settings = {"store_identity": info["store_identity"], "base": json.loads(json.dumps(
-                dataclasses.asdict(base))), "seed": seed, "split": json.loads(split.to_json())}
-    if models and tuple(models) != (base.model,):
-        settings["models"] = list(models)
-    settings_path = out / "grid.json"
-    if settings_path.exists():
-        try:
-            old = json.loads(settings_path.read_text())
-        except ValueError:
-            raise GridError(f"{settings_path} is damaged (not JSON); delete it or use another --out") from None
-        old_identity = old.get("store_identity")
-        if old_identity is None:
-            raise GridError(f"{out} was made by an earlier version that did not record the store's "
-                            "identity, so its runs cannot be matched to this store; use another --out")
-        if old_identity != settings["store_identity"]:
-            raise GridError(f"{out} holds runs made on another store (or this store before it was "
-                            "converted again); use another --out or delete it")
-        if old != settings:
-            differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise GridError(f"{out} holds runs made with other settings ({', '.join(differ)} differ); "
-                            "use another --out or delete it")
-    else:
-        make_dirs(out)  # only now: a refused grid leaves nothing behind
-        settings_path.write_text(json.dumps(settings))
-    (out / "split.json").write_text(split.to_json())
-    models = tuple(models or (base.model,))
-    for name in models:  # every model checked before the first epoch
-        dataclasses.replace(base, model=name)
-    jobs = [(name, what, loss, k) for k in range(repeats) for name in models for what in inputs
-            for loss in losses]
-    results = []
-    bar = tqdm(jobs, desc="grid", unit="run", disable=not progress)
-    for name, what, loss, k in bar:
-        cfg = dataclasses.replace(base, model=name, input=what, loss=loss, seed=seed + k)
-        run_dir = out / "runs" / run_name(cfg, k)
-        bar.set_postfix(run=run_dir.name)
-        results.append(run_or_reuse(store_path, cfg, run_dir, split, info["store_identity"],
-                                    verbose=verbose, progress=progress, workers=workers))
-    return results
-
-
-def run_or_reuse(store_path, cfg: RunConfig, run_dir: Path, split: Split, identity: str,
-                 **train_kwargs) -> dict:
-    """The finished run in ``run_dir`` if it was made with ``cfg`` on this store, else train it.
-
-    Raises
-    ------
-    GridError
-        ``run_dir`` holds a run with other settings, of another store, or a damaged result.
-    """
-    done = run_dir / "result.json"
-    if not done.exists():
-        return train_run(store_path, cfg, run_dir, split=split, **train_kwargs)
+    identity = {"config_digest": cfg.digest(), "store_identity": store_id,
+                "split": hashlib.sha256(split.to_json().encode()).hexdigest()}
+    path = out_dir / CHECKPOINT
     try:
-        result = json.loads(done.read_text())
-    except ValueError:
-        raise GridError(f"{done} is damaged (not JSON); delete {run_dir} to run it again") from None
-    if result.get("config_digest") != cfg.digest():
-        raise GridError(f"{run_dir} was made with other settings; delete it or use another --out")
-    if result.get("store_identity", identity) != identity:
-        raise GridError(f"{run_dir} was trained on another store; delete it or use another --out")
-    return result
+        checkpoint = load_checkpoint(path, identity)
+        if checkpoint is not None:
+            restore_variables(model, checkpoint)
+    except CheckpointError as exc:
+        raise RunFailed(str(exc)) from None
+    state = checkpoint["state"] if checkpoint else None
+    done = state["epochs_done"] if state else 0
+    early, saver = resumable_callbacks(path, identity, cfg.patience, state)
+    if state and (state["stopped"] or done >= cfg.epochs):  # killed after its last epoch
+        if state["best_weights"] is not None:
+            model.set_weights(state["best_weights"])
+        return saver.history, saver.seconds, saver.resumed_at
+    train.set_epoch(done)
+    model.fit(train, validation_data=val, epochs=cfg.epochs, initial_epoch=done, shuffle=False,
+              verbose=verbose, callbacks=[_nan_guard(), early, saver,
+                                          _epoch_bar(out_dir.name, cfg.epochs, progress, done)])
+    return saver.history, saver.seconds, saver.resumed_at
+
+
+def training_device() -> str:
+    """What the model trained on: the accelerator's name, or ``"CPU"``."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        elif backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform != "cpu":
+                return device.device_kind
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return torch.cuda.get_device_name(0)
+    except (RuntimeError, ValueError):  # a broken driver: the run itself says more
+        pass
+    return "CPU"

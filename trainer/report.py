@@ -23,7 +23,7 @@ __all__ = ["write_report", "paired_comparison", "summary_lines", "LOSS_SCALE_NOT
 
 COLUMNS = ("run", "model", "input", "loss", "seed", "val_loss", "test_loss", "test_cross_entropy",
            "test_accuracy", "macro_f1", "macro_auc_ovr", "ece", "epochs_run", "weights_sha256",
-           "bit_identical_to")
+           "bit_identical_to", "device", "threads")
 METRICS = ("val_loss", "test_loss", "test_accuracy", "macro_f1", "macro_auc_ovr")
 LOSS_SCALE_NOTE = ("losses are mean cross-entropy x 100, as in the study's tables: 45.60 means a mean "
                    "cross-entropy of 0.456")
@@ -62,8 +62,24 @@ def _rows(results):
                      "test_cross_entropy": r["test_cross_entropy"], "test_accuracy": r["test_accuracy"],
                      "macro_f1": m["macro_f1"], "macro_auc_ovr": m["macro_auc_ovr"], "ece": m["ece"],
                      "epochs_run": r["epochs_run"], "weights_sha256": r["weights_sha256"],
-                     "bit_identical_to": ";".join(twins)})
+                     "bit_identical_to": ";".join(twins), "device": r.get("device", ""),
+                     "threads": r.get("threads") or ""})
     return rows
+
+
+def _where_trained(results) -> str:
+    """One line: the devices and thread counts the runs trained with (from each run's record)."""
+    counts = {}
+    for r in results:
+        key = (r.get("device") or "", r.get("backend") or "", r.get("threads") or 0)
+        counts[key] = counts.get(key, 0) + 1
+    parts = []
+    for (device, backend, threads), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        details = [f"{backend} backend"] if backend else []
+        details += [f"{threads} thread(s) per run"] if threads else []
+        where = f"on {device}" if device else "on a device not recorded (an earlier version)"
+        parts.append(f"{n} run(s) {where}" + (f" ({', '.join(details)})" if details else ""))
+    return "* trained: " + "; ".join(parts)
 
 
 def _mean_std(values) -> dict:
@@ -192,8 +208,12 @@ def _headline(summary) -> list[str]:
     return lines
 
 
-def write_report(results: list[dict], out, store_path=None) -> Path:
-    """Write runs.csv, results.json, report.md, report.html and figures into ``out``; returns report.md."""
+def write_report(results: list[dict], out, store_path=None, failures=()) -> Path:
+    """Write runs.csv, results.json, report.md, report.html and figures into ``out``; returns report.md.
+
+    ``failures`` (``{"run", "reason"}`` dicts) are runs of the grid that failed: the report
+    names them and their reasons, and its tables hold the runs that finished.
+    """
     out = Path(out)
     rows = _rows(results)
     with open(out / "runs.csv", "w", newline="") as handle:
@@ -204,7 +224,8 @@ def write_report(results: list[dict], out, store_path=None) -> Path:
     summary = _summaries(rows, arms)
     comparisons = _comparisons(rows, arms)
     (out / "results.json").write_text(json.dumps(
-        {"runs": rows, "summary": summary, "comparisons": comparisons}, indent=1, default=float))
+        {"runs": rows, "summary": summary, "comparisons": comparisons, "failures": list(failures)},
+        indent=1, default=float))
     figures = draw_figures(results, out)
     split_path = out / "split.json"
     split = json.loads(split_path.read_text()) if split_path.exists() else None
@@ -213,11 +234,15 @@ def write_report(results: list[dict], out, store_path=None) -> Path:
     lines = ["# Loss comparison report", "",
              f"{len(rows)} runs: {len(arms)} arms ({', '.join(_arm(a) for a in arms)}) x {len(seeds)} "
              f"paired seed(s) {seeds}. Repeat k of every arm uses the same seed, split, initial weights "
-             f"and batch order. Throughout, {LOSS_SCALE_NOTE}.", "", "## Headline", "",
+             f"and batch order. Throughout, {LOSS_SCALE_NOTE}.", ""]
+    if failures:
+        lines += ["## Failed runs", "", f"{len(failures)} run(s) of this grid failed; the tables below hold "
+                  "the runs that finished. Fix the cause and run the same command again to complete it.", "",
+                  *(f"* `{f['run']}`: {f['reason']}" for f in failures), ""]
+    lines += ["## Headline", "",
              *_headline(summary), "", "## Data split", "",
              *_split_table(split, data.get("labels"), data.get("names", results[0]["class_names"])), ""]
-    if provenance:
-        lines += ["## Data and software", "", *provenance, ""]
+    lines += ["## Data and software", "", *provenance, _where_trained(results), ""]
     lines += ["## Arms", "", "Losses x 100; accuracy and macro F1 in %; macro AUC one-vs-rest.", ""]
     for arm in arms:
         runs = sorted((r for r in rows if arm_of(r) == arm), key=lambda r: r["seed"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["run_pieces_on_dask", "DaskUnavailableError"]
+__all__ = ["run_pieces_on_dask", "DaskUnavailableError", "parse_scheduler", "connect", "quiet_dask"]
 
 logger = logging.getLogger("phasefeat")
 
@@ -40,15 +40,14 @@ def dask_piece(task: dict, out_path: str, backend: str) -> tuple[int, int]:
     return len(piece["index"]), len(piece["failed_path"])
 
 
-def _client(scheduler: str):
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise DaskUnavailableError("--scheduler needs Dask distributed: pip install 'phasefeat[distributed]'") \
-            from None
-    if not logger.isEnabledFor(logging.INFO):
-        # Dask's start-up chatter only with `phasefeat -v`.
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+def parse_scheduler(scheduler: str) -> tuple[str, object]:
+    """What ``--scheduler`` names: ``("local", N)``, ``("address", "tcp://...")`` or ``("file", path)``.
+
+    Raises
+    ------
+    DaskUnavailableError
+        The value is none of these (checked before any work starts).
+    """
     if scheduler.startswith("local:"):
         try:
             n = int(scheduler.split(":", 1)[1])
@@ -57,19 +56,60 @@ def _client(scheduler: str):
                 from None
         if n < 1:
             raise DaskUnavailableError("--scheduler local:N needs N >= 1")
-        import dask
+        return "local", n
+    if "://" in scheduler:
+        return "address", scheduler
+    if scheduler.endswith(".json"):
+        if not Path(scheduler).is_file():
+            raise DaskUnavailableError(f"--scheduler {scheduler}: no such scheduler file (written by "
+                                       "`dask scheduler --scheduler-file PATH`)")
+        return "file", Path(scheduler)
+    raise DaskUnavailableError(f"--scheduler takes local:N, tcp://HOST:PORT or a scheduler file "
+                               f"(PATH.json), got {scheduler!r}")
 
-        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap
-        # threshold: every multi-MB NumPy array is then mmapped and page-faulted afresh,
-        # and the features ran 3.5x slower (measured). Leave glibc's defaults alone.
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=logging.ERROR)
-        return Client(cluster), cluster
+
+def quiet_dask() -> None:
+    """Dask's start-up chatter only with ``-v``."""
+    if not logger.isEnabledFor(logging.INFO):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def connect(scheduler: str):
+    """A ``distributed.Client`` for an existing cluster (an address or a scheduler file)."""
     try:
-        return Client(scheduler, timeout="20s"), None
-    except (OSError, TimeoutError) as exc:
+        from distributed import Client
+    except ImportError:
+        raise DaskUnavailableError("--scheduler needs Dask distributed: pip install 'phasefeat[distributed]'") \
+            from None
+    kind, value = parse_scheduler(scheduler)
+    quiet_dask()
+    try:
+        if kind == "file":
+            return Client(scheduler_file=str(value), timeout="20s")
+        return Client(value, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as exc:
         raise DaskUnavailableError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+
+
+def _client(scheduler: str):
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise DaskUnavailableError("--scheduler needs Dask distributed: pip install 'phasefeat[distributed]'") \
+            from None
+    kind, n = parse_scheduler(scheduler)
+    if kind != "local":
+        return connect(scheduler), None
+    quiet_dask()
+    import dask
+
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap
+    # threshold: every multi-MB NumPy array is then mmapped and page-faulted afresh,
+    # and the features ran 3.5x slower (measured). Leave glibc's defaults alone.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=logging.ERROR)
+    return Client(cluster), cluster
 
 
 def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done, echo=print) -> None:
@@ -82,8 +122,8 @@ def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done
     piece_paths : list of Path
         Where piece ``k`` lands; must be on storage every worker can write.
     scheduler : str
-        ``tcp://host:8786`` (an existing cluster) or ``local:N`` (a LocalCluster
-        of N worker processes, one thread each).
+        ``tcp://host:8786`` or a scheduler file (an existing cluster), or ``local:N``
+        (a LocalCluster of N worker processes, one thread each).
     backend : {"numpy", "cupy", "auto"}
         Where the workers compute the features (``auto``: each worker's GPU when usable).
     on_done : callable

@@ -1,0 +1,126 @@
+"""Per-epoch checkpoints: an interrupted run resumes to the weights of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trainer import checkpoint
+from trainer.experiment import RunConfig, RunFailed, train_run
+
+# Augmentation and dropout draw random numbers every epoch; the data order depends on the epoch.
+# At this rate the validation loss is lowest after epoch 2 and early stopping ends the run after
+# epoch 4 of 5: a cut after epoch 3 must carry the best weights and the patience count across.
+CFG = RunConfig(input="enh", loss="cce", width=0.125, epochs=5, patience=2, batch_size=16, augment=True,
+                learning_rate=1e-2)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_after(monkeypatch, epochs_done: int):
+    """Make the run stop right after writing the checkpoint of epoch ``epochs_done``, as a kill would."""
+    real = checkpoint.save_checkpoint
+
+    def save_then_stop(path, model, identity, state):
+        real(path, model, identity, state)
+        if state["epochs_done"] == epochs_done:
+            raise Interrupted
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(store, tmp_path_factory):
+    return train_run(store, CFG, tmp_path_factory.mktemp("whole") / "run", progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cut", [1, 3])
+def test_a_resumed_run_equals_an_uninterrupted_one(store, tmp_path, monkeypatch, uninterrupted, cut):
+    assert int(np.argmin(uninterrupted["history"]["val_loss"])) + 1 < 3 < uninterrupted["epochs_run"] < 5
+    run = tmp_path / "run"
+    _interrupt_after(monkeypatch, cut)
+    with pytest.raises(Interrupted):
+        train_run(store, CFG, run, progress=False)
+    assert (run / "checkpoint.npz").exists() and not (run / "result.json").exists()
+    monkeypatch.undo()
+    resumed = train_run(store, CFG, run, progress=False)
+    assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
+    assert resumed["history"] == uninterrupted["history"]
+    assert resumed["test_loss"] == uninterrupted["test_loss"]
+    assert resumed["resumed_at_epochs"] == [cut] and uninterrupted["resumed_at_epochs"] == []
+    assert not (run / "checkpoint.npz").exists()  # removed once the result is written
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_early_stopping_restores_its_best_weights(store, tmp_path, monkeypatch):
+    cfg = RunConfig(input="cxr", loss="scce", width=0.125, epochs=6, patience=1, batch_size=16,
+                    learning_rate=3e-2)
+    whole = train_run(store, cfg, tmp_path / "whole", progress=False)
+    stopped = whole["epochs_run"]
+    assert stopped < cfg.epochs, "the case needs a run that stops early"
+    assert np.argmin(whole["history"]["val_loss"]) < stopped - 1  # the best epoch is not the last
+    _interrupt_after(monkeypatch, stopped)  # killed between its last checkpoint and its result
+    with pytest.raises(Interrupted):
+        train_run(store, cfg, tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    resumed = train_run(store, cfg, tmp_path / "cut", progress=False)
+    assert resumed["weights_sha256"] == whole["weights_sha256"] and resumed["epochs_run"] == stopped
+
+
+@pytest.mark.slow
+def test_damaged_and_foreign_checkpoints_fail_the_run_with_their_reason(store, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.npz").write_bytes(b"half a file")
+    with pytest.raises(RunFailed, match=r"checkpoint.npz is damaged; delete it to train this run from its start"):
+        train_run(store, CFG, run, progress=False)
+    (run / "checkpoint.npz").unlink()
+    _interrupt_after(monkeypatch, 1)
+    with pytest.raises(Interrupted):
+        train_run(store, CFG, run, progress=False)
+    monkeypatch.undo()
+    other = RunConfig(**{**CFG.__dict__, "learning_rate": 1e-3})
+    with pytest.raises(RunFailed, match=r"belongs to a run with other settings \(config_digest differ\)"):
+        train_run(store, other, run, progress=False)
+
+
+def test_a_checkpoint_round_trips_its_state(tmp_path):
+    import keras
+
+    from trainer.model import classifier
+
+    model = classifier("vgg16", (32, 32, 3), 3, width=0.125)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    identity = {"config_digest": "a", "store_identity": "b", "split": "c"}
+    best = [w + 1 for w in model.get_weights()]
+    state = {"epochs_done": 2, "history": {"loss": [1.0, 0.5]}, "seconds": 3.5, "stopped": False, "wait": 1,
+             "best": 0.25, "best_epoch": 0, "stopped_epoch": 0, "resumed_at": [], "best_weights": best}
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save_checkpoint(path, model, identity, state)
+    loaded = checkpoint.load_checkpoint(path, identity)
+    assert {k: v for k, v in loaded["state"].items() if k != "best_weights"} == \
+        {k: v for k, v in state.items() if k != "best_weights"}
+    assert all(np.array_equal(a, b) for a, b in zip(loaded["state"]["best_weights"], best, strict=True))
+    assert len(loaded["model"]) == len(model.variables)
+    assert len(loaded["optimizer"]) == len(model.optimizer.variables)
+    with pytest.raises(checkpoint.CheckpointError, match="split differ"):
+        checkpoint.load_checkpoint(path, {**identity, "split": "d"})
+    assert checkpoint.load_checkpoint(tmp_path / "none.npz", identity) is None
+    assert not list(tmp_path.glob("*.partial"))  # written under a temporary name, then renamed
+    json.dumps(loaded["state"]["history"])
+
+
+@pytest.mark.slow
+def test_a_diverging_run_fails_with_its_reason(store, tmp_path):
+    cfg = RunConfig(input="enh", loss="cce", width=0.125, epochs=2, batch_size=16, optimizer="sgd",
+                    learning_rate=1e30)
+    with pytest.raises(RunFailed, match=r"the training loss became nan in epoch 1, batch \d+: the run "
+                                        r"diverged \(try a lower --learning-rate\)"):
+        train_run(store, cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "result.json").exists()

@@ -1,0 +1,188 @@
+"""The paired grid of runs that compares losses, inputs and models, and where its runs run.
+
+Every arm of a grid uses the same split, the same seed for repeat k (so the same
+initial weights and batch order), and its result lands in its own folder as soon
+as it finishes. A grid is planned here as a list of :class:`Job`; a runner runs
+them: :class:`SequentialRunner` in this process (the default), or
+:class:`trainer.cluster.ClusterRunner` on a Dask cluster (``--scheduler``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from phasefeat.io._atomic import make_dirs, remove_dirs
+
+from .experiment import GridError, RunConfig, prepare_split, run_name, store_info, train_run
+from .losses import get_loss
+from .splits import Split
+
+__all__ = ["Job", "SequentialRunner", "run_grid", "finished_run", "run_or_reuse"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One run of a grid: what it is, where it lands, and the split it uses."""
+
+    config: RunConfig
+    run_dir: Path
+    split: Split
+
+    def config_dict(self) -> dict:
+        """The config as JSON-able values (a task for another process)."""
+        out = dataclasses.asdict(self.config)
+        out["test_sources"] = list(self.config.test_sources)
+        return out
+
+
+class SequentialRunner:
+    """Runs a grid's runs one after another in this process (without ``--scheduler``)."""
+
+    def __init__(self, progress: bool = True, verbose: int = 0):
+        self.progress, self.verbose = progress, verbose
+        self.threads = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def prepare(self, store_path, identity: str) -> None:
+        """Nothing to check: this process reads the store and writes the folder."""
+
+    def check_out(self, out) -> None:
+        """Nothing to check (see :meth:`prepare`)."""
+
+    def run(self, store_path, jobs: list[Job], identity: str, workers: int = 1, desc: str = "grid"):
+        """Every job in order; ``(results, failures)`` with no failures (a failure raises)."""
+        from tqdm import tqdm
+
+        results = []
+        bar = tqdm(jobs, desc=desc, unit="run", disable=not self.progress)
+        for job in bar:
+            bar.set_postfix(run=job.run_dir.name)
+            results.append(run_or_reuse(store_path, job.config, job.run_dir, job.split, identity,
+                                        verbose=self.verbose, progress=self.progress, workers=workers))
+        return results, []
+
+
+def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), repeats: int = 3,
+             seed: int = 0, base: RunConfig | None = None, progress: bool = True,
+             verbose: int = 0, workers: int = 1, models: tuple[str, ...] | None = None,
+             runner=None) -> tuple[list[dict], list[dict]]:
+    """Run every (model, input, loss, repeat) arm, pairing repeat k of all arms on seed + k.
+
+    Finished runs (``runs/<name>/result.json`` with the same config) are reused;
+    a folder made with other settings is refused.
+
+    Parameters
+    ----------
+    runner : SequentialRunner or trainer.cluster.ClusterRunner, optional
+        Where the runs run [default: one after another in this process].
+
+    Returns
+    -------
+    results : list of dict
+        The finished runs, in grid order.
+    failures : list of dict
+        ``{"run", "reason"}`` of runs that failed for a reason of their own (on a cluster
+        the others go on; in this process the first failure raises).
+    """
+    base = base or RunConfig()
+    runner = runner or SequentialRunner(progress=progress, verbose=verbose)
+    out = Path(out)
+    for loss in losses:
+        get_loss(loss)
+    if out.exists() and not out.is_dir():
+        raise GridError(f"--out {out} is a file, not a folder")
+    info = store_info(store_path, inputs[0], base.target)
+    split = prepare_split(store_path, dataclasses.replace(base, input=inputs[0]), info)
+    # Keyed on what the store holds, not on its path: a store re-converted in place is another store.
+    settings = {"store_identity": info["store_identity"], "base": json.loads(json.dumps(
+                dataclasses.asdict(base))), "seed": seed, "split": json.loads(split.to_json())}
+    if models and tuple(models) != (base.model,):
+        settings["models"] = list(models)
+    settings_path = out / "grid.json"
+    fresh = not settings_path.exists()
+    if not fresh:
+        _check_settings(settings_path, settings, out)
+    models = tuple(models or (base.model,))
+    for name in models:  # every model checked before the first epoch
+        dataclasses.replace(base, model=name)
+    runner.prepare(store_path, info["store_identity"])
+    created = make_dirs(out)  # only now: a refused grid leaves nothing behind
+    try:
+        runner.check_out(out)
+    except GridError:
+        remove_dirs(created)
+        raise
+    if fresh:
+        settings_path.write_text(json.dumps(settings))
+    (out / "split.json").write_text(split.to_json())
+    jobs = []
+    for k in range(repeats):
+        for name in models:
+            for what in inputs:
+                for loss in losses:
+                    cfg = dataclasses.replace(base, model=name, input=what, loss=loss, seed=seed + k)
+                    jobs.append(Job(cfg, out / "runs" / run_name(cfg, k), split))
+    results, failures = runner.run(store_path, jobs, info["store_identity"], workers=workers)
+    return [r for r in results if r is not None], failures
+
+
+def _check_settings(settings_path: Path, settings: dict, out: Path) -> None:
+    try:
+        old = json.loads(settings_path.read_text())
+    except ValueError:
+        raise GridError(f"{settings_path} is damaged (not JSON); delete it or use another --out") from None
+    old_identity = old.get("store_identity")
+    if old_identity is None:
+        raise GridError(f"{out} was made by an earlier version that did not record the store's "
+                        "identity, so its runs cannot be matched to this store; use another --out")
+    if old_identity != settings["store_identity"]:
+        raise GridError(f"{out} holds runs made on another store (or this store before it was "
+                        "converted again); use another --out or delete it")
+    if old != settings:
+        differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        raise GridError(f"{out} holds runs made with other settings ({', '.join(differ)} differ); "
+                        "use another --out or delete it")
+
+
+def finished_run(job: Job, identity: str) -> dict | None:
+    """The result of ``job`` if its folder holds it finished (same config, same store), else None.
+
+    Raises
+    ------
+    GridError
+        The folder holds a run with other settings, of another store, or a damaged result.
+    """
+    done = job.run_dir / "result.json"
+    if not done.exists():
+        return None
+    try:
+        result = json.loads(done.read_text())
+    except ValueError:
+        raise GridError(f"{done} is damaged (not JSON); delete {job.run_dir} to run it again") from None
+    if result.get("config_digest") != job.config.digest():
+        raise GridError(f"{job.run_dir} was made with other settings; delete it or use another --out")
+    if result.get("store_identity", identity) != identity:
+        raise GridError(f"{job.run_dir} was trained on another store; delete it or use another --out")
+    return result
+
+
+def run_or_reuse(store_path, cfg: RunConfig, run_dir: Path, split: Split, identity: str,
+                 **train_kwargs) -> dict:
+    """The finished run in ``run_dir`` if it was made with ``cfg`` on this store, else train it.
+
+    Raises
+    ------
+    GridError
+        ``run_dir`` holds a run with other settings, of another store, or a damaged result.
+    """
+    result = finished_run(Job(cfg, Path(run_dir), split), identity)
+    if result is None:
+        return train_run(store_path, cfg, run_dir, split=split, **train_kwargs)
+    return result
