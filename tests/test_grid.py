@@ -164,8 +164,11 @@ def cluster(tmp_path, workers: list[list[str]], env: dict | None = None):
         for proc in reversed(procs):
             proc.terminate()
         for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:  # a busy machine: do not wait for a graceful close
+                proc.kill()
+                proc.wait()
 
 
 @pytest.mark.slow
@@ -278,3 +281,20 @@ def test_local_gpus_come_from_cuda_visible_devices(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert local_gpus() == []
+
+
+@pytest.mark.slow
+def test_the_audit_runs_on_the_cluster_too(store, tmp_path):
+    out = tmp_path / "audit"
+    done = subprocess.run([sys.executable, "-m", "trainer", "audit", "--store", str(store), "--out", str(out),
+                           "--inputs", "enh", "--repeats", "1", "--epochs", "2", "--width", "0.125",
+                           "--scheduler", "local:2", "--threads-per-run", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "audit.json").read_text())
+    keys = [e["key"] for e in record["experiments"]]
+    schedule = json.loads((out / "schedule.json").read_text())
+    assert sorted(schedule) == sorted(f"{k}-enh-r0" for k in keys) and len(keys) >= 2
+    for name in schedule:
+        result = json.loads((out / "runs" / name / "result.json").read_text())
+        assert result["threads"] == 1 and result["device"] == "CPU"
