@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ def real_class_counts() -> dict[str, int]:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 _GPU_SKIPS: list[str] = []
+_STANDIN_RUNS: list[str] = []
 
 
 @pytest.hookimpl(trylast=True)  # after -m has deselected what it deselects
@@ -44,6 +46,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if _STANDIN_RUNS:
+        terminalreporter.write_line(
+            f"GPU: {len(_STANDIN_RUNS)} tests ran the CuPy code path on the stand-in (tests/cupy_standin.py: "
+            "NumPy underneath, CuPy's rules on top); cuFFT rounding, memory and speed need a real GPU.")
     if gpu_available():
         terminalreporter.write_line("GPU: CuPy backend usable; gpu-marked tests ran.")
     elif _GPU_SKIPS:
@@ -53,9 +59,41 @@ def pytest_terminal_summary(terminalreporter):
         )
 
 
-@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.fixture
+def cupy_standin(monkeypatch, request):
+    """Make ``cupy`` the stand-in (tests/cupy_standin.py) and the backend named ``cupy`` run on it."""
+    import cupy_standin
+
+    from phasefeat import backend
+
+    monkeypatch.setitem(sys.modules, "cupy", cupy_standin.module)
+    monkeypatch.setattr(backend, "_cupy_backend_or_reason", cupy_standin.backend)
+    _STANDIN_RUNS.append(request.node.nodeid)
+    return cupy_standin.module
+
+
+@pytest.fixture(params=["cupy-standin", pytest.param("cupy", marks=pytest.mark.gpu)])
+def cupy_module(request):
+    """The CuPy code path: on the stand-in (everywhere), and on a real GPU (``gpu``-marked).
+
+    Returns the ``cupy`` module of that case; ``backend="cupy"`` then computes there.
+    """
+    if request.param == "cupy-standin":
+        return request.getfixturevalue("cupy_standin")
+    import cupy
+
+    return cupy
+
+
+@pytest.fixture(params=["numpy", "cupy-standin", pytest.param("cupy", marks=pytest.mark.gpu)])
 def backend_name(request):
-    """Each backend in turn; the CuPy case needs a GPU."""
+    """Each backend in turn: NumPy, the CuPy code path on the stand-in, and CuPy on a real GPU.
+
+    Returns the name to pass as ``backend=`` (``"cupy"`` for the stand-in too).
+    """
+    if request.param == "cupy-standin":
+        request.getfixturevalue("cupy_standin")
+        return "cupy"
     return request.param
 
 

@@ -83,10 +83,9 @@ def test_unknown_backend():
         backend.get_backend("jax")
 
 
-# ---- GPU: the CuPy backend against NumPy ------------------------------------------------
+# ---- The CuPy backend (stand-in and real GPU) against NumPy ---------------------------------
 
-@pytest.mark.gpu
-def test_gpu_float_enh_matches_numpy(real_images):
+def test_gpu_float_enh_matches_numpy(real_images, cupy_module):
     for image in [*real_images, chest_phantom(299, seed=2).astype(np.float64)]:
         cpu = enhance(image, backend="numpy")
         gpu = enhance(image, backend="cupy")
@@ -94,8 +93,7 @@ def test_gpu_float_enh_matches_numpy(real_images):
         assert np.abs(gpu - cpu).max() < 1e-4
 
 
-@pytest.mark.gpu
-def test_gpu_uint8_enh_within_one_level():
+def test_gpu_uint8_enh_within_one_level(cupy_module):
     batch = np.stack([chest_phantom(299, seed=s) for s in range(8)])
     cpu = enhance(batch, backend="numpy", out="uint8").astype(int)
     gpu = enhance(batch, backend="cupy", out="uint8").astype(int)
@@ -103,10 +101,8 @@ def test_gpu_uint8_enh_within_one_level():
     assert np.abs(gpu - cpu).max() <= 2  # float32 rounding, never a different map
 
 
-@pytest.mark.gpu
-def test_gpu_cupy_in_cupy_out():
-    import cupy
-
+def test_gpu_cupy_in_cupy_out(cupy_module):
+    cupy = cupy_module
     image = cupy.asarray(chest_phantom(64, seed=1))
     enh = enhance(image)  # backend None follows the input
     assert isinstance(enh, cupy.ndarray) and enh.shape == (64, 64, 3)
@@ -115,8 +111,7 @@ def test_gpu_cupy_in_cupy_out():
     assert isinstance(enhance(image, backend="numpy"), cupy.ndarray)
 
 
-@pytest.mark.gpu
-def test_gpu_filter_bank_is_cached():
+def test_gpu_filter_bank_is_cached(cupy_module):
     from phasefeat.maths.filters import filter_bank
     from phasefeat.params import PhaseParams
 

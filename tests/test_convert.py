@@ -292,8 +292,8 @@ def test_real_radiographs_convert(tmp_path):
         assert {"RGB", "L"} <= modes
 
 
-@pytest.mark.gpu
-def test_gpu_convert_matches_cpu(messy, tmp_path):
+def test_gpu_convert_matches_cpu(messy, tmp_path, cupy_module):
+    """The CuPy path of convert: worker processes only decode, the main process computes the features."""
     root, _ = messy
     run("convert", root, tmp_path / "cpu.h5", *SMALL)
     run("convert", root, tmp_path / "gpu.h5", "--size", 32, "-q", "--backend", "cupy")

@@ -32,8 +32,13 @@ def test_local_cluster_equals_single_machine_on_real_radiographs(tmp_path):
     result = run("convert", REAL_DIR, tmp_path / "dask.h5", *args, "--scheduler", "local:2",
                  "--shard-dir", tmp_path / "shards")
     assert "Dask dashboard: http" in result.output
-    assert_same_store(tmp_path / "one.h5", tmp_path / "dask.h5", skip=("engine",))
+    assert_same_store(tmp_path / "one.h5", tmp_path / "dask.h5", skip=("engine", "device"))
     assert not (tmp_path / "shards" / "dask.h5.parts").exists()
+    from phasefeat.backend import cpu_model
+    from phasefeat.io.store import open_store
+
+    with open_store(tmp_path / "dask.h5") as store:  # what the workers computed on
+        assert store.attrs["device"] == f"Dask workers: numpy on {cpu_model()}"
 
 
 def test_native_features_on_a_local_cluster_equal_single_machine(tmp_path):
@@ -42,7 +47,7 @@ def test_native_features_on_a_local_cluster_equal_single_machine(tmp_path):
     args = [*ARGS, "--features-at", "native"]
     run("convert", root, tmp_path / "one.h5", *args, "--workers", 1)
     run("convert", root, tmp_path / "dask.h5", *args, "--scheduler", "local:1")
-    assert_same_store(tmp_path / "one.h5", tmp_path / "dask.h5", skip=("engine",))
+    assert_same_store(tmp_path / "one.h5", tmp_path / "dask.h5", skip=("engine", "device"))
 
 
 def _start(args):
@@ -73,7 +78,7 @@ def test_a_killed_worker_is_retried_and_the_store_is_identical(raw, tmp_path):
     assert workers, "no Dask worker processes found"
     workers[0].send_signal(signal.SIGKILL)
     assert proc.wait(timeout=180) == 0
-    assert_same_store(tmp_path / "reference.h5", out, skip=("engine",))
+    assert_same_store(tmp_path / "reference.h5", out, skip=("engine", "device"))
 
 
 def test_a_killed_client_resumes_and_the_store_is_identical(raw, tmp_path):
@@ -88,7 +93,7 @@ def test_a_killed_client_resumes_and_the_store_is_identical(raw, tmp_path):
     assert finished >= 3 and not out.exists()
     result = run("convert", raw, out, *ARGS, "--scheduler", "local:2")
     assert f"resumed {finished}" in result.output or "resumed" in result.output
-    assert_same_store(tmp_path / "reference.h5", out, skip=("engine",))
+    assert_same_store(tmp_path / "reference.h5", out, skip=("engine", "device"))
 
 
 @pytest.mark.parametrize("scheduler", ["local:0", "local:two"])
@@ -109,10 +114,10 @@ def test_virtual_store_over_shards_equals_the_copied_one(raw, tmp_path):
     with h5py.File(out) as f:
         assert f["enh"].is_virtual and f["cxr"].is_virtual
         assert f.attrs["virtual_shards"] == "virtual.h5.shards"
-    assert_same_store(tmp_path / "copied.h5", out, skip=("engine", "virtual_shards"))
+    assert_same_store(tmp_path / "copied.h5", out, skip=("engine", "device", "virtual_shards"))
     moved = tmp_path / "elsewhere"
     shutil.move(out.parent, moved)  # the store and its shards travel together
-    assert_same_store(tmp_path / "copied.h5", moved / "virtual.h5", skip=("engine", "virtual_shards"))
+    assert_same_store(tmp_path / "copied.h5", moved / "virtual.h5", skip=("engine", "device", "virtual_shards"))
     assert "virtual_shards virtual.h5.shards" in run("inspect", moved / "virtual.h5").output
 
 
@@ -129,17 +134,27 @@ def test_auto_backend_is_resolved_on_the_workers(raw, tmp_path):
     assert_same_store(tmp_path / "numpy.h5", tmp_path / "auto.h5", skip=("engine", "backend", "device"))
 
 
-@pytest.mark.gpu
-def test_auto_backend_uses_the_gpu_on_the_workers(raw, tmp_path):
-    """With a GPU, --backend auto on a Dask cluster computes on CuPy: within float32 rounding of NumPy."""
+def test_auto_backend_uses_the_gpu_on_the_workers(raw, tmp_path, cupy_module):
+    """With a GPU on the workers (real, or the stand-in loaded by each worker), --backend auto on a Dask
+    cluster computes on CuPy: within float32 rounding of NumPy, and the store says so."""
+    import contextlib
+    from pathlib import Path
+
+    import cupy_standin
+    import dask
     import numpy as np
 
     from phasefeat.io.store import open_store
 
     run("convert", raw, tmp_path / "numpy.h5", *ARGS, "--workers", 1)
     args = [a for a in ARGS if a not in ("--backend", "numpy")]
-    run("convert", raw, tmp_path / "auto.h5", *args, "--backend", "auto", "--scheduler", "local:1")
+    on_standin = cupy_module is cupy_standin.module
+    preload = str(Path(cupy_standin.__file__).with_name("_standin_preload.py"))
+    with dask.config.set({"distributed.worker.preload": [preload]}) if on_standin else contextlib.nullcontext():
+        run("convert", raw, tmp_path / "auto.h5", *args, "--backend", "auto", "--scheduler", "local:1")
     with open_store(tmp_path / "numpy.h5") as a, open_store(tmp_path / "auto.h5") as b:
         ea, eb = a.read_many(range(len(a))).astype(int), b.read_many(range(len(b))).astype(int)
         assert np.mean(np.abs(ea - eb) <= 1) >= 0.999 and np.abs(ea - eb).max() <= 2
-        assert b.attrs["device"].startswith("Dask workers")
+        assert b.attrs["device"].startswith("Dask workers: cupy on ")
+        if on_standin:
+            assert b.attrs["device"] == f"Dask workers: cupy on {cupy_standin.DEVICE}"

@@ -115,8 +115,7 @@ def test_batched_features_equal_per_image_features(raw, features_at):
     assert "features" not in later and np.array_equal(here["enh"], later["enh"])
 
 
-@pytest.mark.gpu
-def test_native_features_on_the_gpu_match_the_cpu(raw, tmp_path):
+def test_native_features_on_the_gpu_match_the_cpu(raw, tmp_path, cupy_module):
     run("convert", raw, tmp_path / "cpu.h5", *SMALL, "--features-at", "native")
     run("convert", raw, tmp_path / "gpu.h5", "--size", 32, "-q", "--backend", "cupy",
         "--features-at", "native", "--batch-size", 3)

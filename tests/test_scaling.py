@@ -79,9 +79,8 @@ def test_fixed_airlight_does_not_follow_the_brightest_pixel():
     assert airlight(scaled, PhaseParams(), np).ravel().tolist() == [70.0, 179.0]
 
 
-@pytest.mark.gpu
-def test_energy_mapping_on_cupy_equals_numpy():
-    cp = pytest.importorskip("cupy")
+def test_energy_mapping_on_cupy_equals_numpy(cupy_module):
+    cp = cupy_module
     x = np.random.default_rng(3).standard_normal((3, 50, 61))
     got = energy_255(cp.asarray(x), 99.0, 6, cp)
     assert np.allclose(cp.asnumpy(got), energy_255(x, 99.0, 6, np), atol=1e-9)

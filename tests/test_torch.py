@@ -75,6 +75,29 @@ def test_cuda_tensors_stay_on_the_gpu_and_match_the_cpu():
     assert float((enh.cpu() - cpu).abs().max()) < 1e-4
 
 
+def test_the_cuda_path_hands_tensors_to_cupy_by_dlpack(cupy_standin):
+    """The branch for CUDA tensors, run on the stand-in: a CPU tensor that says it is on CUDA goes
+    through ``cupy.from_dlpack``, ENH on the (stand-in) device and ``torch.from_dlpack`` back."""
+
+    class OnCuda(torch.Tensor):
+        @property
+        def is_cuda(self):
+            return True
+
+    calls = []
+    real = cupy_standin.from_dlpack
+    cupy_standin.from_dlpack = lambda t: calls.append(type(t)) or real(t)
+    try:
+        image = torch.from_numpy(IMAGE[None].copy()).as_subclass(OnCuda)
+        enh = Enhance()(image)
+    finally:
+        cupy_standin.from_dlpack = real
+    assert calls, "the CUDA branch was not taken"
+    assert isinstance(enh, torch.Tensor) and tuple(enh.shape) == (3, 72, 64)
+    cpu = Enhance()(torch.from_numpy(IMAGE[None].copy()))
+    assert float((enh.as_subclass(torch.Tensor) - cpu).abs().max()) < 1e-4
+
+
 def test_store_in_a_dataloader_reads_every_sample_once_per_epoch(store):
     from torch.utils.data import DataLoader
 

@@ -402,7 +402,9 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
         if scheduler:
             from .distributed import run_pieces_on_dask
 
-            run_pieces_on_dask(tasks, piece_paths, scheduler, be.name, count, echo=bar.write)
+            devices = run_pieces_on_dask(tasks, piece_paths, scheduler, be.name, count, echo=bar.write)
+            if devices:  # what the workers computed on, not only what was asked for
+                be = _RemoteBackend(be.name, f"Dask workers: {'; '.join(devices)}")
         else:
             _run_pieces(tasks, workers, on_result)
     finally:

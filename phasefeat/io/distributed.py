@@ -24,20 +24,21 @@ class DaskUnavailableError(RuntimeError):
     """Dask distributed is not installed or the scheduler cannot be reached."""
 
 
-def dask_piece(task: dict, out_path: str, backend: str) -> tuple[int, int]:
-    """One task on a worker: process a piece and write it; returns (converted, failed).
+def dask_piece(task: dict, out_path: str, backend: str) -> tuple[int, int, str]:
+    """One task on a worker: process a piece and write it; returns (converted, failed, device).
 
-    ``backend="auto"`` is resolved here, on the worker: its GPU when usable.
+    ``backend="auto"`` is resolved here, on the worker: its GPU when usable. ``device``
+    says what computed the features (``"cupy on NVIDIA H100 ..."``).
     """
     from ..backend import get_backend
     from .pieces import finish_piece, process_piece
     from .store import write_piece
 
-    backend = get_backend(backend).name if backend == "auto" else backend
-    task = {**task, "enhance_here": backend == "numpy"}
-    piece = finish_piece(process_piece(task), task, backend)
+    resolved = get_backend(backend)
+    task = {**task, "enhance_here": resolved.name == "numpy"}
+    piece = finish_piece(process_piece(task), task, resolved.name)
     write_piece(Path(out_path), piece)
-    return len(piece["index"]), len(piece["failed_path"])
+    return len(piece["index"]), len(piece["failed_path"]), f"{resolved.name} on {resolved.device}"
 
 
 def parse_scheduler(scheduler: str) -> tuple[str, object]:
@@ -112,7 +113,7 @@ def _client(scheduler: str):
     return Client(cluster), cluster
 
 
-def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done, echo=print) -> None:
+def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done, echo=print) -> list[str]:
     """Submit every unfinished piece to a Dask cluster and wait for all of them.
 
     Parameters
@@ -128,6 +129,11 @@ def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done
         Where the workers compute the features (``auto``: each worker's GPU when usable).
     on_done : callable
         Called with ``(converted, failed)`` as each piece finishes.
+
+    Returns
+    -------
+    list of str
+        What computed the features, one entry per distinct worker kind (``"cupy on <GPU>"``).
     """
     from distributed import as_completed
 
@@ -137,8 +143,12 @@ def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done
         futures = [client.submit(dask_piece, task, str(piece_paths[task["piece_id"]]), backend,
                                  key=f"phasefeat-piece-{task['piece_id']}", pure=False, retries=3)
                    for task in tasks]
+        devices = set()
         for future in as_completed(futures):
-            on_done(*future.result())
+            converted, failed, device = future.result()
+            devices.add(device)
+            on_done(converted, failed)
+        return sorted(devices)
     finally:
         client.close()
         if cluster is not None:
