@@ -417,10 +417,25 @@ def test_tensorflow_log_lines_only_with_verbose(store, tmp_path):
 
 
 def test_epoch_estimate_line():
-    from trainer.experiment import SLOW_EPOCH_S, epoch_estimate
+    from trainer.progress import SLOW_EPOCH_S, epoch_estimate
 
     slow = epoch_estimate("enh-cce-r0", 6.7, 465, 20)
     assert "about 52 min per epoch" in slow and "up to 17.3 h for 20 epochs" in slow
     assert "--width 0.125" in slow and "--image-size 128" in slow
     quick = epoch_estimate("cxr-cce-r0", 0.2, 10, 5)
     assert "about 2 s per epoch" in quick and "--width" not in quick and 0.2 * 10 < SLOW_EPOCH_S
+
+
+def test_a_full_width_run_on_a_cpu_is_warned_with_its_time():
+    from trainer.experiment import RunConfig
+    from trainer.progress import cpu_warning
+
+    study = RunConfig(epochs=20)  # full-width VGG16, the study's 9,156 training images at 299 px
+    line = cpu_warning(study, "CPU", 9156, (299, 299))
+    assert line.startswith("warning: full-width VGG16 at 299x299 is training on a CPU: about 2.0 h per epoch, "
+                           "up to 39.4 h for 20 epochs")
+    assert "train-gpu or jax-gpu" in line and "--width 0.125" in line
+    assert "about 30 min per epoch" in cpu_warning(study, "CPU", 9156, (150, 150))  # a quarter of the pixels
+    assert cpu_warning(study, "NVIDIA H100 80GB HBM3", 9156, (299, 299)) is None
+    assert cpu_warning(RunConfig(width=0.125), "CPU", 9156, (299, 299)) is None
+    assert cpu_warning(RunConfig(model="resnet50"), "CPU", 9156, (299, 299)) is None

@@ -348,7 +348,7 @@ def train(what, loss, seed, out, **kw):
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"test loss {100 * result['test_loss']:.2f} %, accuracy {100 * result['test_accuracy']:.2f} % "
-               f"({result['backend']} backend, jit_compile={result['jit_compile']}, "
+               f"(trained on {result['device']}, {result['backend']} backend, jit_compile={result['jit_compile']}, "
                f"mixed_precision={result['mixed_precision']}) -> {out}/result.json")
 
 

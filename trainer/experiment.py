@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,11 @@ from phasefeat.io._atomic import make_dirs
 from .checkpoint import CHECKPOINT
 from .losses import class_weights, get_loss
 from .metrics import classification_metrics
+from .progress import TrainingDiverged, cpu_warning, epoch_bar, nan_guard, training_device
 from .splits import Split, make_external_split, make_split
 
 __all__ = ["RunConfig", "GridError", "prepare_split", "train_run", "run_name", "store_info",
-           "store_identity", "TARGETS", "SPLIT_BY", "RunFailed", "training_device"]
+           "store_identity", "TARGETS", "SPLIT_BY", "RunFailed"]
 
 TARGETS = ("class", "source")
 SPLIT_BY = ("patient", "source")
@@ -200,69 +200,6 @@ def _cross_entropy(probabilities, labels) -> float:
     return float(-np.log(p).mean())
 
 
-#: Batches timed (after the first, which compiles) before the epoch estimate is printed.
-ESTIMATE_AFTER = 3
-#: Epochs longer than this get a printed estimate; above SLOW_EPOCH_S it comes with a hint.
-ESTIMATE_EPOCH_S = 60
-SLOW_EPOCH_S = 300
-
-
-def epoch_estimate(name: str, seconds_per_batch: float, batches: int, epochs: int) -> str:
-    """One line: the estimated time of an epoch and of the run, with a hint when that is long."""
-    epoch = seconds_per_batch * batches
-    line = (f"{name}: about {_duration(epoch)} per epoch ({batches} batches at {seconds_per_batch:.2f} s), "
-            f"up to {_duration(epoch * epochs)} for {epochs} epochs")
-    if epoch > SLOW_EPOCH_S:
-        line += ("; for a quick look on a CPU use --width 0.125 and --image-size 128 "
-                 "(docs/reproducing-the-paper.md has the times)")
-    return line
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _epoch_bar(name: str, epochs: int, enabled: bool, initial: int = 0):
-    import keras
-    from tqdm import tqdm
-
-    class EpochBar(keras.callbacks.Callback):
-        """One tqdm bar per run: epochs done, with the latest losses, and an early time estimate."""
-
-        def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=epochs, initial=initial, desc=name, unit="epoch", leave=False,
-                            disable=not enabled)
-            self.batch_start, self.times, self.estimated = None, [], False
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.batch_start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.estimated or self.batch_start is None:
-                return
-            self.times.append(time.perf_counter() - self.batch_start)
-            if len(self.times) > ESTIMATE_AFTER:  # the first batch pays for tracing and compiling
-                steps = self.params.get("steps") or 0
-                per_batch = float(np.median(self.times[1:]))
-                if steps and per_batch * steps > ESTIMATE_EPOCH_S:
-                    self.bar.write(epoch_estimate(name, per_batch, steps, epochs))
-                self.estimated = True
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if "loss" in k}, refresh=False)
-            self.bar.update(1)
-
-        def on_train_end(self, logs=None):
-            self.bar.close()
-
-    return EpochBar()
-
-
 def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
               verbose: int = 0, progress: bool = True, workers: int = 1, threads: int | None = None) -> dict:
     """Train, evaluate and save one run; returns its result dict (also written as JSON).
@@ -321,6 +258,12 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     train = StoreBatches(indices=split.train, shuffle=True, seed=cfg.seed, augment=cfg.augment, **common)
     val = StoreBatches(indices=split.val, **common)
     test = StoreBatches(indices=split.test, **common)
+    device = training_device()
+    warning = cpu_warning(cfg, device, len(split.train), shape[:2])
+    if warning and progress:
+        from tqdm import tqdm
+
+        tqdm.write(warning)
     history, seconds, resumed_at = _fit(model, cfg, out_dir, split, info["store_identity"], train, val,
                                         progress, verbose)
     val_loss, _ = model.evaluate(val, verbose=0)
@@ -346,7 +289,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
         "weights_sha256": _weights_digest(model), "train_seconds": seconds,
         "backend": keras.backend.backend(), "jit_compile": cfg.jit_compile,
         "mixed_precision": cfg.mixed_precision, "deterministic": cfg.deterministic,
-        "device": training_device(), "threads": threads, "resumed_at_epochs": resumed_at,
+        "device": device, "threads": threads, "resumed_at_epochs": resumed_at,
         "split_sizes": [len(split.train), len(split.val), len(split.test)],
         "test_classes_present": sorted(names[k] for k in set(test_labels.tolist())),
         "train_mean": mean.tolist(), "train_std": std.tolist(),
@@ -361,22 +304,6 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
 class RunFailed(GridError):
     """A run failed for a reason of its own (a diverging loss, a damaged checkpoint); retrying it
     elsewhere would fail again."""
-
-
-def _nan_guard():
-    import keras
-
-    class NaNGuard(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                raise RunFailed(f"the training loss became {float(loss)} in epoch {self.epoch + 1}, batch "
-                                f"{batch + 1}: the run diverged (try a lower --learning-rate)")
-
-    return NaNGuard()
 
 
 def _fit(model, cfg: RunConfig, out_dir: Path, split: Split, store_id: str, train, val, progress: bool,
@@ -407,35 +334,10 @@ def _fit(model, cfg: RunConfig, out_dir: Path, split: Split, store_id: str, trai
             model.set_weights(state["best_weights"])
         return saver.history, saver.seconds, saver.resumed_at
     train.set_epoch(done)
-    model.fit(train, validation_data=val, epochs=cfg.epochs, initial_epoch=done, shuffle=False,
-              verbose=verbose, callbacks=[_nan_guard(), early, saver,
-                                          _epoch_bar(out_dir.name, cfg.epochs, progress, done)])
-    return saver.history, saver.seconds, saver.resumed_at
-
-
-def training_device() -> str:
-    """What the model trained on: the accelerator's name, or ``"CPU"``."""
-    import keras
-
-    backend = keras.backend.backend()
     try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            if gpus:
-                return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-        elif backend == "jax":
-            import jax
-
-            device = jax.devices()[0]
-            if device.platform != "cpu":
-                return device.device_kind
-        elif backend == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                return torch.cuda.get_device_name(0)
-    except (RuntimeError, ValueError):  # a broken driver: the run itself says more
-        pass
-    return "CPU"
+        model.fit(train, validation_data=val, epochs=cfg.epochs, initial_epoch=done, shuffle=False,
+                  verbose=verbose, callbacks=[nan_guard(), early, saver,
+                                              epoch_bar(out_dir.name, cfg.epochs, progress, done)])
+    except TrainingDiverged as exc:
+        raise RunFailed(str(exc)) from None
+    return saver.history, saver.seconds, saver.resumed_at
