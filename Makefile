@@ -16,7 +16,7 @@ DEMO_AUDIT ?= --audit $(if $(DATA),,--occlude-fraction 0.8)
 SITES := '^[^/]+/(site[a-z])_'
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench mutate clean
+.PHONY: help install demo test lint bench gpu-check mutate clean
 
 ## help: list the targets (this text)
 help:
@@ -76,6 +76,11 @@ lint: $(VENV)/.installed-test
 ## bench: CPU (and, with a GPU, CuPy) feature-extraction throughput
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_features.py
+
+## gpu-check: on a machine with an NVIDIA GPU, everything that needs one (tests, benchmarks, a VGG16
+##            epoch, a 4-run grid; ~8 min on an H100/H200); records in benchmarks/results/
+gpu-check: $(BIN)/python
+	$(BIN)/python benchmarks/gpu_check.py
 
 ## mutate: mutation testing of the numeric modules (cosmic-ray; slow, not in CI; docs/testing.md)
 mutate: $(VENV)/.installed-test

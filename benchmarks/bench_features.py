@@ -45,6 +45,7 @@ def parse_args(argv=None):
     parser.add_argument("--cpu-batch", type=int, default=16, help="batch size of the batched CPU rows")
     parser.add_argument("--gpu-batches", default="1,16,64,256", help="CuPy batch sizes")
     parser.add_argument("--skip-peer", action="store_true", help="do not time phasecongruency")
+    parser.add_argument("--gpu-only", action="store_true", help="only the CuPy rows (and no peer)")
     parser.add_argument("--presets", default="qi2021,kovesi",
                         help="CPU rows for these presets (the first is the default; kovesi is the one "
                              "the peer computes)")
@@ -229,9 +230,9 @@ def main(argv=None) -> int:
     from phasefeat.backend import cpu_model
 
     images, source = load_images(args.images, args.count)
-    rows = cpu_rows(images, args)
+    rows = [] if args.gpu_only else cpu_rows(images, args)
     notes = []
-    if not args.skip_peer:
+    if not (args.skip_peer or args.gpu_only):
         peer, note = peer_rows(images.astype("float64"), args)
         rows += peer
         notes.append(note)

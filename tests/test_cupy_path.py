@@ -173,3 +173,29 @@ def test_the_benchmarks_gpu_rows_run_on_the_cupy_path(cupy_standin, monkeypatch)
     assert all(r["device"] == standin.DEVICE and r["img_s"] > 0 for r in rows)
     summary = bench_features.summarise(rows)
     assert summary["targets"]["gpu_enhance_img_s_batch64"]["measured"] is None  # batches < 64 only
+
+
+@pytest.mark.slow
+def test_the_gpu_check_plans_every_step_and_trains_on_the_cpu():
+    """`python benchmarks/gpu_check.py --dry-run`: what the first GPU will run cannot rot before then."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    repo = cupy_standin_path().parent
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run"], cwd=repo, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = [line.split(":")[1].strip() for line in done.stdout.splitlines() if line.startswith("plan:")]
+    assert steps == ["install", "gpu tests", "feature benchmark", "convert parity", "VGG16 epoch", "4-run compare"]
+    assert "dry run: training step on CPU (jax)" in done.stdout
+
+
+def test_the_gpu_check_says_so_without_a_gpu(monkeypatch):
+    import shutil
+
+    monkeypatch.syspath_prepend(str(cupy_standin_path().parent / "benchmarks"))
+    import gpu_check
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert gpu_check.main([]) == 2
