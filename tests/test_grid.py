@@ -92,6 +92,7 @@ def test_local_1_and_local_2_give_identical_runs(reference, store, tmp_path):
     out = tmp_path / "local2"
     done = compare(store, out, "--scheduler", "local:2")
     assert "2 run(s) at once, 1 thread(s) per run" in done.stdout
+    assert "trained: 4 run(s) on CPU (tensorflow backend, 1 thread(s) per run)" in done.stdout
     assert rows(out) == rows(reference)  # every column: metrics, weights digests, device, threads
     assert len(rows(out)) == 4 and {r["threads"] for r in rows(out).values()} == {"1"}
     schedule = json.loads((out / "schedule.json").read_text())

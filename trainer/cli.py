@@ -232,7 +232,7 @@ def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
     from .experiment import GridError
     from .grid import run_grid
     from .losses import LOSSES
-    from .report import summary_lines, write_report
+    from .report import summary_lines, where_trained, write_report
 
     inputs = _pick(inputs, INPUT_NAMES, "--inputs")
     losses = _pick(losses, tuple(LOSSES), "--losses")
@@ -261,6 +261,7 @@ def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
         with open(report, "a") as handle:
             handle.write("\n".join(["", "# Shortcut audit", "", *audit_markdown(record)]) + "\n")
     click.echo(f"wrote {report}, runs.csv, results.json and figures in {out}")
+    click.echo(where_trained(results).replace("* trained: ", "trained: ", 1))
     for line in summary_lines(out, record):
         click.echo(f"  {line}")
     if failures:

@@ -19,7 +19,7 @@ import numpy as np
 from .report_figures import arm_of, draw_figures
 from .report_html import markdown_to_html
 
-__all__ = ["write_report", "paired_comparison", "summary_lines", "LOSS_SCALE_NOTE"]
+__all__ = ["write_report", "paired_comparison", "summary_lines", "where_trained", "LOSS_SCALE_NOTE"]
 
 COLUMNS = ("run", "model", "input", "loss", "seed", "val_loss", "test_loss", "test_cross_entropy",
            "test_accuracy", "macro_f1", "macro_auc_ovr", "ece", "epochs_run", "weights_sha256",
@@ -67,7 +67,7 @@ def _rows(results):
     return rows
 
 
-def _where_trained(results) -> str:
+def where_trained(results) -> str:
     """One line: the devices and thread counts the runs trained with (from each run's record)."""
     counts = {}
     for r in results:
@@ -242,7 +242,7 @@ def write_report(results: list[dict], out, store_path=None, failures=()) -> Path
     lines += ["## Headline", "",
              *_headline(summary), "", "## Data split", "",
              *_split_table(split, data.get("labels"), data.get("names", results[0]["class_names"])), ""]
-    lines += ["## Data and software", "", *provenance, _where_trained(results), ""]
+    lines += ["## Data and software", "", *provenance, where_trained(results), ""]
     lines += ["## Arms", "", "Losses x 100; accuracy and macro F1 in %; macro AUC one-vs-rest.", ""]
     for arm in arms:
         runs = sorted((r for r in rows if arm_of(r) == arm), key=lambda r: r["seed"])
