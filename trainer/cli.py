@@ -10,6 +10,13 @@ import click
 from phasefeat._cli_errors import OneLineErrorGroup
 
 
+def _apply(options, f):
+    """Decorate ``f`` with click options in the order they are listed (as ``--help`` shows them)."""
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def _common(f):
     options = [
         click.option("--store", required=True, type=click.Path(dir_okay=False),
@@ -49,9 +56,7 @@ def _common(f):
                           "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5); width 1 only; for CXR the "
                           "first convolution's RGB kernels are summed. Nothing is downloaded."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(options, f)
 
 
 def _design(f):
@@ -75,9 +80,7 @@ def _design(f):
                      help="External validation: these sources are the test set; train and validation "
                           "come from the others. The report lists the classes the test set holds."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(options, f)
 
 
 def _cluster(f):
@@ -97,9 +100,7 @@ def _cluster(f):
                           "at a time; with --scheduler only. [default: 1 where the workers advertise a GPU "
                           "resource (local:N: where N GPUs are visible), else 0]"),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(options, f)
 
 
 def _runner(kw):

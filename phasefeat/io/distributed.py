@@ -75,13 +75,19 @@ def quiet_dask() -> None:
         logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
-def connect(scheduler: str):
-    """A ``distributed.Client`` for an existing cluster (an address or a scheduler file)."""
+def _distributed():
+    """The ``distributed`` package, or a one-line error saying how to install it."""
     try:
-        from distributed import Client
+        import distributed
     except ImportError:
         raise DaskUnavailableError("--scheduler needs Dask distributed: pip install 'phasefeat[distributed]'") \
             from None
+    return distributed
+
+
+def connect(scheduler: str):
+    """A ``distributed.Client`` for an existing cluster (an address or a scheduler file)."""
+    Client = _distributed().Client
     kind, value = parse_scheduler(scheduler)
     quiet_dask()
     try:
@@ -93,11 +99,7 @@ def connect(scheduler: str):
 
 
 def _client(scheduler: str):
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise DaskUnavailableError("--scheduler needs Dask distributed: pip install 'phasefeat[distributed]'") \
-            from None
+    distributed = _distributed()
     kind, n = parse_scheduler(scheduler)
     if kind != "local":
         return connect(scheduler), None
@@ -108,9 +110,9 @@ def _client(scheduler: str):
     # threshold: every multi-MB NumPy array is then mmapped and page-faulted afresh,
     # and the features ran 3.5x slower (measured). Leave glibc's defaults alone.
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
-    return Client(cluster), cluster
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0", silence_logs=logging.ERROR)
+    return distributed.Client(cluster), cluster
 
 
 def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done, echo=print) -> list[str]:
