@@ -78,7 +78,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_features.py
 
 ## gpu-check: on a machine with an NVIDIA GPU, everything that needs one (tests, benchmarks, a VGG16
-##            epoch, a 4-run grid; ~8 min on an H100/H200); records in benchmarks/results/
+##            epoch, the 12-run grid; ~8 min budget on an H100/H200); records in benchmarks/results/
 gpu-check: $(BIN)/python
 	$(BIN)/python benchmarks/gpu_check.py
 

@@ -12,7 +12,8 @@ Steps, each with a record under benchmarks/results/ named after the card (``*-gp
 4. ``phasefeat convert --backend cupy`` of the shared radiographs against the NumPy store (uint8 within one
    level on >= 99.9 % of the pixels);
 5. one epoch of full-width VGG16 at 299x299 on 512 images: images/s and peak GPU memory;
-6. a 4-run ``trainer compare`` (CXR/ENH x CCE/SCCE, 2 epochs) on the GPU.
+6. the study's grid, 12 runs (CXR/ENH x CCE/SCCE x 3 repeats) at 1 epoch, through the Dask path with one run
+   per GPU (``--scheduler local:<GPUs> --gpus-per-run 1``): the grid's time on this machine.
 
 It prints the rows for docs/benchmarks.md at the end. Budget: about 8 minutes on one H100/H200. Without a GPU
 it says so in one line and exits with status 2.
@@ -43,6 +44,8 @@ def parse_args(argv=None):
     parser.add_argument("--dry-run", action="store_true",
                         help="plan every step, check what it names exists, train one tiny step on the CPU")
     parser.add_argument("--no-install", action="store_true", help="use what is installed")
+    parser.add_argument("--wheels", type=Path, default=None,
+                        help="install from this folder of wheels only (a machine without network)")
     parser.add_argument("--images", type=int, default=512, help="images of the VGG16 epoch (default 512)")
     parser.add_argument("--train-step", action="store_true", help=argparse.SUPPRESS)  # the epoch, in a child
     parser.add_argument("--size", type=int, default=299, help=argparse.SUPPRESS)
@@ -51,17 +54,21 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def gpu_name() -> str | None:
-    """The first NVIDIA GPU's name from nvidia-smi, or None."""
+def _gpu_names() -> list[str]:
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return None
+        return []
     try:
         out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        return None
-    names = [line.strip() for line in out.splitlines() if line.strip()]
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name from nvidia-smi, or None."""
+    names = _gpu_names()
     return names[0] if names else None
 
 
@@ -92,7 +99,9 @@ def plan(card: str, backend: str, args) -> list[dict]:
     env = {"KERAS_BACKEND": backend}
     return [
         {"name": "install", "skip": args.no_install,
-         "cmd": [py, "-m", "pip", "install", "-q", "-e", f".[gpu,test,distributed{',jax-gpu' if backend == 'jax' else ''}]"]},
+         "cmd": [py, "-m", "pip", "install", "-q",
+                 *(["--no-index", "--find-links", str(args.wheels)] if getattr(args, "wheels", None) else []),
+                 "-e", f".[gpu,test,distributed{',jax-gpu' if backend == 'jax' else ''}]"]},
         {"name": "gpu tests", "cmd": [py, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                       "--ignore=tests/test_torch.py"],
          "record": RESULTS / f"gpu-tests-{tag}.json", "env": env},
@@ -101,7 +110,7 @@ def plan(card: str, backend: str, args) -> list[dict]:
         {"name": "convert parity", "fn": "convert_parity", "record": RESULTS / f"convert-gpu-{tag}.json"},
         {"name": "VGG16 epoch", "cmd": [py, "benchmarks/gpu_check.py", "--train-step", "--images", str(args.images),
                                         "--json", str(RESULTS / f"train-gpu-{tag}.json")], "env": env},
-        {"name": "4-run compare", "fn": "compare_grid", "record": RESULTS / f"compare-gpu-{tag}.json", "env": env},
+        {"name": "12-run grid", "fn": "compare_grid", "record": RESULTS / f"grid-gpu-{tag}.json", "env": env},
     ]
 
 
@@ -115,7 +124,7 @@ def dry_run() -> int:
     for script in SCRIPTS:
         if not (REPO / script).exists():
             problems.append(f"{script} is missing")
-    steps = plan("dry run", "jax", argparse.Namespace(no_install=True, images=512))
+    steps = plan("dry run", "jax", argparse.Namespace(no_install=True, images=512, wheels=None))
     for step in steps:
         print(f"plan: {step['name']}: {' '.join(map(str, step.get('cmd', [step.get('fn', '')])))}")
     for name in ("convert_parity", "compare_grid"):
@@ -211,17 +220,21 @@ def convert_parity(step, tmp: Path) -> dict:
 
 
 def compare_grid(step, tmp: Path) -> dict:
-    """CXR/ENH x CCE/SCCE, one repeat, 2 epochs, full-width VGG16 on the converted store."""
+    """The study's 12-run grid at 1 epoch on the converted store, one run per GPU through the Dask path."""
     store = tmp / "cupy.h5"
     if not store.exists():
         return {"skipped": "no converted store (the convert step did not run)"}
+    gpus = max(1, len(_gpu_names()))
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "trainer", "compare", "--store", str(store), "--out",
-                           str(tmp / "grid"), "--repeats", "1", "--epochs", "2"], capture_output=True, text=True,
+                           str(tmp / "grid"), "--repeats", "3", "--epochs", "1", "--scheduler", f"local:{gpus}",
+                           "--gpus-per-run", "1"], capture_output=True, text=True,
                           env={**os.environ, **step.get("env", {})})
-    result = {"seconds": time.perf_counter() - start, "exit": done.returncode, "output": done.stdout[-2000:]}
-    if (tmp / "grid" / "runs.csv").exists():
-        result["runs_csv"] = (tmp / "grid" / "runs.csv").read_text()
+    result = {"gpus": gpus, "runs": 12, "seconds": time.perf_counter() - start, "exit": done.returncode,
+              "output": (done.stdout + done.stderr)[-3000:]}
+    for name in ("runs.csv", "schedule.json"):
+        if (tmp / "grid" / name).exists():
+            result[name] = (tmp / "grid" / name).read_text()
     return result
 
 

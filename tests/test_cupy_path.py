@@ -187,7 +187,7 @@ def test_the_gpu_check_plans_every_step_and_trains_on_the_cpu():
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     steps = [line.split(":")[1].strip() for line in done.stdout.splitlines() if line.startswith("plan:")]
-    assert steps == ["install", "gpu tests", "feature benchmark", "convert parity", "VGG16 epoch", "4-run compare"]
+    assert steps == ["install", "gpu tests", "feature benchmark", "convert parity", "VGG16 epoch", "12-run grid"]
     assert "dry run: training step on CPU (jax)" in done.stdout
 
 
