@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     from phasefeat.backend import cpu_model
 
     walls = {mode: [] for mode in MODES}
+    fits = {mode: [] for mode in MODES}
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
                 walls[mode].append(seconds)
                 train = sum(json.loads((tmp / "out" / "runs" / r["run"] / "result.json").read_text())
                             ["train_seconds"] for r in rows)
+                fits[mode].append(train)
                 runs.setdefault(mode, rows)
                 print(f"{mode:14s} repeat {k}: {seconds:6.1f} s wall, {train:6.1f} s in fit() over "
                       f"{len(rows)} runs", flush=True)
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
           f"the same weights as local:1: {same_weights}")
     write_record(args.json, "grid", cpu_model(), machine={"cores": os.cpu_count()},
                  grid=GRID, runs=n, repeat=args.repeat, wall_seconds=walls, median_seconds=median,
+                 fit_seconds=fits,
                  ratio_local2_local1=median["local:2"] / median["local:1"], overhead_per_run_s=overhead,
                  identical_local1_local2=identical, same_weights_sequential_1t_local1=same_weights)
     return 0 if identical else 1

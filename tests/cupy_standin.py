@@ -116,10 +116,6 @@ class ndarray(NDArrayOperatorsMixin):
             return out
         return np.array(self._a, order=order)
 
-    def set(self, arr, stream=None):
-        """Host to device, into this array."""
-        self._a[...] = arr
-
     def _scalar(self, convert):
         if self._a.size != 1:
             raise TypeError("only length-1 arrays can be converted to Python scalars")
@@ -329,9 +325,6 @@ class _Device:
     def __exit__(self, *exc):
         return None
 
-    def synchronize(self):
-        return None
-
 
 class _Stream:
     def synchronize(self):
@@ -342,10 +335,6 @@ class _Runtime:
     @staticmethod
     def getDeviceProperties(device):
         return {"name": DEVICE.encode(), "totalGlobalMem": 0}
-
-    @staticmethod
-    def getDeviceCount():
-        return 1
 
 
 class _Cuda:
@@ -397,10 +386,6 @@ def _from_dlpack(tensor):
     return ndarray(np.from_dlpack(tensor))
 
 
-def _get_array_module(*args):
-    return module if any(isinstance(a, ndarray) for a in args) else np
-
-
 module = _CupyModule("cupy", __doc__)
 module.__version__ = f"{_API['cupy_version']}+standin"
 module.ndarray = ndarray
@@ -409,7 +394,6 @@ module.array = _array
 module.asnumpy = _asnumpy
 module.ascontiguousarray = _ascontiguousarray
 module.from_dlpack = _from_dlpack
-module.get_array_module = _get_array_module
 module.fft = _FFT()
 module.cuda = _Cuda()
 module.is_available = lambda: True

@@ -124,3 +124,10 @@ def test_a_diverging_run_fails_with_its_reason(store, tmp_path):
                                         r"diverged \(try a lower --learning-rate\)"):
         train_run(store, cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_a_store_other_than_the_planned_one_fails_the_run_before_it_trains(store, tmp_path):
+    """A worker whose file at the store's path is another store (or a store changed mid-grid)."""
+    with pytest.raises(RunFailed, match="is not the store this grid was planned on"):
+        train_run(store, CFG, tmp_path / "run", progress=False, expected_identity="another store")
+    assert not (tmp_path / "run").exists()

@@ -15,7 +15,7 @@ depends on:
 The training batches are drawn with ``default_rng((seed, epoch))`` (see
 :class:`trainer.data.StoreBatches`), so the data order of epoch ``e`` needs only
 ``e``. A resumed run therefore trains bit-identical weights to an uninterrupted
-one on the same machine and thread count (``tests/test_grid.py``). The checkpoint
+one on the same machine and thread count (``tests/test_checkpoint.py``, ``tests/test_grid.py``). The checkpoint
 is deleted once the run's ``result.json`` is written.
 """
 
@@ -64,7 +64,8 @@ def save_checkpoint(path, model, identity: dict, state: dict) -> None:
 
 
 def load_checkpoint(path, identity: dict) -> dict | None:
-    """The checkpoint at ``path`` as ``{"state", "model", "optimizer", "best_weights"}``, or None.
+    """The checkpoint at ``path`` as ``{"state", "model", "optimizer"}`` (the best weights in
+    ``state["best_weights"]``), or None.
 
     Raises
     ------

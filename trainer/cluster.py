@@ -7,7 +7,7 @@ unfinished run (:func:`trainer.worker.run_task`), shows one bar over the runs an
 collects the results. It never trains.
 
 Faults: a run whose process or worker is killed is retried by Dask up to
-:data:`RETRIES` times (on another worker where one is free) and resumes from its last
+:data:`RETRIES` times (wherever Dask finds a free worker) and resumes from its last
 epoch's checkpoint; a run that fails for a reason of its own fails once and is
 reported; the others go on. A driver killed and started again with the same command
 reuses the finished runs and resumes the others from their checkpoints.
@@ -15,6 +15,7 @@ reuses the finished runs and resumes the others from their checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -189,19 +190,21 @@ class ClusterRunner:
 
     def connect(self) -> None:
         """Start the local cluster or reach the scheduler; one line if it cannot."""
-        from phasefeat.io.distributed import DaskUnavailableError, connect, quiet_dask
+        from phasefeat.io.distributed import (
+            DaskUnavailableError,
+            connect,
+            quiet_dask,
+            require_distributed,
+        )
 
         if self.client is not None:
             return
         try:
-            import distributed  # noqa: F401
-        except ImportError:
-            raise GridError("--scheduler needs Dask distributed: pip install 'phasefeat[distributed]'") from None
-        quiet_dask()
-        if self.kind == "local":
-            self._start_local(self.value)
-            return
-        try:
+            require_distributed()
+            quiet_dask()
+            if self.kind == "local":
+                self._start_local(self.value)
+                return
             self.client = connect(self.scheduler)
         except DaskUnavailableError as exc:
             raise GridError(str(exc)) from None
@@ -260,19 +263,20 @@ class ClusterRunner:
         store_path = str(Path(store_path).resolve())
         results: list[dict | None] = [finished_run(job, identity) for job in jobs]
         todo = [k for k, r in enumerate(results) if r is None]
-        failures, schedule = [], {}
-        state = {"running": set(), "failed": 0}
+        failures, running = [], set()
+        schedule_path = Path(jobs[0].run_dir).parent.parent / "schedule.json" if jobs else None
+        schedule = _read_schedule(schedule_path)  # earlier sessions' entries are kept
         lock = threading.Lock()
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, unit="run",
                    disable=not self.progress)
 
         def show():
-            bar.set_postfix_str(f"running {len(state['running'])}, failed {state['failed']}")
+            bar.set_postfix_str(f"running {len(running)}, failed {len(failures)}")
 
         def on_event(event):
             _, msg = event
             with lock:
-                (state["running"].add if msg["event"] == "started" else state["running"].discard)(msg["run"])
+                (running.add if msg["event"] == "started" else running.discard)(msg["run"])
                 show()
 
         self.client.subscribe_topic("trainer-grid", on_event)
@@ -280,13 +284,12 @@ class ClusterRunner:
         futures = {}
         for k in todo:
             job = jobs[k]
-            spec = {"store": store_path, "run_dir": str(job.run_dir.resolve()), "config": job.config_dict(),
+            spec = {"store": store_path, "run_dir": str(job.run_dir.resolve()), "config": dataclasses.asdict(job.config),
                     "split": job.split.to_json(), "identity": identity, "threads": self.threads,
                     "workers": workers}
             future = self.client.submit(run_task, spec, key=f"trainer-{job.run_dir.name}-{token}", pure=False,
                                         retries=RETRIES, resources={"GPU": 1} if self.gpus else None)
             futures[future] = k
-        schedule_path = Path(jobs[0].run_dir).parent.parent / "schedule.json" if jobs else None
         try:
             for future in as_completed(futures):
                 k = futures[future]
@@ -297,11 +300,10 @@ class ClusterRunner:
                     outcome = {"run": name, "status": "failed", "reason": str(exc).splitlines()[0]
                                if str(exc) else type(exc).__name__}
                 with lock:
-                    state["running"].discard(name)
+                    running.discard(name)
                     if outcome["status"] == "done":
                         results[k] = outcome.pop("result")
                     else:
-                        state["failed"] += 1
                         failures.append({"run": name, "reason": outcome["reason"]})
                         bar.write(f"{name} failed: {outcome['reason']}")
                     schedule[name] = outcome
@@ -314,17 +316,21 @@ class ClusterRunner:
         return results, failures
 
 
+def _read_schedule(path: Path | None) -> dict:
+    """``OUT/schedule.json`` as written by earlier sessions (empty if none, or unreadable)."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {}
+
+
 def _write_schedule(path: Path | None, schedule: dict) -> None:
-    """``OUT/schedule.json``: where and when each run of this session ran, and how often it was tried."""
+    """``OUT/schedule.json``: where and when each run ran, and how often it was tried."""
     if path is None:
         return
     from phasefeat.io._atomic import atomic_path
 
-    old = {}
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = {}
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps({**old, **schedule}, indent=1))
+        Path(tmp).write_text(json.dumps(schedule, indent=1))

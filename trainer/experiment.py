@@ -201,12 +201,14 @@ def _cross_entropy(probabilities, labels) -> float:
 
 
 def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
-              verbose: int = 0, progress: bool = True, workers: int = 1, threads: int | None = None) -> dict:
+              verbose: int = 0, progress: bool = True, workers: int = 1, threads: int | None = None,
+              expected_identity: str | None = None) -> dict:
     """Train, evaluate and save one run; returns its result dict (also written as JSON).
 
     A run that was interrupted resumes from its last finished epoch (``checkpoint.npz`` in
     ``out_dir``). ``threads`` is recorded only: the caller sets the thread count before the
-    framework starts (:mod:`trainer.worker`).
+    framework starts (:mod:`trainer.worker`). ``expected_identity``: the store identity the
+    grid was planned on; another store at ``store_path`` fails the run before it trains.
     """
     import keras
 
@@ -216,6 +218,9 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     out_dir = Path(out_dir)
     spec = get_loss(cfg.loss)
     info = store_info(store_path, cfg.input, cfg.target)
+    if expected_identity is not None and info["store_identity"] != expected_identity:
+        raise RunFailed(f"{store_path} is not the store this grid was planned on (it changed since, or "
+                        "another file lies at that path on this machine)")
     split = split or prepare_split(store_path, cfg, info)
     make_dirs(out_dir)
     names, labels = info["class_names"], info["labels"]

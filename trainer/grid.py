@@ -30,19 +30,12 @@ class Job:
     run_dir: Path
     split: Split
 
-    def config_dict(self) -> dict:
-        """The config as JSON-able values (a task for another process)."""
-        out = dataclasses.asdict(self.config)
-        out["test_sources"] = list(self.config.test_sources)
-        return out
-
 
 class SequentialRunner:
     """Runs a grid's runs one after another in this process (without ``--scheduler``)."""
 
     def __init__(self, progress: bool = True, verbose: int = 0):
         self.progress, self.verbose = progress, verbose
-        self.threads = None
 
     def __enter__(self):
         return self
@@ -184,5 +177,5 @@ def run_or_reuse(store_path, cfg: RunConfig, run_dir: Path, split: Split, identi
     """
     result = finished_run(Job(cfg, Path(run_dir), split), identity)
     if result is None:
-        return train_run(store_path, cfg, run_dir, split=split, **train_kwargs)
+        return train_run(store_path, cfg, run_dir, split=split, expected_identity=identity, **train_kwargs)
     return result

@@ -8,7 +8,7 @@ own (``python -m trainer.worker TASK.json``) so that
   before;
 * a GPU worker's ``CUDA_VISIBLE_DEVICES`` reaches the run, and the framework's memory
   is returned when the run ends;
-* an out-of-memory kill takes the run's process, not the worker.
+* an out-of-memory kill most likely takes the run's process (the largest), not the worker.
 
 The run's process dies with the worker (``PR_SET_PDEATHSIG`` on Linux, a watchdog
 elsewhere), and only one process trains a run folder at a time (a lock file), so a
@@ -189,18 +189,13 @@ def main(task_path: str) -> int:
     spec = json.loads(Path(task_path).read_text())
     run_dir = Path(spec["run_dir"])
     with _run_lock(run_dir):
-        from .experiment import GridError, RunConfig, store_info
+        from .experiment import GridError, RunConfig
         from .grid import run_or_reuse
         from .splits import Split
 
         try:
             _pin_threads(spec["threads"])
-            cfg = RunConfig(**{**spec["config"], "test_sources": tuple(spec["config"]["test_sources"])})
-            if not (run_dir / "result.json").exists():
-                seen = store_info(spec["store"], cfg.input, cfg.target)["store_identity"]
-                if seen != spec["identity"]:
-                    return _fail(run_dir, f"the store at {spec['store']} on this worker is not the store the "
-                                          "grid was planned on (another file at that path?)")
+            cfg = RunConfig(**spec["config"])  # a store that differs here fails in train_run
             result = run_or_reuse(spec["store"], cfg, run_dir, Split.from_json(spec["split"]),
                                   spec["identity"], progress=False, workers=spec["workers"],
                                   threads=spec["threads"])

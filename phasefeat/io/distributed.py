@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["run_pieces_on_dask", "DaskUnavailableError", "parse_scheduler", "connect", "quiet_dask"]
+__all__ = ["run_pieces_on_dask", "DaskUnavailableError", "parse_scheduler", "connect", "quiet_dask",
+           "require_distributed"]
 
 logger = logging.getLogger("phasefeat")
 
@@ -75,7 +76,7 @@ def quiet_dask() -> None:
         logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
-def _distributed():
+def require_distributed():
     """The ``distributed`` package, or a one-line error saying how to install it."""
     try:
         import distributed
@@ -87,7 +88,7 @@ def _distributed():
 
 def connect(scheduler: str):
     """A ``distributed.Client`` for an existing cluster (an address or a scheduler file)."""
-    Client = _distributed().Client
+    Client = require_distributed().Client
     kind, value = parse_scheduler(scheduler)
     quiet_dask()
     try:
@@ -99,7 +100,7 @@ def connect(scheduler: str):
 
 
 def _client(scheduler: str):
-    distributed = _distributed()
+    distributed = require_distributed()
     kind, n = parse_scheduler(scheduler)
     if kind != "local":
         return connect(scheduler), None
