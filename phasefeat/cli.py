@@ -146,9 +146,9 @@ def _load_params(preset: str, params_file):
 @click.argument("input_dir", metavar="INPUT", type=click.Path(file_okay=False, path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="Label file instead of class folders: a CSV with path,label[,patient_id] "
-                   "columns, or a COVIDx file (patient_id filename class source). Paths are "
-                   "relative to INPUT.")
+              help="Label file instead of class folders: a CSV with a header naming path and label "
+                   "columns and, optionally, patient_id and source columns; or a COVIDx file (patient_id "
+                   "filename class source, no header). Paths are relative to INPUT.")
 @click.option("--classes", default=None, metavar="A,B,C",
               help="Pin the class order (after aliasing); other classes are listed as failures. "
                    "[default: alphanumeric, as keras image_dataset_from_directory]")
@@ -160,6 +160,10 @@ def _load_params(preset: str, params_file):
                    "the first group of REGEX, e.g. '^[^/]+/([a-z]+)_' for names like covid/ieee_1.png, "
                    "or '^([^/]+)/' for a folder level. Overrides a label file's source column (CSV "
                    "'source', COVIDx 4th column).")
+@click.option("--patient-pattern", default=None, metavar="REGEX",
+              help="Record each sample's patient id from its path relative to INPUT: the first group of "
+                   "REGEX, e.g. '([0-9]+)_[0-9]+[.]png$' for NIH names like 00000013_005.png. The split "
+                   "keeps a patient's images in one part. Overrides a label file's patient_id column.")
 @click.option("--size", type=click.IntRange(8, 16384), default=299, show_default=True,
               help="Stored size: every image becomes SIZE x SIZE.")
 @click.option("--fit", "fit_mode", type=click.Choice(["stretch", "pad", "crop"]),
@@ -206,7 +210,7 @@ def _load_params(preset: str, params_file):
               help="Start over: replace an existing store and discard unfinished pieces.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def convert(input_dir, output, labels, classes, aliases, source_pattern, size, fit_mode, features_at,
+def convert(input_dir, output, labels, classes, aliases, source_pattern, patient_pattern, size, fit_mode, features_at,
             cxr_dtype, enh_dtype, compression, preset, params_file, backend, workers, batch_size,
             max_pixels, max_bytes, piece_size, scheduler, shard_dir, virtual, overwrite, strict, quiet):
     """Convert a folder of radiographs into one HDF5 store of CXR and ENH.
@@ -240,7 +244,8 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, size, f
             aliases=_parse_aliases(aliases), workers=workers or os.cpu_count() or 1,
             backend=backend, batch_size=batch_size, overwrite=overwrite, compression=compression,
             progress=not quiet, command_line=" ".join(["phasefeat", *sys.argv[1:]]),
-            scheduler=scheduler, shard_dir=shard_dir, virtual=virtual, source_pattern=source_pattern)
+            scheduler=scheduler, shard_dir=shard_dir, virtual=virtual, source_pattern=source_pattern,
+            patient_pattern=patient_pattern)
     except (ConvertError, DiscoveryError, BackendUnavailableError, DaskUnavailableError,
             ValueError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -218,7 +218,7 @@ def test_lung_masks_are_stored_and_used_for_occlusion(tmp_path):
     result = invoke(cli, "train", "--store", store, "--occlude", "lungs", "--epochs", "1", "--width", "0.0625",
                     "--out", tmp_path / "run")
     assert "accuracy" in result.output
-    evaluated = invoke(cli, "evaluate", "--model", tmp_path / "run" / "model.keras", "--store", store)
+    evaluated = invoke(cli, "evaluate", "--model", tmp_path / "run" / "model.keras", "--store", store, "--json")
     assert json.loads(evaluated.output)["input"] == "enh"
     explained = invoke(cli, "explain", "--model", tmp_path / "run" / "model.keras", "--store", store,
                        "--method", "occlusion", "--n", "1", "--out", tmp_path / "x")

@@ -252,8 +252,12 @@ def test_inspect_and_verify(messy, tmp_path):
     run("convert", root, out, *SMALL, "--max-pixels", 250 * 250)
     text = run("inspect", out).output
     for fragment in ("covid", "normal", "pneumonia", "shape (18, 32, 32, 3)", "delta = 0.85",
-                     "failures     4", "COVID/bad/empty.png: empty file"):
+                     "failures     4", "COVID/bad/empty.png: empty file", "preset       qi2021\n"):
         assert fragment in text
+    with open_store(out) as store:
+        at = store.attrs["features_at"]
+    assert f"features_at  {at}\n" in text
+    assert "virtual_shards" not in text  # a store in one file has none; an empty line says nothing
     assert "0 changed" in run("inspect", out, "--verify").output
     target = root / "Normal" / "formats" / "grey8.png"
     target.write_bytes(target.read_bytes() + b"tail")

@@ -353,3 +353,17 @@ def test_an_unreadable_store_leaves_provenance_out(tmp_path):
     text = (out / "report.md").read_text()
     assert "* store `" not in text and "* features:" not in text and "The split is in `split.json`." in text
     assert "* trained: 12 run(s) on a device not recorded (an earlier version)" in text
+
+
+def test_metrics_lines_table_holds_every_number():
+    from trainer.metrics import classification_metrics
+    from trainer.report import metrics_lines
+
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.eye(3)[[0, 0, 1, 1, 1, 0]] * 0.8 + 0.2 / 3
+    metrics = classification_metrics(y, p, ["normal", "pneumonia", "covid"])
+    lines = metrics_lines(metrics)
+    assert lines[0].startswith("6 test images: accuracy 66.7 %")
+    row = {line.split()[0]: line.split() for line in lines[3:6]}
+    assert row["normal"][1:4] == ["3", "66.7", "%"] and row["covid"][1:4] == ["1", "0.0", "%"]
+    assert [[int(v) for v in line.split()[1:]] for line in lines[-3:]] == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]

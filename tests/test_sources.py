@@ -68,13 +68,41 @@ def test_sources_from_a_pattern_a_csv_and_covidx(tmp_path):
 
 @pytest.mark.parametrize(("pattern", "message"), [("([a-z", "not a regular expression"),
                                                   ("^[a-z]+_", "needs a group")])
-def test_bad_source_patterns_are_one_line_errors(tmp_path, pattern, message):
+@pytest.mark.parametrize("option", ["--source-pattern", "--patient-pattern"])
+def test_bad_path_patterns_are_one_line_errors(tmp_path, pattern, message, option):
     class_folder_dataset(tmp_path / "raw", per_class=1)
     with pytest.raises(DiscoveryError, match=message):
-        discover(tmp_path / "raw", source_pattern=pattern)
-    result = run("convert", tmp_path / "raw", tmp_path / "s.h5", *SMALL, "--source-pattern", pattern,
-                 ok=False)
-    assert result.exit_code == 1 and message in result.output and not (tmp_path / "s.h5").exists()
+        discover(tmp_path / "raw", **{option[2:].replace("-", "_"): pattern})
+    result = run("convert", tmp_path / "raw", tmp_path / "s.h5", *SMALL, option, pattern, ok=False)
+    assert result.exit_code == 1 and f"{option} {pattern!r}" in result.output and message in result.output
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_patient_ids_from_file_names(tmp_path):
+    """NIH-style names carry the patient: the pattern's group becomes /meta/patient_id, over a label file's."""
+    from PIL import Image
+
+    raw = tmp_path / "raw"
+    names = {"normal": ["00000013_000.png", "00000013_001.png", "00000042_000.png"],
+             "covid": ["00000099_000.png", "notes-scan.png"]}
+    for label, files in names.items():
+        (raw / label).mkdir(parents=True)
+        for k, name in enumerate(files):
+            Image.fromarray(np.full((40, 40), 40 * k + 20, np.uint8)).save(raw / label / name)
+    pattern = r"([0-9]+)_[0-9]+[.]png$"
+    d = discover(raw, patient_pattern=pattern)
+    assert {s.path: s.patient_id for s in d.samples} == {
+        "covid/00000099_000.png": "00000099", "covid/notes-scan.png": "",
+        "normal/00000013_000.png": "00000013", "normal/00000013_001.png": "00000013",
+        "normal/00000042_000.png": "00000042"}
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label,patient_id\nnormal/00000013_000.png,normal,from-csv\n")
+    assert [s.patient_id for s in discover(raw, labels=csv, patient_pattern=pattern).samples] == ["00000013"]
+    run("convert", raw, tmp_path / "s.h5", *SMALL, "--patient-pattern", pattern)
+    with open_store(tmp_path / "s.h5") as store:
+        by_path = dict(zip(store.source_paths, store.patient_ids, strict=True))
+        assert store.attrs["patient_pattern"] == pattern
+    assert by_path["normal/00000013_001.png"] == "00000013" and by_path["covid/notes-scan.png"] == ""
 
 
 @pytest.fixture(scope="module")

@@ -205,11 +205,18 @@ def test_rerun_reuses_finished_runs_and_refuses_other_settings(grid, store):
 @pytest.mark.parametrize("what", ["enh", "cxr"])
 def test_evaluate_takes_its_input_from_the_model(grid, store, what):
     model = grid / "runs" / f"{what}-cce-r0" / "model.keras"
-    result = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--store", str(store)])
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--store", str(store), "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
     saved = json.loads((grid / "runs" / f"{what}-cce-r0" / "result.json").read_text())["metrics"]
     assert metrics["input"] == what and metrics["confusion_matrix"] == saved["confusion_matrix"]
+    table = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--store", str(store)])
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert f"({what.upper()}, target: class" in lines[0]
+    assert f"accuracy {100 * saved['accuracy']:.1f} %" in lines[1]
+    matrix = lines[lines.index("confusion matrix (rows: true class, columns: predicted)") + 2:]
+    assert [[int(v) for v in line.split()[1:]] for line in matrix] == saved["confusion_matrix"]
     other = "cxr" if what == "enh" else "enh"
     wrong = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--store", str(store), "--input", other])
     assert wrong.exit_code == 1 and f"--input {other} does not fit" in wrong.output

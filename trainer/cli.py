@@ -9,6 +9,8 @@ import click
 
 from phasefeat._cli_errors import OneLineErrorGroup
 
+from .model import HEAD_ACTIVATIONS
+
 
 def _apply(options, f):
     """Decorate ``f`` with click options in the order they are listed (as ``--help`` shows them)."""
@@ -37,7 +39,7 @@ def _common(f):
                      help="Optimiser."),
         click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-4,
                      show_default=True, help="Learning rate (a positive finite number)."),
-        click.option("--head-activation", default="relu", show_default=True,
+        click.option("--head-activation", type=click.Choice(HEAD_ACTIVATIONS), default="relu", show_default=True,
                      help="Activation of the added dense layer (the study changed activations)."),
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Reader threads feeding the model (one already delivers >2,000 images/s; "
@@ -195,18 +197,33 @@ INPUT_NAMES = ("cxr", "enh")
               help="Show TensorFlow's own log lines (oneDNN, XLA, absl) and Keras' per-epoch output.")
 @click.pass_context
 def cli(ctx, verbose):
-    """Train and compare VGG16 classifiers on a phasefeat store (CXR vs ENH, CCE vs SCCE, ...)."""
+    """Train and compare image classifiers on a phasefeat store (the study's VGG16 or other Keras
+    backbones; CXR vs ENH, CCE vs SCCE, ...), and audit them for shortcuts.
+    """
+    ctx.obj = {"verbose": verbose}
+
+
+def _load_framework(*stores):
+    """Open ``stores``, then import Keras (and its backend): ``--help``, a wrong option and a wrong
+    path are answered in a fraction of a second, not after a deep-learning framework has loaded."""
     import os
 
-    ctx.obj = {"verbose": verbose}
+    from phasefeat.io.store import StoreError, open_store
+
+    for path in stores:
+        try:
+            with open_store(path):
+                pass
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
+    verbose = click.get_current_context().find_root().obj.get("verbose")
     if not verbose:
         # TensorFlow's C++ start-up chatter (oneDNN, absl, CPU features) is noise for a CLI user. Its
         # import-time lines ignore TF_CPP_MIN_LOG_LEVEL, so the import runs with stderr's file
         # descriptor on /dev/null; Python errors still surface after it is restored.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        if ctx.invoked_subcommand in ("compare", "train", "evaluate", "audit", "explain"):
-            with _quiet_stderr():
-                import keras  # noqa: F401
+    with contextlib.nullcontext() if verbose else _quiet_stderr():
+        import keras  # noqa: F401
 
 
 @cli.command()
@@ -242,6 +259,7 @@ def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
     for name in models[1:]:
         _check_model(base, name)
     runner = _runner(kw)
+    _load_framework(kw["store"])
     record = None
     try:
         with runner:
@@ -315,6 +333,7 @@ def audit(inputs, repeats, seed, occlude_fraction, out, **kw):
     _models(kw, single=True)
     base = _base(kw)
     runner = _runner(kw)
+    _load_framework(kw["store"])
     try:
         with runner:
             record = _audit(kw["store"], out, inputs, repeats, seed, base, occlude_fraction,
@@ -345,6 +364,7 @@ def train(what, loss, seed, out, **kw):
     (loss,) = _pick(loss, tuple(LOSSES), "--loss")
     _models(kw, single=True)
     cfg = dataclasses.replace(_base(kw), input=what, loss=loss, seed=seed)
+    _load_framework(kw["store"])
     try:
         result = train_run(kw["store"], cfg, out, workers=kw["workers"])
     except (GridError, ValueError) as exc:
@@ -365,15 +385,16 @@ def train(what, loss, seed, out, **kw):
               help="Seed of the split whose test part is used (the one the model was trained with).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per prediction batch.")
-def evaluate(model_path, store, what, split_seed, batch_size):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the metrics as one JSON object (for scripts) instead of tables.")
+def evaluate(model_path, store, what, split_seed, batch_size, as_json):
     """Accuracy and per-class metrics of a saved model on a store's test split.
 
     The model carries its input kind, class names, target and occlusion; a store it does
     not fit (other classes, other channel count) is refused before anything is computed.
     """
-    import json
-
-    from .data import StoreBatches
+    _load_framework(store)
+    from .data import StoreBatches  # a keras.utils.PyDataset: after the framework has loaded
     from .experiment import GridError, RunConfig, prepare_split, store_info
     from .metrics import classification_metrics
     from .saved import ModelError, check_fit, load_model, model_info, model_inputs
@@ -393,7 +414,17 @@ def evaluate(model_path, store, what, split_seed, batch_size):
                         image_size=model.input_shape[1], **inputs)
     metrics = classification_metrics(labels[split.test], model.predict(test, verbose=0), names)
     test.close()
-    click.echo(json.dumps({"input": what, "target": info["target"], **metrics}, indent=1))
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"input": what, "target": info["target"], **metrics}, indent=1))
+        return
+    from .report import metrics_lines
+
+    click.echo(f"{model_path} on {store} ({what.upper()}, target: {info['target']}, test part of split seed "
+               f"{split_seed})")
+    for line in metrics_lines(metrics):
+        click.echo(line)
 
 
 @cli.command()
@@ -422,6 +453,7 @@ def explain(model_paths, store, per_kind, out, method, split_seed, occlude_fract
     from .explain import explain as run_explain
     from .saved import ModelError
 
+    _load_framework(store)
     try:
         record = run_explain(model_paths, store, out, per_kind=per_kind, split_seed=split_seed,
                              fraction=occlude_fraction, method=method, seed=seed)

@@ -69,11 +69,12 @@ class RunConfig:
 
     def __post_init__(self):
         from .backbones import MODEL_NAMES
-        from .model import OCCLUSIONS
+        from .model import HEAD_ACTIVATIONS, OCCLUSIONS
 
         object.__setattr__(self, "test_sources", tuple(self.test_sources))
         for name, value, choices in (("target", self.target, TARGETS), ("occlude", self.occlude, OCCLUSIONS),
-                                     ("split_by", self.split_by, SPLIT_BY), ("model", self.model, MODEL_NAMES)):
+                                     ("split_by", self.split_by, SPLIT_BY), ("model", self.model, MODEL_NAMES),
+                                     ("head_activation", self.head_activation, HEAD_ACTIVATIONS)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
         if self.model != "vgg16" and self.width != 1.0:

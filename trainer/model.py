@@ -7,7 +7,7 @@ import functools
 import numpy as np
 
 __all__ = ["classifier", "vgg16_classifier", "DEFAULT_HEAD", "VGG16_BLOCKS", "OCCLUSIONS", "occlusion_mask",
-           "occlusion_layer", "run_info_layer", "register_custom_objects"]
+           "occlusion_layer", "run_info_layer", "register_custom_objects", "HEAD_ACTIVATIONS"]
 
 #: ``center`` blacks out the central box (lungs and heart), ``outside`` keeps only it; ``lungs``
 #: and ``non-lungs`` do the same with each image's lung mask (stores converted with masks).
@@ -19,6 +19,11 @@ VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 51
 #: The head the study describes only as "layers added and activation functions changed".
 # BatchNorm momentum 0.9, not Keras' 0.99: with the few hundred steps of a small run the
 # moving statistics otherwise stay near their initial values and validation loss explodes.
+#: Activations the added dense layer takes: Keras' names of element-wise activations, listed here so
+#: that ``--help`` shows them and a wrong one is refused before the framework loads (a test checks
+#: that Keras resolves every one).
+HEAD_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "mish", "tanh", "sigmoid",
+                    "hard_sigmoid", "hard_silu", "softplus", "softsign", "linear")
 DEFAULT_HEAD = {"units": 256, "activation": "relu", "dropout": 0.5, "pooling": "avg",
                 "bn_momentum": 0.9}
 

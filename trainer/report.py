@@ -302,6 +302,28 @@ def write_report(results: list[dict], out, store_path=None, failures=()) -> Path
     return report
 
 
+def metrics_lines(metrics: dict) -> list[str]:
+    """A plain-text table of :func:`trainer.metrics.classification_metrics` (``trainer evaluate``)."""
+    names = list(metrics["per_class"])
+    cm = np.asarray(metrics["confusion_matrix"])
+    width = max(12, *(len(n) + 2 for n in names))
+
+    def pct(v):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f} %"
+
+    lines = [f"{cm.sum()} test images: accuracy {pct(metrics['accuracy'])}, macro F1 {pct(metrics['macro_f1'])}, "
+             f"macro AUC {pct(metrics['macro_auc_ovr'])}, calibration error (ECE) {pct(metrics['ece'])}", "",
+             f"{'class':<{width}}{'images':>8}{'sensitivity':>13}{'specificity':>13}{'F1':>9}{'AUC':>9}"]
+    for name, row in zip(names, cm, strict=True):
+        m = metrics["per_class"][name]
+        lines.append(f"{name:<{width}}{row.sum():>8}{pct(m['sensitivity']):>13}{pct(m['specificity']):>13}"
+                     f"{pct(m['f1']):>9}{pct(m['auc_ovr']):>9}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)",
+              f"{'':<{width}}" + "".join(f"{n:>{width}}" for n in names)]
+    lines += [f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row) for name, row in zip(names, cm, strict=True)]
+    return lines
+
+
 def summary_lines(out, audit: dict | None = None) -> list[str]:
     """Three plain sentences about a finished grid, from its results.json.
 

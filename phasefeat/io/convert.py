@@ -80,7 +80,7 @@ def _file_digest(path) -> str:
 
 
 def _identity(disc: Discovery, params: PhaseParams, options: ConvertOptions, backend: str,
-              labels, source_pattern: str | None = None) -> dict:
+              labels, source_pattern: str | None = None, patient_pattern: str | None = None) -> dict:
     listing = []
     for s in disc.samples:
         st = (disc.root / s.path).stat()
@@ -88,6 +88,8 @@ def _identity(disc: Discovery, params: PhaseParams, options: ConvertOptions, bac
     return {"format_version": FORMAT_VERSION, "input_root": str(disc.root.resolve()),
             "layout": disc.layout, "labels_file_sha256": _file_digest(labels),
             "source_pattern": source_pattern or "",
+            # only when given, so that conversions of earlier versions resume
+            **({"patient_pattern": patient_pattern} if patient_pattern else {}),
             "class_names": list(disc.class_names), "params": params.to_dict(),
             "options": dataclasses.asdict(options), "backend": backend,
             "listing": listing, "discovery_failures": [list(f) for f in disc.failures]}
@@ -95,7 +97,8 @@ def _identity(disc: Discovery, params: PhaseParams, options: ConvertOptions, bac
 
 def _describe_difference(old: dict, new: dict) -> str:
     lines = []
-    for key in ("input_root", "layout", "labels_file_sha256", "source_pattern", "class_names", "backend",
+    for key in ("input_root", "layout", "labels_file_sha256", "source_pattern", "patient_pattern", "class_names",
+                "backend",
                 "format_version"):
         if old.get(key) != new.get(key):
             lines.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
@@ -290,7 +293,7 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
             workers: int = 1, backend: str = "auto", batch_size: int = 64, overwrite: bool = False,
             compression: str = "none", progress: bool = True, command_line: str = "",
             scheduler: str | None = None, shard_dir=None, virtual: bool = False,
-            source_pattern: str | None = None) -> ConvertSummary:
+            source_pattern: str | None = None, patient_pattern: str | None = None) -> ConvertSummary:
     """Convert every radiograph under ``input_root`` into the store ``output``.
 
     See ``phasefeat convert --help`` and ``docs/store-format.md``. Raises
@@ -320,7 +323,7 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
         _check_memory(options, workers)
     start = time.perf_counter()
     disc = discover(input_root, labels=labels, classes=classes, aliases=aliases,
-                    source_pattern=source_pattern)
+                    source_pattern=source_pattern, patient_pattern=patient_pattern)
     logger.info("discovery: %d files (%d already failed) in %.2f s", disc.discovered, len(disc.failures),
                 time.perf_counter() - start)
     if scheduler and backend in ("cupy", "auto"):
@@ -329,7 +332,7 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
                                                        " (GPU where usable, else CPU)"))
     else:
         be = get_backend(backend)
-    identity = _identity(disc, params, options, be.name, labels, source_pattern)
+    identity = _identity(disc, params, options, be.name, labels, source_pattern, patient_pattern)
     try:
         with _locked(work):
             _remove_leftovers(output)
@@ -425,7 +428,7 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
              "library_versions": json.dumps(versions),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "input_root": str(disc.root.resolve()),
              "command_line": command_line, "layout": disc.layout, "size": options.size,
-             "source_pattern": identity["source_pattern"],
+             "source_pattern": identity["source_pattern"], "patient_pattern": identity.get("patient_pattern", ""),
              "fit": options.fit, "cxr_dtype": options.cxr_dtype, "enh_dtype": options.enh_dtype,
              "compression": compression, "discovered": disc.discovered,
              "engine": f"dask {scheduler}" if scheduler else "local"}

@@ -273,8 +273,9 @@ def _label_file(root: Path, label_file: Path, aliases):
     return layout, samples, failures
 
 
-def compile_source_pattern(pattern: str | None):
-    """A compiled ``--source-pattern`` with one capturing group, or None.
+def compile_source_pattern(pattern: str | None, option: str = "--source-pattern",
+                           example: str = "'^[^/]+/([a-z]+)_'", what: str = "source"):
+    """A compiled path pattern (``--source-pattern``, ``--patient-pattern``) with a capturing group, or None.
 
     Raises
     ------
@@ -286,22 +287,22 @@ def compile_source_pattern(pattern: str | None):
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
-        raise DiscoveryError(f"--source-pattern {pattern!r} is not a regular expression ({exc})") from None
+        raise DiscoveryError(f"{option} {pattern!r} is not a regular expression ({exc})") from None
     if compiled.groups < 1:
-        raise DiscoveryError(f"--source-pattern {pattern!r} needs a group, e.g. '^[^/]+/([a-z]+)_': "
-                             "the first group's match is the source")
+        raise DiscoveryError(f"{option} {pattern!r} needs a group, e.g. {example}: "
+                             f"the first group's match is the {what}")
     return compiled
 
 
-def _with_source(sample: Sample, pattern) -> Sample:
+def _from_path(sample: Sample, pattern, field: str) -> Sample:
+    """``sample`` with ``field`` (source, patient_id) set to the first group of ``pattern`` in its path."""
     match = pattern.search(sample.path)
-    source = (match.group(1) or "") if match else ""
-    return dataclasses.replace(sample, source=source)
+    return dataclasses.replace(sample, **{field: (match.group(1) or "") if match else ""})
 
 
 def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None,
              classes: list[str] | None = None, aliases: dict[str, str] | None = None,
-             source_pattern: str | None = None) -> Discovery:
+             source_pattern: str | None = None, patient_pattern: str | None = None) -> Discovery:
     """List the samples of an input folder.
 
     Parameters
@@ -320,6 +321,9 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
         Regular expression searched in each sample's relative path (POSIX
         separators); its first group is the sample's source (empty where it does
         not match). Overrides a label file's source column.
+    patient_pattern : str, optional
+        The same for the patient id (e.g. NIH names ``00000013_005.png`` carry the
+        patient before the underscore). Overrides a label file's patient column.
 
     Raises
     ------
@@ -328,6 +332,8 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
         source pattern.
     """
     pattern = compile_source_pattern(source_pattern)
+    patient = compile_source_pattern(patient_pattern, "--patient-pattern", "'([0-9]+)_[0-9]+[.]png$'",
+                                     "patient id")
     root = Path(root)
     if not root.is_dir():
         raise DiscoveryError(f"input folder {root} does not exist or is not a folder")
@@ -357,7 +363,9 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
     if not found:
         raise DiscoveryError(f"no classes found in {root}")
     if pattern is not None:
-        samples = [_with_source(s, pattern) for s in samples]
+        samples = [_from_path(s, pattern, "source") for s in samples]
+    if patient is not None:
+        samples = [_from_path(s, patient, "patient_id") for s in samples]
     samples.sort(key=lambda s: s.path)
     failures.sort()
     return Discovery(root, tuple(samples), tuple(failures), tuple(found), layout)

@@ -72,9 +72,12 @@ def report(store: Store, failures_shown: int = 20) -> str:
     params = attrs.get("params_json", {})
     lines.append(f"params       digest {attrs.get('params_digest', '?')[:16]}")
     lines += [f"  {k} = {v}" for k, v in sorted(params.items())]
-    for key in ("phasefeat_version", "backend", "device", "created", "input_root", "layout", "fit",
-                "compression", "engine", "virtual_shards", "command_line"):
-        lines.append(f"{key:<12s} {attrs.get(key, '')}")
+    for key in ("preset", "features_at", "size", "phasefeat_version", "backend", "device", "created",
+                "input_root", "layout", "fit", "source_pattern", "compression", "engine", "virtual_shards",
+                "command_line"):
+        value = attrs.get(key, "")
+        if value not in ("", None):  # e.g. virtual_shards of a store in one file, source_pattern unused
+            lines.append(f"{key:<12s} {value}")
     versions = attrs.get("library_versions", {})
     lines.append("libraries    " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
     patients = [p for p in store.patient_ids if p]
