@@ -154,7 +154,9 @@ def test_audit_flags_a_planted_shortcut(tmp_path):
 def test_audit_does_not_flag_clean_phantoms_and_compare_appends_it(tmp_path):
     store = _phantom_store(tmp_path, shortcut=False)
     invoke(cli, "compare", "--store", store, "--out", tmp_path / "cmp", "--losses", "cce", "--audit", *TRAIN)
-    record = json.loads((tmp_path / "cmp" / "audit" / "audit.json").read_text())
+    record = json.loads((tmp_path / "cmp" / "audit" / "audit.json").read_text(),
+                        parse_constant=lambda word: pytest.fail(f"audit.json holds {word}: not JSON"))
+    assert record["cramers_v"] is None  # one source: undefined, written as null
     assert set(record["results"]["cxr"]) == {"full", "center"}  # no sources: no probe, no hold-out
     assert not record["verdicts"]["cxr"]["flagged"]
     report = (tmp_path / "cmp" / "report.md").read_text()

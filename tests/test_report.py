@@ -367,3 +367,12 @@ def test_metrics_lines_table_holds_every_number():
     row = {line.split()[0]: line.split() for line in lines[3:6]}
     assert row["normal"][1:4] == ["3", "66.7", "%"] and row["covid"][1:4] == ["1", "0.0", "%"]
     assert [[int(v) for v in line.split()[1:]] for line in lines[-3:]] == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_finite_json_writes_null_for_undefined_numbers():
+    from trainer.report import finite_json
+
+    text = finite_json({"v": float("nan"), "ci": (np.float64(0.5), float("inf")), "n": np.int64(3),
+                        "a": np.array([1.0, np.nan])})
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"v": None, "ci": [0.5, None], "n": 3, "a": [1.0, None]}

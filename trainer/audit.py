@@ -19,7 +19,6 @@ documented thresholds (:data:`MARGIN`); ``docs/shortcut-audit.md`` explains them
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from phasefeat.io._atomic import make_dirs, remove_dirs
 
 from .experiment import GridError, RunConfig, prepare_split, store_info
 from .grid import Job, SequentialRunner
+from .report import finite_json
 
 __all__ = ["MARGIN", "BOOTSTRAP", "Experiment", "plan", "external_candidates", "run_audit",
            "interval_metrics", "above_chance", "verdicts", "audit_markdown", "summary_line"]
@@ -277,7 +277,7 @@ def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed:
               "class_source_table": table.tolist(), "cramers_v": v,
               "experiments": [dataclasses.asdict(e) for e in experiments], "results": results,
               "verdicts": verdicts(results, inputs, v)}
-    (out / "audit.json").write_text(json.dumps(record, indent=1, default=list))
+    (out / "audit.json").write_text(finite_json(record))
     (out / "audit.md").write_text("\n".join(["# Shortcut audit", "", *audit_markdown(record)]) + "\n")
     return record
 

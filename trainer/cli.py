@@ -414,12 +414,11 @@ def evaluate(model_path, store, what, split_seed, batch_size, as_json):
                         image_size=model.input_shape[1], **inputs)
     metrics = classification_metrics(labels[split.test], model.predict(test, verbose=0), names)
     test.close()
-    if as_json:
-        import json
+    from .report import finite_json, metrics_lines
 
-        click.echo(json.dumps({"input": what, "target": info["target"], **metrics}, indent=1))
+    if as_json:
+        click.echo(finite_json({"input": what, "target": info["target"], **metrics}))
         return
-    from .report import metrics_lines
 
     click.echo(f"{model_path} on {store} ({what.upper()}, target: {info['target']}, test part of split seed "
                f"{split_seed})")

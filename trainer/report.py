@@ -302,6 +302,26 @@ def write_report(results: list[dict], out, store_path=None, failures=()) -> Path
     return report
 
 
+def finite_json(obj) -> str:
+    """``obj`` as standard JSON: NaN and infinities (an undefined AUC or Cramér's V) become ``null``.
+
+    Python's ``json`` writes them as the bare words ``NaN`` / ``Infinity``, which other JSON
+    readers (``jq``, JavaScript, R's jsonlite) reject.
+    """
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [clean(v) for v in value]
+        if isinstance(value, (float, np.floating)):
+            return float(value) if math.isfinite(value) else None
+        if isinstance(value, np.integer):
+            return int(value)
+        return value
+
+    return json.dumps(clean(obj), indent=1, allow_nan=False)
+
+
 def metrics_lines(metrics: dict) -> list[str]:
     """A plain-text table of :func:`trainer.metrics.classification_metrics` (``trainer evaluate``)."""
     names = list(metrics["per_class"])
