@@ -141,7 +141,7 @@ def test_no_twins_no_disagreement(tmp_path):
     numbers["enh"]["test_accuracy"] = [0.90, 0.91, 0.89]  # ENH best on loss and on accuracy
     write_report(_results(twins=False, numbers=numbers), tmp_path)
     text = (tmp_path / "report.md").read_text()
-    assert "No arm has a higher mean test accuracy." in text and "disagree" not in text
+    assert "It also has the highest mean test accuracy." in text and "disagree" not in text
     assert len(_section(text, "Paired comparisons (a - b, same seeds, same model)")) == 6
     assert "No two arms produced bit-identical weights." in text and " are one arm here" not in text
     with open(tmp_path / "runs.csv", newline="") as handle:
@@ -376,3 +376,21 @@ def test_finite_json_writes_null_for_undefined_numbers():
                         "a": np.array([1.0, np.nan])})
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"v": None, "ci": [0.5, None], "n": 3, "a": [1.0, None]}
+
+
+def test_learning_curves_use_the_tables_scale_and_whole_epochs(tmp_path, monkeypatch):
+    from trainer import report_figures
+
+    figures = []
+    monkeypatch.setattr(report_figures, "_save", lambda fig, path: figures.append(fig) or path.name)
+    results = _results()
+    arms = sorted({report_figures.arm_of(r) for r in results})
+    report_figures._learning_curves(results, arms, tmp_path)
+    ax = figures[0].axes[0]
+    best = report_figures.best_run(results, arms[0])
+    thick = [line for line in ax.lines if line.get_linewidth() == 2]
+    assert np.allclose(thick[0].get_ydata(), 100 * np.asarray(best["history"]["loss"]))
+    assert "x 100" in ax.get_ylabel()
+    figures[0].canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)

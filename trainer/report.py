@@ -197,8 +197,15 @@ def _headline(summary) -> list[str]:
                 f"accuracy {100 * s['test_accuracy']['mean']:.1f} ± {100 * s['test_accuracy']['std']:.1f} %")
 
     lines = [f"* Lowest mean test loss: {fmt(by_loss)}."]
-    if not _disagree(summary, by_loss, by_acc):
-        lines.append("* No arm has a higher mean test accuracy.")
+    accuracy = {a: summary[a]["test_accuracy"]["mean"] for a in summary}
+    tied = [a.upper() for a in sorted(summary) if accuracy[a] == accuracy[by_acc]]
+    if len(summary) > 1 and len(tied) == len(summary):
+        lines.append(f"* All {len(summary)} arms reach the same mean test accuracy, "
+                     f"{100 * accuracy[by_acc]:.1f} %: accuracy does not tell them apart.")
+    elif not _disagree(summary, by_loss, by_acc):
+        others = [a for a in tied if a != by_loss.upper()]
+        lines.append("* It also has the highest mean test accuracy"
+                     + (f" (tied with {', '.join(others)})." if others else "."))
     else:
         lines.append(f"* Highest mean test accuracy: {fmt(by_acc)}. **Loss and accuracy disagree** on "
                      "which arm is best; a lower cross-entropy means better calibrated probabilities, "

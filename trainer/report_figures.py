@@ -48,20 +48,24 @@ def _save(fig, path: Path) -> str:
 
 def _learning_curves(results, arms, out: Path) -> tuple[str, str]:
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(arms), figsize=(4 * len(arms), 3.4), squeeze=False)
     for ax, arm in zip(axes[0], arms, strict=True):
         best = best_run(results, arm)
         for r in (r for r in results if arm_of(r) == arm):
             strong = r is best
             for key, style in (("loss", "-"), ("val_loss", "--")):
-                ax.plot(np.arange(1, len(r["history"][key]) + 1), r["history"][key], style,
+                # x 100, as every table of the report (and the study) writes losses
+                ax.plot(np.arange(1, len(r["history"][key]) + 1), 100 * np.asarray(r["history"][key]), style,
                         color="C0" if key == "loss" else "C1", alpha=1.0 if strong else 0.3,
                         linewidth=2 if strong else 1,
                         label=f"{'training' if key == 'loss' else 'validation'} (best: {r['run']})"
                         if strong else None)
         ax.set_title(f"{_name(arm)}: every seed, best = seed {best['seed']}", fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("cross-entropy")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("loss x 100 (as in the tables)")
         ax.legend(fontsize=7)
     return _save(fig, out / "learning_curves.png"), (
         "Learning curves of every run (thin) with each arm's best run (thick, lowest validation loss)")
