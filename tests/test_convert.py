@@ -313,3 +313,24 @@ def test_no_stray_files_left(tmp_path):
     class_folder_dataset(root, per_class=1)
     run("convert", root, tmp_path / "enh.h5", *SMALL)
     assert sorted(os.listdir(tmp_path)) == ["enh.h5", "raw"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_progress_bar_moves_per_image(tmp_path, monkeypatch, workers):
+    """Pieces hold up to 64 images; the bar counts every file as it finishes, exactly once."""
+    import tqdm
+
+    from phasefeat.io.convert import ConvertOptions, convert
+
+    class_folder_dataset(tmp_path / "raw", per_class=4)
+    (tmp_path / "raw" / "Normal" / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    steps = []
+    update = tqdm.tqdm.update
+    monkeypatch.setattr(tqdm.tqdm, "update", lambda self, n=1: (steps.append(n), update(self, n))[1])
+    convert(tmp_path / "raw", tmp_path / "s.h5", options=ConvertOptions(size=32, features_at=32, piece_size=5),
+            workers=workers, backend="numpy", progress=True)
+    assert sum(steps) == 13  # 12 images and the broken file: every file once, none twice
+    if workers == 1:
+        assert steps.count(1) == 13 and set(steps) <= {0, 1}  # one step per file
+    else:
+        assert steps.count(1) >= 3  # ticks from the workers, not only one step per finished piece

@@ -27,7 +27,13 @@ from pathlib import Path
 from ..params import PhaseParams
 from ._atomic import atomic_path
 from .discover import Discovery, discover
-from .pieces import ConvertOptions, conversion_memory, finish_piece, process_piece
+from .pieces import (
+    ConvertOptions,
+    conversion_memory,
+    finish_piece,
+    process_piece,
+    report_progress_to,
+)
 from .store import COMPRESSIONS, FORMAT_VERSION, assemble, read_piece_failures, write_piece
 
 __all__ = ["ConvertOptions", "ConvertError", "ConvertSummary", "available_memory", "convert", "work_dir"]
@@ -259,33 +265,80 @@ def _library_versions() -> dict:
     return out
 
 
-def _ignore_sigint():
+def _init_worker(ticks):
+    """Pool initializer: workers ignore Ctrl-C (the parent stops them) and report each file."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    report_progress_to(ticks.put)
 
 
-def _run_pieces(tasks, workers, on_result):
+class _Progress:
+    """The bar, moved per file from any thread; a piece's result settles its count exactly.
+
+    Ticks travel on their own queue, so some may arrive after their piece's result: those
+    of a settled piece are dropped, never counted twice.
+    """
+
+    def __init__(self, bar, sizes, known_failures):
+        import threading
+
+        self.bar, self.sizes, self.known = bar, sizes, known_failures
+        self.lock, self.ticked, self.settled, self.failed = threading.Lock(), Counter(), set(), 0
+
+    def tick(self, piece_id):
+        with self.lock:
+            if piece_id not in self.settled:
+                self.ticked[piece_id] += 1
+                self.bar.update(1)
+
+    def settle(self, piece_id, failed):
+        with self.lock:
+            self.settled.add(piece_id)
+            self.failed += failed
+            self.bar.update(self.sizes[piece_id] - self.ticked[piece_id])
+            self.bar.set_postfix(failed=self.failed + self.known, refresh=False)
+
+
+def _run_pieces(tasks, workers, on_result, progress: _Progress):
     if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            on_result(process_piece(task))
+        report_progress_to(progress.tick)
+        try:
+            for task in tasks:
+                on_result(process_piece(task))
+        finally:
+            report_progress_to(None)
         return
     import multiprocessing
+    import threading
     from collections import deque
 
     workers = min(workers, len(tasks))
+    context = multiprocessing.get_context("spawn")
+    ticks = context.Queue()
+
+    def drain():
+        for piece_id in iter(ticks.get, None):
+            progress.tick(piece_id)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     # spawn: children never inherit a CUDA context or h5py handles from the parent.
     # Workers ignore Ctrl-C; the parent stops them, so an interrupt prints one line.
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
-        # At most two pieces per worker in flight, so memory stays flat however many
-        # images there are, even when this process (GPU features, writing) is the slower side.
-        pending, queue = deque(), iter(tasks)
-        for task in queue:
-            pending.append(pool.apply_async(process_piece, (task,)))
-            if len(pending) >= 2 * workers:
+    try:
+        with context.Pool(workers, initializer=_init_worker, initargs=(ticks,)) as pool:
+            # At most two pieces per worker in flight, so memory stays flat however many
+            # images there are, even when this process (GPU features, writing) is the slower side.
+            pending, queue = deque(), iter(tasks)
+            for task in queue:
+                pending.append(pool.apply_async(process_piece, (task,)))
+                if len(pending) >= 2 * workers:
+                    on_result(pending.popleft().get())
+            while pending:
                 on_result(pending.popleft().get())
-        while pending:
-            on_result(pending.popleft().get())
+    finally:
+        ticks.put(None)
+        reader.join(timeout=5)
 
 
 def convert(input_root, output, *, params: PhaseParams | None = None,
@@ -388,28 +441,24 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
     tasks = [{**base, "piece_id": k, "entries": chunks[k]} for k in range(len(chunks)) if k not in done]
     bar = tqdm(total=len(entries), initial=sum(len(chunks[k]) for k in done), unit="img",
                disable=not progress, dynamic_ncols=True, desc="convert")
-    failed_so_far = Counter()
-
-    def count(converted, failed):
-        failed_so_far["n"] += failed
-        bar.update(converted + failed)
-        bar.set_postfix(failed=failed_so_far["n"] + len(disc.failures), refresh=False)
+    moved = _Progress(bar, [len(c) for c in chunks], len(disc.failures))
 
     def on_result(piece):
         piece = finish_piece(piece, base, be.name)  # GPU features in this process, in batches
         write_piece(piece_paths[int(piece["piece_id"])], piece)
-        count(len(piece["index"]), len(piece["failed_path"]))
+        moved.settle(int(piece["piece_id"]), len(piece["failed_path"]))
 
     started = time.perf_counter()
     try:
         if scheduler:
             from .distributed import run_pieces_on_dask
 
-            devices = run_pieces_on_dask(tasks, piece_paths, scheduler, be.name, count, echo=bar.write)
+            devices = run_pieces_on_dask(tasks, piece_paths, scheduler, be.name, moved.settle,
+                                         echo=bar.write)
             if devices:  # what the workers computed on, not only what was asked for
                 be = _RemoteBackend(be.name, f"Dask workers: {'; '.join(devices)}")
         else:
-            _run_pieces(tasks, workers, on_result)
+            _run_pieces(tasks, workers, on_result, moved)
     finally:
         bar.close()
     todo = sum(len(t["entries"]) for t in tasks)

@@ -131,7 +131,7 @@ def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done
     backend : {"numpy", "cupy", "auto"}
         Where the workers compute the features (``auto``: each worker's GPU when usable).
     on_done : callable
-        Called with ``(converted, failed)`` as each piece finishes.
+        Called with ``(piece_id, failed)`` as each piece finishes (the bar moves per piece here).
 
     Returns
     -------
@@ -143,14 +143,14 @@ def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done
     client, cluster = _client(scheduler)
     try:
         echo(f"Dask dashboard: {client.dashboard_link}")
-        futures = [client.submit(dask_piece, task, str(piece_paths[task["piece_id"]]), backend,
-                                 key=f"phasefeat-piece-{task['piece_id']}", pure=False, retries=3)
-                   for task in tasks]
+        futures = {client.submit(dask_piece, task, str(piece_paths[task["piece_id"]]), backend,
+                                 key=f"phasefeat-piece-{task['piece_id']}", pure=False, retries=3):
+                   task["piece_id"] for task in tasks}
         devices = set()
-        for future in as_completed(futures):
-            converted, failed, device = future.result()
+        for future in as_completed(list(futures)):
+            _, failed, device = future.result()
             devices.add(device)
-            on_done(converted, failed)
+            on_done(futures[future], failed)
         return sorted(devices)
     finally:
         client.close()

@@ -28,7 +28,7 @@ from .imageio import DEFAULT_MAX_PIXELS, FITS, ImageReadError, fit, read_image, 
 
 __all__ = ["ConvertOptions", "CXR_DTYPES", "ENH_DTYPES", "DEFAULT_MAX_BYTES", "feature_image",
            "enhance_to_store", "process_piece", "finish_piece", "one_line", "read_regular_file",
-           "conversion_memory"]
+           "conversion_memory", "report_progress_to"]
 
 CXR_DTYPES = ("uint8", "uint16")
 ENH_DTYPES = ("uint8", "float16", "float32")
@@ -194,6 +194,24 @@ def enhance_to_store(batch: np.ndarray, params: PhaseParams, opts: ConvertOption
     return _quantise(np.stack([_resize_maps(m, size) for m in maps]), opts.enh_dtype)
 
 
+#: Called with the piece id after each file of a piece (converted or failed): the progress bar
+#: moves per image, not per piece. Set by :func:`report_progress_to` (in worker processes too).
+_progress = None
+
+
+def report_progress_to(hook) -> None:
+    """Call ``hook(piece_id)`` after each file :func:`process_piece` finishes (None: stop)."""
+    global _progress
+    _progress = hook
+
+
+def _ticking(entries, piece_id):
+    for entry in entries:
+        yield entry
+        if _progress is not None:
+            _progress(piece_id)
+
+
 def process_piece(task: dict) -> dict:
     """Decode, fit and (on the CPU) enhance one piece. Top-level for pickling.
 
@@ -206,7 +224,7 @@ def process_piece(task: dict) -> dict:
     root = Path(task["root"])
     here = task["enhance_here"]
     ok, failed = [], []
-    for index, rel, label, patient, source, *mask_rel in task["entries"]:
+    for index, rel, label, patient, source, *mask_rel in _ticking(task["entries"], int(task["piece_id"])):
         mask_rel = mask_rel[0] if mask_rel else ""
         try:
             mask = _read_mask(root / mask_rel, opts) if mask_rel else None
