@@ -99,7 +99,32 @@ def grid(store, tmp_path_factory):
     result = CliRunner().invoke(cli, ["compare", "--store", str(store), "--epochs", "2", "--width", "0.125",
                                       "--repeats", "2", "--batch-size", "16", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    out.with_name(f"{out.name}-output.txt").write_text(result.output)
     return out
+
+
+def test_grid_says_what_it_will_do_before_it_trains(grid, store):
+    """The run count first, then after the first epoch an estimate for the runs left; none on a rerun."""
+    output = grid.with_name(f"{grid.name}-output.txt").read_text()  # bars (stderr) interleave the lines
+    plan = output.find("grid: 8 run(s) of up to 2 epochs; 8 to train\n")
+    estimate = output.find("cxr-cce-r0: first epoch ")
+    assert 0 <= plan < estimate, output[-2000:]
+    assert "and the 7 run(s) after it up to" in output[estimate:].split("\n", 1)[0]
+    assert output.count("first epoch") == 1
+    again = CliRunner().invoke(cli, ["compare", "--store", str(store), "--epochs", "2", "--width", "0.125",
+                                     "--repeats", "2", "--batch-size", "16", "--out", str(grid)])
+    assert again.exit_code == 0, again.output
+    assert "grid: 8 run(s) of up to 2 epochs; 8 finished earlier (reused), 0 to train" in again.output
+    assert "first epoch" not in again.output
+
+
+def test_grid_estimate_is_the_first_epoch_scaled():
+    from trainer.progress import grid_estimate
+
+    line = grid_estimate("enh-cce-r0", 120.0, 20, 0, 11)
+    assert "first epoch 2 min" in line and "this run needs up to 40 min" in line
+    assert "the 11 run(s) after it up to 7.3 h more (up to 8.0 h in all" in line
+    assert "this run needs up to 36 min" in grid_estimate("enh-cce-r0", 120.0, 20, 2, 1)  # resumed at 2
 
 
 def test_grid_writes_consistent_tables(grid):

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 from .experiment import GridError
-from .grid import Job, finished_run
+from .grid import Job, finished_run, plan_line
 
 __all__ = ["RETRIES", "ClusterRunner", "local_gpus", "run_slots"]
 
@@ -263,6 +263,8 @@ class ClusterRunner:
         store_path = str(Path(store_path).resolve())
         results: list[dict | None] = [finished_run(job, identity) for job in jobs]
         todo = [k for k, r in enumerate(results) if r is None]
+        if self.progress:
+            self.echo(plan_line(jobs, len(todo), desc) + f", {self.slots} at a time as Dask tasks")
         failures, running = [], set()
         schedule_path = Path(jobs[0].run_dir).parent.parent / "schedule.json" if jobs else None
         schedule = _read_schedule(schedule_path)  # earlier sessions' entries are kept

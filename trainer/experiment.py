@@ -203,13 +203,15 @@ def _cross_entropy(probabilities, labels) -> float:
 
 def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
               verbose: int = 0, progress: bool = True, workers: int = 1, threads: int | None = None,
-              expected_identity: str | None = None) -> dict:
+              expected_identity: str | None = None, runs_after: int = 0) -> dict:
     """Train, evaluate and save one run; returns its result dict (also written as JSON).
 
     A run that was interrupted resumes from its last finished epoch (``checkpoint.npz`` in
     ``out_dir``). ``threads`` is recorded only: the caller sets the thread count before the
     framework starts (:mod:`trainer.worker`). ``expected_identity``: the store identity the
     grid was planned on; another store at ``store_path`` fails the run before it trains.
+    ``runs_after``: runs of the grid still to train after this one (their estimated time is
+    printed after this run's first epoch).
     """
     import keras
 
@@ -271,7 +273,7 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
 
         tqdm.write(warning)
     history, seconds, resumed_at = _fit(model, cfg, out_dir, split, info["store_identity"], train, val,
-                                        progress, verbose)
+                                        progress, verbose, runs_after)
     val_loss, _ = model.evaluate(val, verbose=0)
     test_loss, _ = model.evaluate(test, verbose=0)
     probabilities = model.predict(test, verbose=0)
@@ -313,7 +315,7 @@ class RunFailed(GridError):
 
 
 def _fit(model, cfg: RunConfig, out_dir: Path, split: Split, store_id: str, train, val, progress: bool,
-         verbose: int) -> tuple[dict, float, list[int]]:
+         verbose: int, runs_after: int = 0) -> tuple[dict, float, list[int]]:
     """``model.fit`` from the run's checkpoint, if it has one.
 
     Returns the whole run's history, its training seconds and the epochs it resumed at.
@@ -343,7 +345,8 @@ def _fit(model, cfg: RunConfig, out_dir: Path, split: Split, store_id: str, trai
     try:
         model.fit(train, validation_data=val, epochs=cfg.epochs, initial_epoch=done, shuffle=False,
                   verbose=verbose, callbacks=[nan_guard(), early, saver,
-                                              epoch_bar(out_dir.name, cfg.epochs, progress, done)])
+                                              epoch_bar(out_dir.name, cfg.epochs, progress, done,
+                                                        runs_after)])
     except TrainingDiverged as exc:
         raise RunFailed(str(exc)) from None
     return saver.history, saver.seconds, saver.resumed_at

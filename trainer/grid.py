@@ -19,7 +19,7 @@ from .experiment import GridError, RunConfig, prepare_split, run_name, store_inf
 from .losses import get_loss
 from .splits import Split
 
-__all__ = ["Job", "SequentialRunner", "run_grid", "finished_run", "run_or_reuse"]
+__all__ = ["Job", "SequentialRunner", "run_grid", "finished_run", "run_or_reuse", "plan_line"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,16 +50,37 @@ class SequentialRunner:
         """Nothing to check (see :meth:`prepare`)."""
 
     def run(self, store_path, jobs: list[Job], identity: str, workers: int = 1, desc: str = "grid"):
-        """Every job in order; ``(results, failures)`` with no failures (a failure raises)."""
+        """Every job in order; ``(results, failures)`` with no failures (a failure raises).
+
+        Says first how many runs there are and how many are left; the first run trained
+        estimates, after its first epoch, how long the runs left may take.
+        """
         from tqdm import tqdm
 
-        results = []
+        finished = [finished_run(job, identity) for job in jobs]
+        left = sum(r is None for r in finished)
+        if self.progress:
+            tqdm.write(plan_line(jobs, left, desc))
+        results, estimated = [], False
         bar = tqdm(jobs, desc=desc, unit="run", disable=not self.progress)
-        for job in bar:
+        for job, result in zip(bar, finished, strict=True):
             bar.set_postfix(run=job.run_dir.name)
-            results.append(run_or_reuse(store_path, job.config, job.run_dir, job.split, identity,
-                                        verbose=self.verbose, progress=self.progress, workers=workers))
+            if result is None:
+                left -= 1
+                result = train_run(store_path, job.config, job.run_dir, split=job.split,
+                                   expected_identity=identity, verbose=self.verbose, progress=self.progress,
+                                   workers=workers, runs_after=0 if estimated else left)
+                estimated = True
+            results.append(result)
         return results, []
+
+
+def plan_line(jobs: list[Job], left: int, desc: str = "grid") -> str:
+    """What a grid will do: its runs, their epoch limit, and how many are finished already."""
+    epochs = sorted({job.config.epochs for job in jobs})
+    done = len(jobs) - left
+    return (f"{desc}: {len(jobs)} run(s) of up to {epochs[-1] if epochs else 0} epochs; "
+            + (f"{done} finished earlier (reused), " if done else "") + f"{left} to train")
 
 
 def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), repeats: int = 3,

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 __all__ = ["TrainingDiverged", "ESTIMATE_AFTER", "ESTIMATE_EPOCH_S", "SLOW_EPOCH_S", "CPU_VGG16_299_IMAGES_PER_S",
-           "epoch_estimate", "cpu_warning", "epoch_bar", "nan_guard", "training_device"]
+           "epoch_estimate", "grid_estimate", "cpu_warning", "epoch_bar", "nan_guard", "training_device"]
 
 
 #: Batches timed (after the first, which compiles) before the epoch estimate is printed.
@@ -32,6 +32,19 @@ def epoch_estimate(name: str, seconds_per_batch: float, batches: int, epochs: in
         line += ("; for a quick look on a CPU use --width 0.125 and --image-size 128 "
                  "(docs/reproducing-the-paper.md has the times)")
     return line
+
+
+def grid_estimate(name: str, first_epoch_s: float, epochs: int, done: int, runs_after: int) -> str:
+    """One line after a grid's first trained epoch: the time this run and the runs after it may take.
+
+    An upper bound (every run to its last epoch; early stopping usually ends sooner), scaled from
+    one measured epoch, which includes the framework's tracing and compiling.
+    """
+    this = first_epoch_s * (epochs - done)
+    rest = first_epoch_s * epochs * runs_after
+    return (f"{name}: first epoch {_duration(first_epoch_s)}; at that rate this run needs up to "
+            f"{_duration(this)} and the {runs_after} run(s) after it up to {_duration(rest)} more "
+            f"(up to {_duration(this + rest)} in all; early stopping usually ends runs sooner)")
 
 
 #: Training images/s of full-width VGG16 at 299x299 on the 2-core development VM's CPU
@@ -63,7 +76,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def epoch_bar(name: str, epochs: int, enabled: bool, initial: int = 0):
+def epoch_bar(name: str, epochs: int, enabled: bool, initial: int = 0, runs_after: int = 0):
+    """The run's bar; with ``runs_after`` (runs of the grid still to train after this one) it
+    prints :func:`grid_estimate` once the first epoch has ended."""
     import keras
     from tqdm import tqdm
 
@@ -74,6 +89,7 @@ def epoch_bar(name: str, epochs: int, enabled: bool, initial: int = 0):
             self.bar = tqdm(total=epochs, initial=initial, desc=name, unit="epoch", leave=False,
                             disable=not enabled)
             self.batch_start, self.times, self.estimated = None, [], False
+            self.started = time.perf_counter()
 
         def on_train_batch_begin(self, batch, logs=None):
             self.batch_start = time.perf_counter()
@@ -90,6 +106,9 @@ def epoch_bar(name: str, epochs: int, enabled: bool, initial: int = 0):
                 self.estimated = True
 
         def on_epoch_end(self, epoch, logs=None):
+            if epoch == initial and runs_after and enabled:
+                self.bar.write(grid_estimate(name, time.perf_counter() - self.started, epochs, initial,
+                                             runs_after))
             logs = logs or {}
             self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if "loss" in k}, refresh=False)
             self.bar.update(1)
