@@ -3,9 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
-# make demo DATA=path/to/raw uses your own radiographs (class folders) instead of phantoms.
+# make demo DATA=path/to/raw uses your own radiographs (class folders) instead of phantoms, in a folder
+# of its own (named after DATA's name and full path): another DATA never reuses another input's store.
 DATA ?=
-DEMO_DIR ?= $(OUT)/demo
+# With DATA: a regular expression whose first group is each file's source (hospital, archive), e.g.
+# DEMO_SOURCES='^[^/]+/([a-z]+)_' for names like covid/ieee_1.png; without it the audit cannot probe or
+# hold out a source.
+DEMO_SOURCES ?=
+DEMO_DIR ?= $(OUT)/demo$(if $(DATA),-$(notdir $(abspath $(DATA)))-$(shell printf '%s' '$(abspath $(DATA))' | cksum | cut -d' ' -f1))
 DEMO_PER_CLASS ?= 60
 DEMO_SIZE ?= 64
 # Extra `phasefeat convert` options, e.g. DEMO_CONVERT="--features-at 64" (features at the stored size).
@@ -14,9 +19,10 @@ DEMO_TRAIN ?= --width 0.125 --epochs 15 --patience 5 --learning-rate 0.0003 --ba
 # The phantoms' lungs reach further out than a 0.6 box, so their audit blacks out 0.8 of each side.
 DEMO_AUDIT ?= --audit $(if $(DATA),,--occlude-fraction 0.8)
 SITES := '^[^/]+/(site[a-z])_'
+DEMO_SOURCE_ARGS = $(if $(DATA),$(if $(DEMO_SOURCES),--source-pattern '$(DEMO_SOURCES)'),--source-pattern $(SITES))
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench gpu-check mutate clean
+.PHONY: help install demo test lint bench gpu-check mutate clean distclean
 
 ## help: list the targets (this text)
 help:
@@ -46,9 +52,14 @@ install: $(VENV)/.installed-test
 ##       comparison with the shortcut audit -> report (about 4 min on 2 CPU cores; docs/benchmarks.md)
 demo: $(VENV)/.installed-train
 	@echo "make demo: about 4 minutes on 2 CPU cores (253 s measured; docs/benchmarks.md)"
-	@set -e; raw="$(DATA)"; mkdir -p "$(DEMO_DIR)"; set --; \
-	if [ -z "$$raw" ]; then raw="$(DEMO_DIR)/raw"; set -- --source-pattern $(SITES); \
+	@set -e; raw="$(DATA)"; set -- $(DEMO_SOURCE_ARGS); \
+	if [ -n "$$raw" ] && [ ! -d "$$raw" ]; then echo "make demo: DATA=$$raw is not a folder" >&2; exit 2; fi; \
+	mkdir -p "$(DEMO_DIR)"; \
+	if [ -z "$$raw" ]; then raw="$(DEMO_DIR)/raw"; \
 	  $(BIN)/phasefeat demo-data "$$raw" --per-class $(DEMO_PER_CLASS) --seed 0 --shortcut; fi; \
+	$(if $(DATA),$(if $(DEMO_SOURCES),,echo "note: no sources recorded for $$raw (set DEMO_SOURCES='REGEX', e.g."\
+	  "'^[^/]+/([a-z]+)_'): the audit can black out the lungs but cannot probe or hold out a source";)) \
+	echo "make demo: input $$raw, everything in $(DEMO_DIR)/"; \
 	if [ -f "$(DEMO_DIR)/enh.h5" ]; then echo "reusing $(DEMO_DIR)/enh.h5 (delete it to convert again)"; \
 	else $(BIN)/phasefeat convert "$$raw" "$(DEMO_DIR)/enh.h5" --size $(DEMO_SIZE) "$$@" $(DEMO_CONVERT); fi; \
 	$(BIN)/phasefeat preview "$(DEMO_DIR)/enh.h5" -o "$(DEMO_DIR)/preview.png" --per-class 2; \
@@ -87,5 +98,10 @@ mutate: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e '.[mutation]'
 	$(BIN)/python tests/mutation.py $(MODULES)
 
+## clean: delete what the demo wrote (OUT, default out/) and the tool caches; keeps .venv
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(OUT) .pytest_cache .ruff_cache
+
+## distclean: clean, and delete .venv too (several GB; the next make installs again)
+distclean: clean
+	rm -rf $(VENV)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from phasefeat.cli import cli
+from phasefeat.io.store import open_store
 from phasefeat.tools.demo_data import write_demo_data
 from phasefeat.tools.phantom import chest_phantom
 
@@ -127,17 +128,47 @@ def test_make_demo_on_own_data_twice(tmp_path):
     command = ["make", "--no-print-directory", "demo", f"VENV={venv}", f"BIN={bin_dir}", f"DATA={data}",
                f"OUT={out}", "DEMO_SIZE=32", "DEMO_CONVERT=--features-at 32",
                "DEMO_TRAIN=--width 0.0625 --epochs 1 --repeats 1 --batch-size 16"]
+    if data == REAL_DIR:  # the real files' names carry their archive: nih_..., ieee_..., mhh_...
+        command.append("DEMO_SOURCES=^[^/]+/([a-z]+)_")
     first = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    report = out / "demo" / "results" / "report.md"
-    assert report.exists() and (out / "demo" / "preview.png").exists()
+    (demo,) = out.glob(f"demo-{data.name}-*")
+    report = demo / "results" / "report.md"
+    assert report.exists() and (demo / "preview.png").exists()
     assert "Lowest mean test loss" in first.stdout
-    before = report.stat().st_mtime_ns, (out / "demo" / "enh.h5").stat().st_mtime_ns
+    with open_store(demo / "enh.h5") as store:
+        assert any(store.sources) == (data == REAL_DIR)
+    before = report.stat().st_mtime_ns, (demo / "enh.h5").stat().st_mtime_ns
     second = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "reusing" in second.stdout
-    assert (out / "demo" / "enh.h5").stat().st_mtime_ns == before[1]
+    assert (demo / "enh.h5").stat().st_mtime_ns == before[1]
     assert "Lowest mean test loss" in second.stdout
+
+
+def _demo_plan(*variables):
+    """The shell lines ``make -n demo`` would run with ``variables``."""
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    done = subprocess.run(["make", "-n", "--no-print-directory", "demo", *variables], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_demo_keeps_each_input_in_its_own_folder(tmp_path):
+    """A DATA demo never reuses the phantoms' store (or another DATA's): its folder depends on the input."""
+    folders = {}
+    for name, data in (("phantoms", None), ("a", tmp_path / "one" / "raw"), ("b", tmp_path / "two" / "raw")):
+        plan = _demo_plan(*([f"DATA={data}"] if data else []))
+        folders[name] = re.search(r'mkdir -p "([^"]+)"', plan).group(1)
+    assert folders["phantoms"] == "out/demo"
+    assert folders["a"].startswith("out/demo-raw-") and folders["b"].startswith("out/demo-raw-")
+    assert len(set(folders.values())) == 3
+    own = _demo_plan(f"DATA={tmp_path}")
+    assert "no sources recorded" in own and "cannot probe or hold out a source" in own
+    with_sources = _demo_plan(f"DATA={tmp_path}", "DEMO_SOURCES=^[^/]+/([a-z]+)_")
+    assert "--source-pattern '^[^/]+/([a-z]+)_'" in with_sources
 
 
 def _clidoc():
