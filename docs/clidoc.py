@@ -41,7 +41,7 @@ EXAMPLES = {
     "trainer train": ["trainer train --store enh.h5 --input cxr --loss scce --seed 3 --out run/"],
     "trainer evaluate": ["trainer evaluate --model run/model.keras --store enh.h5"],
     "trainer audit": ["trainer audit --store enh.h5 --out audit/",
-                      "trainer audit --store enh.h5 --inputs cxr --repeats 5 --occlude-fraction 0.7",
+                      "trainer audit --store enh.h5 --inputs cxr --repeats 5 --occlude-fractions 0.6,0.8,0.9",
                       "trainer audit --store /shared/enh.h5 --scheduler tcp://scheduler:8786 --out /shared/audit/"],
     "trainer explain": ["trainer explain --model cxr/model.keras --model enh/model.keras --store enh.h5"],
 }

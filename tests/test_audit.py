@@ -9,14 +9,15 @@ from click.testing import CliRunner
 from phasefeat import PhaseParams, enhance
 from phasefeat.cli import cli as phasefeat_cli
 from phasefeat.tools.demo_data import SOURCE_PATTERN, write_demo_data
-from trainer.audit import MARGIN, above_chance, external_candidates, interval_metrics, verdicts
+from trainer.audit import center_key, external_candidates, parse_fractions, verdicts
 from trainer.cli import cli
 from trainer.data import OccludedFeatures
+from trainer.metrics import MARGIN, above_chance, interval_metrics
 from trainer.model import occlusion_mask
 from trainer.splits import SplitError, make_external_split
 
 TRAIN = ["--width", "0.125", "--epochs", "15", "--patience", "5", "--learning-rate", "0.0003",
-         "--batch-size", "8", "--repeats", "1", "--inputs", "cxr", "--occlude-fraction", "0.8"]
+         "--batch-size", "8", "--repeats", "1", "--inputs", "cxr", "--occlude-fractions", "0.6,0.9"]
 
 
 def invoke(command, *args, ok=True):
@@ -90,7 +91,7 @@ def test_interval_metrics_on_a_known_case():
     perfect = np.eye(3)[y]
     m = interval_metrics(y, [perfect, perfect], resamples=200)
     assert m["accuracy"] == 1.0 and m["accuracy_ci"] == [1.0, 1.0] and m["macro_auc"] == 1.0
-    assert m["chance"] == 0.5 and m["classes_present"] == [0, 1, 2]
+    assert m["chance"] == 0.5 and m["classes_present"] == [0, 1, 2] and m["seed_accuracy"] == [1.0, 1.0]
     constant = np.tile([1.0, 0.0, 0.0], (100, 1))  # always the majority class
     m = interval_metrics(y, [constant], resamples=500)
     assert m["accuracy"] == 0.5 and m["accuracy_ci"][0] < 0.5 < m["accuracy_ci"][1]
@@ -99,28 +100,106 @@ def test_interval_metrics_on_a_known_case():
     assert np.isnan(one_class["macro_auc"]) and one_class["chance"] == 1.0
 
 
-def _result(acc, low, auc_low, chance=1 / 3):
-    return {"accuracy": acc, "accuracy_ci": [low, acc + 0.05], "chance": chance,
-            "macro_auc": auc_low + 0.05, "macro_auc_ci": [auc_low, auc_low + 0.1]}
+def test_intervals_hold_the_seed_spread_and_stay_in_range():
+    """Two seeds scoring 1.00 and 0.00: resampling test images alone gives 0.50 (0.50-0.50)."""
+    y = np.array([0, 1, 2] * 10)
+    right, wrong = np.eye(3)[y], np.eye(3)[(y + 1) % 3]
+    m = interval_metrics(y, [right, wrong], resamples=400)
+    assert m["accuracy"] == 0.5 and m["seed_accuracy"] == [1.0, 0.0]
+    assert m["accuracy_ci"] == [0.0, 1.0]  # both seeds' outcomes lie inside the interval
+    assert 0.0 <= m["macro_auc_ci"][0] <= m["macro_auc"] <= m["macro_auc_ci"][1] <= 1.0
+    assert m["seed_macro_auc"] == [1.0, 0.25] and m["macro_auc_ci"][0] < 0.3 and m["macro_auc_ci"][1] == 1.0
+
+
+@pytest.mark.parametrize(("low", "expected"), [(1 / 3 + MARGIN, False), (1 / 3 + MARGIN + 1e-9, True),
+                                               (1 / 3 + MARGIN - 0.01, False)])
+def test_above_chance_by_accuracy_at_its_boundary(low, expected):
+    m = {"accuracy": low + 0.05, "accuracy_ci": [low, low + 0.1], "chance": 1 / 3,
+         "macro_auc": 0.5, "macro_auc_ci": [0.4, 0.6]}
+    assert above_chance(m) is expected
+
+
+@pytest.mark.parametrize(("low", "expected"), [(0.5 + 2 * MARGIN, False), (0.5 + 2 * MARGIN + 1e-9, True),
+                                               (0.5 + 2 * MARGIN - 0.01, False), (float("nan"), False),
+                                               (None, False)])
+def test_above_chance_by_auc_at_its_boundary(low, expected):
+    m = {"accuracy": 0.3, "accuracy_ci": [0.2, 0.4], "chance": 1 / 3,
+         "macro_auc": 0.75, "macro_auc_ci": [low, 0.9]}
+    assert above_chance(m) is expected
+
+
+def _result(acc, low, auc_low, chance=1 / 3, box=None):
+    m = {"accuracy": acc, "accuracy_ci": [low, acc + 0.05], "chance": chance,
+         "macro_auc": auc_low + 0.05, "macro_auc_ci": [auc_low, auc_low + 0.1]}
+    return m if box is None else {**m, "box_fraction": box}
+
+
+LEARNED, GUESS = _result(0.9, 0.85, 0.9), _result(0.35, 0.2, 0.45)
+
+
+def _curve(*above, sizes=(0.5, 0.7, 0.9)):
+    return {center_key(f): (_result(0.7, 0.6, 0.8, box=f) if f in above else _result(0.35, 0.2, 0.45, box=f))
+            for f in sizes}
+
+
+def test_verdict_is_inconclusive_when_the_reference_did_not_learn():
+    v = verdicts({"cxr": {"full": GUESS, **_curve(0.5, 0.7, 0.9), "source": LEARNED}}, ["cxr"], 0.9, 2)["cxr"]
+    assert v["inconclusive"] and not v["flagged"] and v["findings"] == []
+    assert v["headline"].startswith("inconclusive: the reference model did not learn")
+    assert "confounded" not in v["headline"] and "do not transfer" not in v["headline"]
+
+
+def test_verdict_from_the_occlusion_curve():
+    edges = verdicts({"cxr": {"full": LEARNED, **_curve(0.5)}}, ["cxr"], 0.9, 3)["cxr"]
+    assert not edges["flagged"] and not edges["findings"] and not edges["inconclusive"]
+    assert "classifies only while the lung edges are visible (above chance up to the 50% box, not from " \
+           "the 70% box on): not a source finding" in edges["headline"]
+    source = verdicts({"cxr": {"full": LEARNED, **_curve(0.5, 0.7, 0.9)}}, ["cxr"], 0.9, 2)["cxr"]
+    assert source["flagged"] and "confounded by source" in source["headline"]
+    assert "81% of the image blacked out (the central 90% of each side), where no lung is visible" in \
+        source["headline"]
+    for n_sources, recorded in ((1, "one source"), (0, "no sources")):
+        single = verdicts({"cxr": {"full": LEARNED, **_curve(0.5, 0.7, 0.9)}}, ["cxr"], float("nan"),
+                          n_sources)["cxr"]
+        assert not single["flagged"] and "confounded" not in single["headline"]
+        assert [f["kind"] for f in single["findings"]] == ["outside_lungs"]
+        assert f"the store records {recorded}, so this experiment alone says nothing about sources" in \
+            single["headline"]
+    short = verdicts({"cxr": {"full": LEARNED, **_curve(0.5, 0.8, sizes=(0.5, 0.8))}}, ["cxr"], 0.9, 2)["cxr"]
+    assert not short["flagged"] and "at the largest box tried (80% of each side" in short["headline"]
+    blind = verdicts({"cxr": {"full": LEARNED, **_curve()}}, ["cxr"], 0.9, 2)["cxr"]
+    assert not blind["flagged"] and "it needs what the box hides" in blind["headline"]
+    assert blind["headline"].startswith("no shortcut found by these checks")
 
 
 def test_verdicts_follow_the_documented_thresholds():
-    clean = {"cxr": {"center": _result(0.35, 0.2, 0.45)}}
-    assert not verdicts(clean, ["cxr"], 0.2)["cxr"]["flagged"]
-    assert "no shortcut found" in verdicts(clean, ["cxr"], 0.2)["cxr"]["headline"]
-    by_accuracy = {"cxr": {"center": _result(0.6, 1 / 3 + MARGIN + 0.01, 0.5)}}
-    v = verdicts(by_accuracy, ["cxr"], 0.9)["cxr"]
-    assert v["flagged"] and "confounded by source" in v["headline"]
-    by_auc = {"cxr": {"center": _result(0.34, 0.2, 0.5 + 2 * MARGIN + 0.01)}}
-    assert verdicts(by_auc, ["cxr"], 0.9)["cxr"]["flagged"]
-    probe = {"cxr": {"center": _result(0.35, 0.2, 0.45), "source": _result(0.9, 0.8, 0.9, chance=0.5)}}
-    v = verdicts(probe, ["cxr"], 0.8)["cxr"]
+    by_accuracy = {"cxr": {"full": LEARNED, center_key(0.9): _result(0.6, 1 / 3 + MARGIN + 0.01, 0.5, box=0.9)}}
+    assert verdicts(by_accuracy, ["cxr"], 0.9, 2)["cxr"]["flagged"]
+    at_margin = {"cxr": {"full": LEARNED, center_key(0.9): _result(0.6, 1 / 3 + MARGIN, 0.5, box=0.9)}}
+    assert not verdicts(at_margin, ["cxr"], 0.9, 2)["cxr"]["flagged"]
+    by_auc = {"cxr": {"full": LEARNED, center_key(0.9): _result(0.34, 0.2, 0.5 + 2 * MARGIN + 0.01, box=0.9)}}
+    assert verdicts(by_auc, ["cxr"], 0.9, 2)["cxr"]["flagged"]
+    probe = {"cxr": {"full": LEARNED, **_curve(), "source": _result(0.9, 0.8, 0.9, chance=0.5)}}
+    v = verdicts(probe, ["cxr"], 0.8, 2)["cxr"]
     assert not v["flagged"] and "tells the image source apart" in v["headline"]
     assert "Cramér's V 0.80" in v["headline"]
-    external = {"cxr": {"center": _result(0.35, 0.2, 0.45),
-                        "external:b": {"internal_sensitivity": 0.9, "external_sensitivity": 0.4,
-                                       "class_names_present": ["pneumonia"]}}}
-    assert "do not transfer" in verdicts(external, ["cxr"], 0.3)["cxr"]["headline"]
+    assert "nearly decides" not in verdicts(probe, ["cxr"], 0.49, 2)["cxr"]["headline"]
+    assert "nearly decides" in verdicts(probe, ["cxr"], 0.5, 2)["cxr"]["headline"]
+    for drop, found in ((MARGIN + 0.01, True), (MARGIN - 0.01, False)):
+        external = {"cxr": {"full": LEARNED, **_curve(),
+                            "external:b": {"internal_sensitivity": 0.9, "external_sensitivity": 0.9 - drop,
+                                           "class_names_present": ["pneumonia"]}}}
+        assert ("do not transfer" in verdicts(external, ["cxr"], 0.3, 2)["cxr"]["headline"]) is found
+
+
+@pytest.mark.parametrize(("text", "message"), [("0.5,x", "numbers separated by commas"), ("", "at least one"),
+                                               ("0.5,0.99", "must lie in [0.05, 0.95]"), ("0.5,0.5", "twice")])
+def test_occlude_fractions_are_checked(text, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_fractions(text)
+    assert parse_fractions("0.9, 0.5,0.7") == (0.5, 0.7, 0.9)
+    result = CliRunner().invoke(cli, ["audit", "--store", "s.h5", "--occlude-fractions", text or ","])
+    assert result.exit_code == 2 and "--occlude-fractions" in result.output and "Traceback" not in result.output
 
 
 def _phantom_store(root, shortcut):
@@ -139,28 +218,46 @@ def test_audit_flags_a_planted_shortcut(tmp_path):
     result = invoke(cli, "audit", "--store", store, "--out", tmp_path / "audit", *TRAIN)
     record = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert record["verdicts"]["cxr"]["flagged"], result.output
-    center = record["results"]["cxr"]["center"]
-    assert center["accuracy"] > center["chance"] + 0.3
-    assert set(record["results"]["cxr"]) == {"full", "center", "source", "external:siteb"}
+    lung_free = record["results"]["cxr"]["center-0.90"]
+    assert lung_free["accuracy"] > lung_free["chance"] + 0.3  # a frame and a corner letter are enough
+    assert set(record["results"]["cxr"]) == {"full", "center-0.60", "center-0.90", "source", "external:siteb"}
     assert record["results"]["cxr"]["source"]["accuracy"] > 0.8
     text = (tmp_path / "audit" / "audit.md").read_text()
-    assert "confounded by source" in text and "| CXR | center |" in text and "sitea" in text
-    assert "CXR: with the central box" in result.output
+    assert "confounded by source" in text and "| CXR | center-0.90 |" in text and "sitea" in text
+    assert "where no lung is visible" in text and "![Accuracy and macro AUC" in text
+    assert (tmp_path / "audit" / "occlusion_curve.png").stat().st_size > 5000
+    assert "audit: 5 run(s) of up to 15 epochs; 5 to train" in result.output
+    assert "CXR: the CXR model still classifies with 81% of the image blacked out" in result.output
     again = invoke(cli, "audit", "--store", store, "--out", tmp_path / "audit", *TRAIN)
     assert again.output.splitlines()[-2:] == result.output.splitlines()[-2:]  # reused, same answer
 
 
 @pytest.mark.slow
 def test_audit_does_not_flag_clean_phantoms_and_compare_appends_it(tmp_path):
+    """One site, no shortcut: never "confounded by source"; compare --audit reuses the grid's runs and
+    the browser report holds the whole audit."""
     store = _phantom_store(tmp_path, shortcut=False)
-    invoke(cli, "compare", "--store", store, "--out", tmp_path / "cmp", "--losses", "cce", "--audit", *TRAIN)
+    done = invoke(cli, "compare", "--store", store, "--out", tmp_path / "cmp", "--losses", "cce", "--audit",
+                  *TRAIN)
     record = json.loads((tmp_path / "cmp" / "audit" / "audit.json").read_text(),
                         parse_constant=lambda word: pytest.fail(f"audit.json holds {word}: not JSON"))
     assert record["cramers_v"] is None  # one source: undefined, written as null
-    assert set(record["results"]["cxr"]) == {"full", "center"}  # no sources: no probe, no hold-out
-    assert not record["verdicts"]["cxr"]["flagged"]
+    assert set(record["results"]["cxr"]) == {"full", "center-0.60", "center-0.90"}  # no probe, no hold-out
+    verdict = record["verdicts"]["cxr"]
+    assert not verdict["flagged"] and "confounded" not in verdict["headline"], verdict
+    # the reference runs are the grid's: trained once
+    assert record["results"]["cxr"]["full"]["runs"] == ["../runs/cxr-cce-r0"]
+    assert not list((tmp_path / "cmp" / "audit" / "runs").glob("full-*"))
+    assert "grid: 1 run(s) of up to 15 epochs; 1 to train" in done.output and "audit: 3 run(s) of up to 15 epochs; 1 finished earlier " \
+        "(reused), 2 to train" in done.output
     report = (tmp_path / "cmp" / "report.md").read_text()
-    assert "# Shortcut audit" in report and "no shortcut found" in report
+    page = (tmp_path / "cmp" / "report.html").read_text()
+    assert "# Shortcut audit" in report and "![Accuracy and macro AUC" in report
+    headings = [line.lstrip("#").strip() for line in report.splitlines() if line.startswith("#")]
+    assert "Shortcut audit" in headings and "Experiments" in headings
+    for heading in headings:  # every section of report.md is in the browser's page
+        assert f">{heading.replace('&', '&amp;')}</h" in page, heading
+    assert page.count("data:image/png;base64,") == report.count("![")
 
 
 def test_audit_refuses_a_source_probe_without_sources(tmp_path):
@@ -229,7 +326,7 @@ def test_lung_masks_are_stored_and_used_for_occlusion(tmp_path):
     from trainer.audit import plan
     from trainer.experiment import store_info
 
-    assert [e.key for e in plan(store_info(store, "cxr"), 0.6)] == ["full", "lungs"]
+    assert [e.key for e in plan(store_info(store, "cxr"), (0.6,))] == ["full", "center-0.60", "lungs"]
 
 
 def test_lung_occlusion_without_masks_is_refused(tmp_path):

@@ -103,7 +103,8 @@ def test_demo_pipeline_at_its_smallest(tmp_path):
         assert f"## {arm}" in report
     rows = [line for line in report.splitlines() if re.match(r"\| (cxr|enh)-(cce|scce)-r0 \| 0 \| \d", line)]
     assert len(rows) == 4
-    assert "Lowest mean test loss" in result.output and (tmp_path / "preview.png").exists()
+    assert re.search(r"\n  (Lowest mean test loss|The arms did not learn)", result.output)
+    assert (tmp_path / "preview.png").exists()
 
 
 @pytest.mark.slow
@@ -135,7 +136,8 @@ def test_make_demo_on_own_data_twice(tmp_path):
     (demo,) = out.glob(f"demo-{data.name}-*")
     report = demo / "results" / "report.md"
     assert report.exists() and (demo / "preview.png").exists()
-    assert "Lowest mean test loss" in first.stdout
+    # one epoch of a 1/16-width model: the headline ranks the arms only if they learned
+    headline = re.search(r"\n  (Lowest mean test loss|The arms did not learn)[^\n]*", first.stdout).group(0)
     with open_store(demo / "enh.h5") as store:
         assert any(store.sources) == (data == REAL_DIR)
     before = report.stat().st_mtime_ns, (demo / "enh.h5").stat().st_mtime_ns
@@ -143,7 +145,7 @@ def test_make_demo_on_own_data_twice(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert "reusing" in second.stdout
     assert (demo / "enh.h5").stat().st_mtime_ns == before[1]
-    assert "Lowest mean test loss" in second.stdout
+    assert headline in second.stdout
 
 
 def _demo_plan(*variables):

@@ -289,7 +289,7 @@ def test_the_audit_runs_on_the_cluster_too(store, tmp_path):
     out = tmp_path / "audit"
     done = subprocess.run([sys.executable, "-m", "trainer", "audit", "--store", str(store), "--out", str(out),
                            "--inputs", "enh", "--repeats", "1", "--epochs", "2", "--width", "0.125",
-                           "--scheduler", "local:2", "--threads-per-run", "1"],
+                           "--occlude-fractions", "0.9", "--scheduler", "local:2", "--threads-per-run", "1"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "audit.json").read_text())

@@ -141,7 +141,7 @@ def test_no_twins_no_disagreement(tmp_path):
     numbers["enh"]["test_accuracy"] = [0.90, 0.91, 0.89]  # ENH best on loss and on accuracy
     write_report(_results(twins=False, numbers=numbers), tmp_path)
     text = (tmp_path / "report.md").read_text()
-    assert "It also has the highest mean test accuracy." in text and "disagree" not in text
+    assert "It also has the highest mean test accuracy (tied with ENH+SCCE)." in text and "disagree" not in text
     assert len(_section(text, "Paired comparisons (a - b, same seeds, same model)")) == 6
     assert "No two arms produced bit-identical weights." in text and " are one arm here" not in text
     with open(tmp_path / "runs.csv", newline="") as handle:
@@ -210,11 +210,12 @@ def test_terminal_summary_numbers_and_audit(report):
     assert f"({100 * np.mean(cxr['test_accuracy']):.1f} %): loss and accuracy disagree" in first
     d = paired_comparison(cxr["test_loss"], enh["test_loss"])
     assert f"95 % CI {100 * d['ci95'][0]:+.2f} to {100 * d['ci95'][1]:+.2f}" in second
-    audit = {"verdicts": {"cxr": {"flagged": True, "findings": ["center"]}},
-             "results": {"cxr": {"center": {"accuracy": 0.91, "chance": 0.33}}}}
+    audit = {"verdicts": {"cxr": {"flagged": True, "inconclusive": False, "findings": [{"kind": "confounded"}]},
+                          "enh": {"flagged": False, "inconclusive": True, "findings": []}}}
     lines = summary_lines(report, audit)
     assert lines[0] == first and lines[1].endswith("the losses coincide.")
-    assert lines[2].startswith("Shortcut audit: with the central box blacked out, accuracy CXR 0.91 (FLAGGED")
+    assert lines[2] == ("Shortcut audit: CXR FLAGGED: confounded by source; ENH inconclusive: the reference "
+                        "model did not learn. Verdicts and the occlusion curve in audit/audit.md.")
 
 
 def test_split_and_provenance_from_the_store(store, tmp_path):
@@ -394,3 +395,56 @@ def test_learning_curves_use_the_tables_scale_and_whole_epochs(tmp_path, monkeyp
     figures[0].canvas.draw()
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def _predictions(out, results, learned_inputs):
+    """predictions.npz for every run: right answers for ``learned_inputs``, uniform guesses otherwise."""
+    y = np.array([0, 1, 2] * 10)
+    for r in results:
+        folder = out / "runs" / r["run"]
+        folder.mkdir(parents=True, exist_ok=True)
+        p = np.eye(3)[y] * 0.9 + 0.1 / 3 if r["input"] in learned_inputs else np.full((30, 3), 1 / 3)
+        np.savez(folder / "predictions.npz", indices=np.arange(30), labels=y, probabilities=p.astype(np.float32))
+
+
+def test_the_headline_does_not_rank_arms_that_did_not_learn(tmp_path):
+    results = _results()
+    _predictions(tmp_path, results, learned_inputs=())
+    write_report(results, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    head = text.split("## Headline", 1)[1].split("\n## ", 1)[0]
+    assert "**The arms did not learn**" in head and "Lowest mean test loss" not in head
+    assert summary_lines(tmp_path)[0].startswith("The arms did not learn: no arm is above chance")
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert {k: v["learned"] for k, v in summary.items()} == dict.fromkeys(summary, False)
+
+
+def test_the_headline_ranks_only_the_arms_that_learned(tmp_path):
+    results = _results()
+    _predictions(tmp_path, results, learned_inputs=("enh",))
+    write_report(results, tmp_path)
+    head = (tmp_path / "report.md").read_text().split("## Headline", 1)[1].split("\n## ", 1)[0]
+    assert "Lowest mean test loss: ENH+" in head and "disagree" not in head  # CXR's accuracy is left out
+    assert "**Not above chance** (the audit's rule), so left out of the lines above: CXR+CCE, CXR+SCCE" in head
+    first = summary_lines(tmp_path)[0]
+    assert first.startswith("Lowest mean test loss: ENH+") and first.endswith("Not above chance: CXR+CCE, CXR+SCCE.")
+
+
+def test_without_predictions_nothing_is_claimed_about_learning(report):
+    summary = json.loads((report / "results.json").read_text())["summary"]
+    assert all(v["learned"] is None for v in summary.values())
+
+
+def test_paired_accuracy_intervals_stay_within_what_is_possible(tmp_path):
+    a, b = [1.0, 0.5], [0.0, 0.5]
+    plain = paired_comparison(a, b)
+    assert plain["ci95"][0] < -1 and plain["ci95"][1] > 1  # two seeds: the t interval reaches past +-1
+    assert paired_comparison(a, b, bounds=(-1.0, 1.0))["ci95"] == [-1.0, 1.0]
+    numbers = {"cxr": dict(NUMBERS["cxr"]), "enh": dict(NUMBERS["enh"])}
+    numbers["cxr"]["test_accuracy"], numbers["enh"]["test_accuracy"] = [1.0, 0.5, 0.2], [0.0, 0.5, 0.9]
+    write_report(_results(twins=False, numbers=numbers), tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    for c in results["comparisons"]:
+        low, high = c["test_accuracy"]["ci95"]
+        assert -1.0 <= low <= high <= 1.0
+    assert any(c["test_accuracy"]["ci95"] == [-1.0, 1.0] for c in results["comparisons"])

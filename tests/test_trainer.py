@@ -167,7 +167,7 @@ def test_report_reads_without_the_code(grid, store):
 
 
 def test_headline_says_when_loss_and_accuracy_disagree():
-    from trainer.report import _headline
+    from trainer.report_summary import headline as _headline
 
     def arm(loss, acc):
         return {"test_loss": {"mean": loss, "std": 0.01}, "test_accuracy": {"mean": acc, "std": 0.01}}
@@ -383,7 +383,7 @@ def test_a_weighted_cce_model_evaluates(store, tmp_path):
     assert done.exit_code == 0, done.output
     # A fresh process: nothing registered by the training run.
     fresh = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--model", str(out / "model.keras"),
-                            "--store", str(store)], capture_output=True, text=True)
+                            "--store", str(store), "--json"], capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stderr[-1500:]
     assert json.loads(fresh.stdout)["input"] == "enh"
 

@@ -105,6 +105,24 @@ def _cluster(f):
     return _apply(options, f)
 
 
+def _parse_fractions(ctx, param, value):
+    from .audit import parse_fractions
+
+    try:
+        return parse_fractions(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+OCCLUDE_FRACTIONS = click.option(
+    "--occlude-fractions", default="0.5,0.7,0.9", show_default=True, metavar="F[,F...]",
+    callback=_parse_fractions,
+    help="The audit's occlusion curve: sides of the blacked-out central box, as shares of the image side "
+         "(0.9 leaves a thin frame, corners and markers: no lung). Each size is one experiment, trained "
+         "for every input and repeat: at the defaults (3 sizes, 2 inputs, 3 repeats) 18 runs, besides the "
+         "reference (6 runs; the grid's own with compare --audit), the source probe and held-out sources.")
+
+
 def _runner(kw):
     """The runner of ``--scheduler`` (checked before any work), or the in-process one."""
     from .experiment import GridError
@@ -239,9 +257,11 @@ def _load_framework(*stores):
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Folder for runs, runs.csv, results.json, report.md and figures; reused on rerun.")
 @click.option("--audit", "with_audit", is_flag=True,
-              help="Also run the shortcut audit (see `trainer audit --help`) into OUT/audit and append its "
-                   "verdict and tables to report.md.")
-def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
+              help="Also run the shortcut audit (see `trainer audit --help`) into OUT/audit, reusing the "
+                   "grid's CCE runs as its reference, and add its verdict, curve and tables to report.md "
+                   "and report.html.")
+@OCCLUDE_FRACTIONS
+def compare(inputs, losses, repeats, seed, out, with_audit, occlude_fractions, **kw):
     """Run the paired grid inputs x losses x repeats and write the report.
 
     With --scheduler every run is a Dask task; a run that fails for a reason of its own is
@@ -266,19 +286,19 @@ def compare(inputs, losses, repeats, seed, out, with_audit, **kw):
             results, failures = run_grid(kw["store"], out, inputs=inputs, losses=losses, repeats=repeats,
                                          seed=seed, base=base, workers=kw["workers"], models=models,
                                          runner=runner)
-            if with_audit and not failures:
+            if with_audit and not failures:  # its reference runs are the grid's own (CCE arm)
                 record = _audit(kw["store"], f"{out}/audit", inputs, repeats, seed, base,
-                                kw["occlude_fraction"], kw["workers"], runner)
+                                occlude_fractions, kw["workers"], runner, reuse_runs=f"{out}/runs")
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if not results:
         raise click.ClickException(f"every run failed; the first: {failures[0]['run']}: {failures[0]['reason']}")
-    report = write_report(results, out, store_path=kw["store"], failures=failures)
+    appendix = []
     if record is not None:
-        from .audit import audit_markdown
+        from .audit_report import audit_markdown
 
-        with open(report, "a") as handle:
-            handle.write("\n".join(["", "# Shortcut audit", "", *audit_markdown(record)]) + "\n")
+        appendix = ["", "# Shortcut audit", "", *audit_markdown(record, figure_prefix="audit/")]
+    report = write_report(results, out, store_path=kw["store"], failures=failures, appendix=appendix)
     click.echo(f"wrote {report}, runs.csv, results.json and figures in {out}")
     click.echo(where_trained(results).replace("* trained: ", "trained: ", 1))
     for line in summary_lines(out, record):
@@ -298,14 +318,15 @@ def _check_model(base, name):
         raise click.UsageError(str(exc)) from None
 
 
-def _audit(store, out, inputs, repeats, seed, base, fraction, workers, runner):
+def _audit(store, out, inputs, repeats, seed, base, fractions, workers, runner, reuse_runs=None):
     import dataclasses
 
     from .audit import run_audit
 
-    plain = dataclasses.replace(base, target="class", occlude="none", test_sources=(), split_by="patient")
+    plain = dataclasses.replace(base, target="class", occlude="none", occlude_fraction=0.6, test_sources=(),
+                                split_by="patient")
     return run_audit(store, out, inputs=inputs, repeats=repeats, seed=seed, base=plain,
-                     occlude_fraction=fraction, workers=workers, runner=runner)
+                     occlude_fractions=fractions, workers=workers, runner=runner, reuse_runs=reuse_runs)
 
 
 @cli.command()
@@ -315,17 +336,17 @@ def _audit(store, out, inputs, repeats, seed, base, fraction, workers, runner):
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Paired repeats of every experiment (repeat k uses seed + k).")
 @click.option("--seed", type=int, default=0, show_default=True, help="First training seed.")
-@click.option("--occlude-fraction", type=click.FloatRange(0.05, 0.95), default=0.6, show_default=True,
-              help="Side of the blacked-out central box as a share of the image side; it should cover "
-                   "the lungs of your images.")
+@OCCLUDE_FRACTIONS
 @click.option("--out", default="audit", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the runs, audit.md and audit.json; reused on rerun.")
-def audit(inputs, repeats, seed, occlude_fraction, out, **kw):
-    """Disease or source? Train with the lungs blacked out, probe the source, hold out a source.
+              help="Folder for the runs, audit.md, audit.json and occlusion_curve.png; reused on rerun.")
+def audit(inputs, repeats, seed, occlude_fractions, out, **kw):
+    """Disease or source? Train with the centre blacked out, probe the source, hold out a source.
 
-    Writes OUT/audit.md: the class x source table with Cramér's V, accuracy and macro AUC of each
-    experiment with 95 % intervals next to chance, and a computed verdict per input. See
-    docs/shortcut-audit.md for what each experiment means and its limits.
+    Writes OUT/audit.md: the class x source table with Cramér's V, the occlusion curve (accuracy
+    and macro AUC against the share of the image blacked out), every experiment with 95 %
+    intervals over seeds and test images next to chance, and a computed verdict per input
+    ("inconclusive" when the whole-image model did not learn). Prints the number of runs
+    before training. See docs/shortcut-audit.md for what each experiment means and its limits.
     """
     from .experiment import GridError
 
@@ -336,7 +357,7 @@ def audit(inputs, repeats, seed, occlude_fraction, out, **kw):
     _load_framework(kw["store"])
     try:
         with runner:
-            record = _audit(kw["store"], out, inputs, repeats, seed, base, occlude_fraction,
+            record = _audit(kw["store"], out, inputs, repeats, seed, base, occlude_fractions,
                             kw["workers"], runner)
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None

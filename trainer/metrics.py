@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["confusion_matrix", "classification_metrics", "roc_auc_ovr", "expected_calibration_error"]
+__all__ = ["confusion_matrix", "classification_metrics", "roc_auc_ovr", "expected_calibration_error",
+           "MARGIN", "BOOTSTRAP", "interval_metrics", "above_chance"]
+
+#: A model counts as above chance (it learned something) when its accuracy's 95 % interval lies
+#: entirely more than this far above chance, or its macro AUC's interval entirely more than twice
+#: this above 0.5 (AUC does not need a calibrated threshold: a model that always answers one
+#: class can still rank well). The audit's verdicts and the report's "did the arms learn" use it.
+MARGIN = 0.10
+#: Bootstrap resamples behind every interval of :func:`interval_metrics`.
+BOOTSTRAP = 1000
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
@@ -89,3 +98,80 @@ def classification_metrics(y_true, probabilities, class_names) -> dict:
         "confusion_matrix": cm.tolist(),
         "ece": expected_calibration_error(y_true, probabilities),
     }
+
+
+def _macro_auc(y: np.ndarray, probabilities: np.ndarray, classes) -> float:
+    """Macro one-vs-rest AUC over ``classes`` that occur with both outcomes (NaN if none does)."""
+    from scipy.stats import rankdata
+
+    values = []
+    for c in classes:
+        positive = y == c
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        if n_pos and n_neg:
+            ranks = rankdata(probabilities[:, c])
+            values.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def interval_metrics(labels, runs_probabilities, seed: int = 0, resamples: int = BOOTSTRAP) -> dict:
+    """Mean accuracy and macro AUC over paired runs, with 95 % hierarchical bootstrap intervals.
+
+    Each resample draws the runs (seeds) with replacement and then the test images with
+    replacement, so the intervals hold both the seed-to-seed spread and the test set's
+    sampling; as means of values in [0, 1] they never leave [0, 1].
+
+    Parameters
+    ----------
+    labels : array of int, shape (n,)
+        The test labels (the same for every run: one split).
+    runs_probabilities : list of arrays, shape (n, C)
+        Each run's predicted probabilities.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``accuracy_ci``, ``macro_auc``, ``macro_auc_ci`` (NaN where the test
+        set has fewer than two classes), ``seed_accuracy`` and ``seed_macro_auc`` (each run's),
+        ``chance`` (share of the majority class, what always answering it scores), ``n``,
+        ``classes_present``.
+
+    References
+    ----------
+    .. [1] B. Efron, R. Tibshirani, An Introduction to the Bootstrap, Chapman & Hall, 1993, ch. 6.
+    .. [2] C. A. Field, A. H. Welsh, "Bootstrapping clustered data", J. R. Stat. Soc. B 69(3), 2007.
+    """
+    y = np.asarray(labels)
+    probs = [np.asarray(p, dtype=np.float64) for p in runs_probabilities]
+    classes = sorted(set(y.tolist()))
+    n, n_runs = len(y), len(probs)
+    correct = np.stack([p.argmax(axis=1) == y for p in probs])  # (R, n)
+    seed_auc = [_macro_auc(y, p, classes) for p in probs]
+    rng = np.random.default_rng(seed)
+    runs = rng.integers(0, n_runs, size=(resamples, n_runs))
+    images = rng.integers(0, n, size=(resamples, n))
+    acc_boot = np.array([correct[r][:, d].mean() for r, d in zip(runs, images, strict=True)])
+    auc = float(np.mean(seed_auc))
+    if np.isnan(auc):
+        auc_ci = [float("nan")] * 2
+    else:
+        auc_boot = []
+        for r, d in zip(runs, images, strict=True):
+            picked, counts = np.unique(r, return_counts=True)
+            values = np.array([_macro_auc(y[d], probs[k][d], classes) for k in picked])
+            keep = ~np.isnan(values)
+            if keep.any():
+                auc_boot.append(float(np.average(values[keep], weights=counts[keep])))
+        auc_ci = np.percentile(auc_boot, [2.5, 97.5]).tolist()
+    chance = max(np.bincount(y).tolist()) / n
+    return {"n": n, "classes_present": classes, "accuracy": float(correct.mean()),
+            "accuracy_ci": np.percentile(acc_boot, [2.5, 97.5]).tolist(),
+            "macro_auc": auc, "macro_auc_ci": auc_ci, "chance": chance,
+            "seed_accuracy": correct.mean(axis=1).tolist(), "seed_macro_auc": seed_auc}
+
+
+def above_chance(m: dict) -> bool:
+    """Accuracy's interval wholly above chance + :data:`MARGIN`, or macro AUC's above 0.5 + 2 MARGIN."""
+    auc_low = m["macro_auc_ci"][0]
+    return bool(m["accuracy_ci"][0] > m["chance"] + MARGIN
+                or (auc_low is not None and auc_low == auc_low and auc_low > 0.5 + 2 * MARGIN))

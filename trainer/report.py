@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .report_figures import arm_of, draw_figures
+from .report_figures import arm_key, arm_of, draw_figures
 from .report_html import markdown_to_html
+from .report_summary import headline, learned_arms, summary_lines
 
 __all__ = ["write_report", "paired_comparison", "summary_lines", "where_trained", "LOSS_SCALE_NOTE"]
 
@@ -29,8 +30,12 @@ LOSS_SCALE_NOTE = ("losses are mean cross-entropy x 100, as in the study's table
                    "cross-entropy of 0.456")
 
 
-def paired_comparison(a, b) -> dict:
-    """Mean paired difference a - b with a 95 % t confidence interval and a paired t-test."""
+def paired_comparison(a, b, bounds: tuple[float, float] | None = None) -> dict:
+    """Mean paired difference a - b with a 95 % t confidence interval and a paired t-test.
+
+    ``bounds``: the range the difference can take (accuracy: -1 to 1); the interval is cut
+    to it, since a t interval over two or three seeds can reach past what is possible.
+    """
     from scipy import stats
 
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
@@ -44,7 +49,10 @@ def paired_comparison(a, b) -> dict:
         p = 1.0 if mean == 0 else 0.0
     else:
         p = float(stats.ttest_rel(a, b).pvalue)
-    return {"n": n, "mean_diff": mean, "ci95": [mean - half, mean + half], "p_value": p}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"n": n, "mean_diff": mean, "ci95": [low, high], "p_value": p}
 
 
 def _rows(results):
@@ -93,13 +101,8 @@ def _arm(arm) -> str:
     return ("" if model == "vgg16" else f"{model}: ") + f"{what.upper()} + {loss.upper()}"
 
 
-def _key(arm) -> str:
-    """``cxr+cce`` (VGG16) or ``resnet50+cxr+cce``: the arm's key in results.json."""
-    return "+".join(arm[1:] if arm[0] == "vgg16" else arm)
-
-
 def _summaries(rows, arms) -> dict:
-    return {_key(arm): {k: _mean_std([r[k] for r in rows if arm_of(r) == arm]) for k in METRICS}
+    return {arm_key(arm): {k: _mean_std([r[k] for r in rows if arm_of(r) == arm]) for k in METRICS}
             for arm in arms}
 
 
@@ -112,9 +115,10 @@ def _comparisons(rows, arms) -> list[dict]:
         ra = {r["seed"]: r for r in rows if arm_of(r) == a}
         rb = {r["seed"]: r for r in rows if arm_of(r) == b}
         seeds = sorted(set(ra) & set(rb))
-        entry = {"a": _key(a), "b": _key(b), "seeds": seeds}
+        entry = {"a": arm_key(a), "b": arm_key(b), "seeds": seeds}
         for key in ("test_loss", "val_loss", "test_accuracy"):
-            entry[key] = paired_comparison([ra[s][key] for s in seeds], [rb[s][key] for s in seeds])
+            entry[key] = paired_comparison([ra[s][key] for s in seeds], [rb[s][key] for s in seeds],
+                                           bounds=(-1.0, 1.0) if key == "test_accuracy" else None)
         entry["bit_identical_seeds"] = [s for s in seeds if ra[s]["weights_sha256"] == rb[s]["weights_sha256"]]
         out.append(entry)
     return out
@@ -182,44 +186,12 @@ def _provenance(store_path) -> tuple[list[str], dict]:
     return lines, {"labels": labels, "names": names}
 
 
-def _disagree(summary, by_loss, by_acc) -> bool:
-    """Whether the arm with the best accuracy is strictly more accurate than the one with the lowest loss."""
-    return summary[by_acc]["test_accuracy"]["mean"] > summary[by_loss]["test_accuracy"]["mean"]
-
-
-def _headline(summary) -> list[str]:
-    by_loss = min(summary, key=lambda a: summary[a]["test_loss"]["mean"])
-    by_acc = max(summary, key=lambda a: summary[a]["test_accuracy"]["mean"])
-
-    def fmt(a):
-        s = summary[a]
-        return (f"{a.upper()}: test loss {100 * s['test_loss']['mean']:.2f} ± {100 * s['test_loss']['std']:.2f}, "
-                f"accuracy {100 * s['test_accuracy']['mean']:.1f} ± {100 * s['test_accuracy']['std']:.1f} %")
-
-    lines = [f"* Lowest mean test loss: {fmt(by_loss)}."]
-    accuracy = {a: summary[a]["test_accuracy"]["mean"] for a in summary}
-    tied = [a.upper() for a in sorted(summary) if accuracy[a] == accuracy[by_acc]]
-    if len(summary) > 1 and len(tied) == len(summary):
-        lines.append(f"* All {len(summary)} arms reach the same mean test accuracy, "
-                     f"{100 * accuracy[by_acc]:.1f} %: accuracy does not tell them apart.")
-    elif not _disagree(summary, by_loss, by_acc):
-        others = [a for a in tied if a != by_loss.upper()]
-        lines.append("* It also has the highest mean test accuracy"
-                     + (f" (tied with {', '.join(others)})." if others else "."))
-    else:
-        lines.append(f"* Highest mean test accuracy: {fmt(by_acc)}. **Loss and accuracy disagree** on "
-                     "which arm is best; a lower cross-entropy means better calibrated probabilities, "
-                     "not necessarily more correct answers.")
-    lines.append("* Differences between arms are judged against the seed-to-seed spread (± is the "
-                 "standard deviation over seeds) in the paired comparisons below.")
-    return lines
-
-
-def write_report(results: list[dict], out, store_path=None, failures=()) -> Path:
+def write_report(results: list[dict], out, store_path=None, failures=(), appendix=()) -> Path:
     """Write runs.csv, results.json, report.md, report.html and figures into ``out``; returns report.md.
 
     ``failures`` (``{"run", "reason"}`` dicts) are runs of the grid that failed: the report
-    names them and their reasons, and its tables hold the runs that finished.
+    names them and their reasons, and its tables hold the runs that finished. ``appendix``:
+    markdown lines added at the end of both report.md and report.html (the shortcut audit).
     """
     out = Path(out)
     rows = _rows(results)
@@ -229,6 +201,8 @@ def write_report(results: list[dict], out, store_path=None, failures=()) -> Path
         writer.writerows(rows)
     arms = sorted({arm_of(r) for r in rows})
     summary = _summaries(rows, arms)
+    for key, learned in learned_arms(out, results, arms).items():
+        summary[key]["learned"] = learned
     comparisons = _comparisons(rows, arms)
     (out / "results.json").write_text(json.dumps(
         {"runs": rows, "summary": summary, "comparisons": comparisons, "failures": list(failures)},
@@ -247,7 +221,7 @@ def write_report(results: list[dict], out, store_path=None, failures=()) -> Path
                   "the runs that finished. Fix the cause and run the same command again to complete it.", "",
                   *(f"* `{f['run']}`: {f['reason']}" for f in failures), ""]
     lines += ["## Headline", "",
-             *_headline(summary), "", "## Data split", "",
+             *headline(summary), "", "## Data split", "",
              *_split_table(split, data.get("labels"), data.get("names", results[0]["class_names"])), ""]
     lines += ["## Data and software", "", *provenance, where_trained(results), ""]
     lines += ["## Arms", "", "Losses x 100; accuracy and macro F1 in %; macro AUC one-vs-rest.", ""]
@@ -259,7 +233,7 @@ def write_report(results: list[dict], out, store_path=None, failures=()) -> Path
         for r in runs:
             lines.append(f"| {r['run']} | {r['seed']} | {100 * r['val_loss']:.2f} | {100 * r['test_loss']:.2f} | "
                          f"{100 * r['test_accuracy']:.2f} | {100 * r['macro_f1']:.2f} | {r['macro_auc_ovr']:.3f} |")
-        s = summary[_key(arm)]
+        s = summary[arm_key(arm)]
         lines += [f"| **mean ± std** | | {100 * s['val_loss']['mean']:.2f} ± {100 * s['val_loss']['std']:.2f} | "
                   f"{100 * s['test_loss']['mean']:.2f} ± {100 * s['test_loss']['std']:.2f} | "
                   f"{100 * s['test_accuracy']['mean']:.2f} ± {100 * s['test_accuracy']['std']:.2f} | "
@@ -271,7 +245,7 @@ def write_report(results: list[dict], out, store_path=None, failures=()) -> Path
         lines += ["## Models", "", "| model | arm | test loss | test accuracy % | macro AUC |",
                   "|---|---|---:|---:|---:|"]
         for arm in arms:
-            s = summary[_key(arm)]
+            s = summary[arm_key(arm)]
             lines.append(f"| {arm[0]} | {arm[1].upper()} + {arm[2].upper()} | "
                          f"{100 * s['test_loss']['mean']:.2f} ± {100 * s['test_loss']['std']:.2f} | "
                          f"{100 * s['test_accuracy']['mean']:.2f} ± {100 * s['test_accuracy']['std']:.2f} | "
@@ -303,6 +277,7 @@ def write_report(results: list[dict], out, store_path=None, failures=()) -> Path
     lines += ["", "## Figures", ""]
     for name, caption in figures:
         lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
+    lines += list(appendix)
     report = out / "report.md"
     report.write_text("\n".join(lines))
     (out / "report.html").write_text(markdown_to_html("\n".join(lines), out, title="Loss comparison report"))
@@ -349,41 +324,3 @@ def metrics_lines(metrics: dict) -> list[str]:
               f"{'':<{width}}" + "".join(f"{n:>{width}}" for n in names)]
     lines += [f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row) for name, row in zip(names, cm, strict=True)]
     return lines
-
-
-def summary_lines(out, audit: dict | None = None) -> list[str]:
-    """Three plain sentences about a finished grid, from its results.json.
-
-    With an ``audit`` record (:func:`trainer.audit.run_audit`) the third sentence is its verdict.
-    """
-    results = json.loads((Path(out) / "results.json").read_text())
-    summary, comparisons = results["summary"], results["comparisons"]
-    by_loss = min(summary, key=lambda a: summary[a]["test_loss"]["mean"])
-    by_acc = max(summary, key=lambda a: summary[a]["test_accuracy"]["mean"])
-    s = summary[by_loss]
-    first = (f"Lowest mean test loss: {by_loss.upper()} at {100 * s['test_loss']['mean']:.2f} (loss x 100) "
-             f"with accuracy {100 * s['test_accuracy']['mean']:.1f} %")
-    first += "." if not _disagree(summary, by_loss, by_acc) else (f"; highest accuracy: {by_acc.upper()} "
-                                            f"({100 * summary[by_acc]['test_accuracy']['mean']:.1f} %): "
-                                            "loss and accuracy disagree.")
-    lines = [first]
-    for c in comparisons:
-        (ia, la), (ib, lb) = c["a"].split("+")[-2:], c["b"].split("+")[-2:]
-        if la == lb and ia != ib:
-            t = c["test_loss"]
-            lines.append(f"{c['a'].upper()} - {c['b'].upper()}: test loss {100 * t['mean_diff']:+.2f} points "
-                         f"(x 100; 95 % CI {100 * t['ci95'][0]:+.2f} to {100 * t['ci95'][1]:+.2f}, paired over "
-                         f"{t['n']} seeds).")
-            break
-    identical = [c for c in comparisons if c["bit_identical_seeds"]]
-    if identical:
-        c = identical[0]
-        lines.append(f"{c['a'].upper()} and {c['b'].upper()} trained bit-identical weights on "
-                     f"{len(c['bit_identical_seeds'])} of {len(c['seeds'])} paired seeds: the losses coincide.")
-    else:
-        lines.append("No two arms trained bit-identical weights.")
-    if audit is not None:
-        from .audit import summary_line
-
-        lines = [lines[0], lines[-1], summary_line(audit)]
-    return lines[:3]

@@ -18,6 +18,11 @@ def arm_of(r) -> tuple[str, str, str]:
     return (r.get("model", "vgg16"), r["input"], r["loss"])
 
 
+def arm_key(arm) -> str:
+    """``cxr+cce`` (VGG16) or ``resnet50+cxr+cce``: the arm's key in results.json."""
+    return "+".join(arm[1:] if arm[0] == "vgg16" else arm)
+
+
 def best_run(results, arm):
     """The run of ``arm`` (model, input, loss) with the lowest validation loss."""
     return min((r for r in results if arm_of(r) == arm), key=lambda r: r["val_loss"])
