@@ -1,7 +1,8 @@
 """Console-script entry points of ``phasefeat`` and ``trainer``.
 
 Ctrl-C while a command line is still loading ends in one line, not in a traceback
-from the middle of an import; once loaded, click reports it ("Aborted!").
+from the middle of an import; once loaded, click reports it ("Aborted!"). SIGTERM is
+treated as Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ from importlib import import_module
 __all__ = ["phasefeat", "trainer"]
 
 
+def _terminate(signum, frame):
+    """SIGTERM (``timeout``, ``kill``, job schedulers) ends a command as Ctrl-C does: one line,
+    worker processes stopped, finished work kept for the next run."""
+    raise KeyboardInterrupt
+
+
 def _run(module: str) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main = import_module(module).main
     except KeyboardInterrupt:

@@ -375,31 +375,98 @@ def _loaded(pid: int, library: str) -> bool:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc to see what the process has loaded")
-@pytest.mark.parametrize("when", ["starting", "converting"])
-def test_ctrl_c_during_a_conversion_is_one_line(tmp_path, when):
-    """SIGINT once the command runs (NumPy loaded), and once pieces are being converted."""
+@pytest.mark.parametrize(("when", "signame", "workers"), [("starting", "SIGINT", 1), ("converting", "SIGINT", 1),
+                                                          ("converting", "SIGTERM", 2)])
+def test_ctrl_c_or_sigterm_during_a_conversion_is_one_line(tmp_path, when, signame, workers):
+    """SIGINT once the command runs (NumPy loaded), and once pieces are being converted; SIGTERM (what
+    ``timeout`` and job schedulers send) the same way, with every worker process ended, and a rerun
+    resumes to the store an uninterrupted run makes."""
     import signal
+
+    import psutil
 
     root = tmp_path / "raw"
     class_folder_dataset(root, per_class=20)
     out = tmp_path / "s.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "phasefeat", "convert", str(root), str(out), "--size", "48",
-                             "--workers", "1", "--piece-size", "1", "--backend", "numpy"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    command = [sys.executable, "-m", "phasefeat", "convert", str(root), str(out), "--size", "48",
+               "--workers", str(workers), "--piece-size", "1", "--backend", "numpy"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ready = (lambda: _loaded(proc.pid, "_multiarray_umath")) if when == "starting" else \
         (lambda: any((tmp_path / "s.h5.parts").glob("piece-*.npz")))
     deadline = time.monotonic() + 60
     while proc.poll() is None and not ready() and time.monotonic() < deadline:
         time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    proc.send_signal(getattr(signal, signame))
     output, _ = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip("the conversion finished before the signal arrived")
-    assert proc.returncode != 0 and "Traceback" not in output, output
+    assert proc.returncode != 0 and "Traceback" not in output and "BrokenPipeError" not in output, output
     last = output.strip().splitlines()[-1]
     assert last in ("Aborted!", "Error: interrupted; finished pieces are kept: rerun the same command to resume")
     assert not out.exists()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"worker processes still running: {alive}"
+    if signame == "SIGTERM":
+        assert subprocess.run(command, capture_output=True).returncode == 0
+        whole = tmp_path / "whole.h5"
+        assert subprocess.run([*command[:5], str(whole), *command[6:]], capture_output=True).returncode == 0
+        assert_same_store(out, whole)
+
+
+def test_a_failed_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
+    """An unreachable scheduler (or any failure before a piece finished) leaves no OUTPUT.parts/ that
+    would make the next plain conversion refuse."""
+    from phasefeat.io import convert as convert_module
+    from phasefeat.io import distributed
+    from phasefeat.io.convert import ConvertError
+
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=2)
+    out = tmp_path / "s.h5"
+
+    def unreachable(*args, **kwargs):
+        raise distributed.DaskUnavailableError("cannot reach the Dask scheduler at tcp://127.0.0.1:1")
+
+    monkeypatch.setattr(distributed, "run_pieces_on_dask", unreachable)
+    with pytest.raises(distributed.DaskUnavailableError):
+        convert_module.convert(root, out, options=convert_module.ConvertOptions(size=32), backend="numpy",
+                               scheduler="tcp://127.0.0.1:1", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+    monkeypatch.setattr(convert_module, "write_piece", lambda *a: (_ for _ in ()).throw(OSError(28, "full")))
+    with pytest.raises(ConvertError, match="disk full"):
+        convert_module.convert(root, out, options=convert_module.ConvertOptions(size=32), backend="numpy",
+                               progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+    monkeypatch.undo()
+    result = CliRunner().invoke(cli, ["convert", str(root), str(out), "--size", "32", "-q", "--backend", "numpy"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_store_finished_meanwhile_is_not_replaced(tmp_path, monkeypatch):
+    """Two conversions to one OUTPUT: the later one checks again under the lock, not only at its start."""
+    from phasefeat.io import convert as convert_module
+    from phasefeat.io.convert import ConvertError
+
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=2)
+    out = tmp_path / "s.h5"
+    real = convert_module.discover
+
+    def slow_discovery(*args, **kwargs):  # the other conversion lands its store while this one discovers
+        out.write_bytes(b"the other conversion's finished store")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(convert_module, "discover", slow_discovery)
+    with pytest.raises(ConvertError, match="already exists; pass --overwrite"):
+        convert_module.convert(root, out, options=convert_module.ConvertOptions(size=32), backend="numpy",
+                               progress=False)
+    assert out.read_bytes() == b"the other conversion's finished store"
+    assert not (tmp_path / "s.h5.parts").exists()
 
 
 @pytest.mark.parametrize("size", [128, 299])

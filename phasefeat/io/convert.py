@@ -391,14 +391,28 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
             _remove_leftovers(output)
             if leftover:
                 return _finish_leftover(output, work, identity, disc, be, start)
+            if output.exists() and not overwrite:  # another conversion finished it meanwhile
+                raise ConvertError(f"{output} already exists; pass --overwrite to replace it")
             _prepare_work_dir(output, work, identity, overwrite)
             return _convert(disc, output, work, params, options, be, identity, workers, batch_size,
                             compression, progress, command_line, start, scheduler, virtual)
     except OSError as exc:
+        _forget(work, work_exists)
         if exc.errno == errno.ENOSPC:
             raise ConvertError(f"disk full while writing next to {output}; free some space and "
                                "rerun the same command: it resumes from the finished pieces") from None
         raise
+    except BaseException:
+        _forget(work, work_exists)
+        raise
+
+
+def _forget(work: Path, existed: bool) -> None:
+    """After a failure: remove the work folder this command created if no piece finished in it, so
+    that a failed command (an unreachable scheduler, a full disk at once) leaves nothing behind."""
+    if existed or not work.is_dir() or any(work.glob("piece-*.npz")):
+        return
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _finish_leftover(output, work, identity, disc, be, start) -> ConvertSummary:
