@@ -486,3 +486,58 @@ def test_enhance_working_memory_is_within_the_estimate(size):
     finally:
         tracemalloc.stop()
     assert peak <= ENHANCE_BYTES_PER_PIXEL * size * size
+
+
+def _workers_of(pid):
+    import psutil
+
+    try:
+        return [c for c in psutil.Process(pid).children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+    except psutil.Error:
+        return []
+
+
+def test_a_worker_that_dies_costs_only_its_pieces(tmp_path):
+    """The kernel's OOM killer ends a worker: its pieces start again and the store is the same."""
+    import signal
+
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=12)
+    command = [sys.executable, "-m", "phasefeat", "convert", str(root), str(tmp_path / "s.h5"), "--size", "48",
+               "--workers", "2", "--piece-size", "2", "--backend", "numpy", "-q"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not any((tmp_path / "s.h5.parts").glob("piece-*.npz")) \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victims = _workers_of(proc.pid)
+    if not victims:
+        proc.communicate(timeout=60)
+        pytest.skip("the conversion finished before a worker could be killed")
+    victims[0].send_signal(signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in output, output
+    whole = tmp_path / "whole.h5"
+    assert subprocess.run([*command[:5], str(whole), *command[6:]], capture_output=True).returncode == 0
+    assert_same_store(tmp_path / "s.h5", whole)
+
+
+def test_workers_that_keep_dying_stop_the_conversion_in_one_line(tmp_path):
+    """Never a hang: after a piece's third start the command names it and the likely cause."""
+    import signal
+
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=6)
+    proc = subprocess.Popen([sys.executable, "-m", "phasefeat", "convert", str(root), str(tmp_path / "s.h5"),
+                             "--size", "48", "--workers", "2", "--piece-size", "3", "--backend", "numpy", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        for worker in _workers_of(proc.pid):
+            worker.send_signal(signal.SIGKILL)
+        time.sleep(0.02)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in output, output
+    assert output.strip().splitlines()[-1].startswith("Error: a worker process died 3 times while converting piece")
+    assert "memory" in output and "rerun the same command" in output
+    assert not (tmp_path / "s.h5").exists()

@@ -292,12 +292,21 @@ class _Progress:
                 self.ticked[piece_id] += 1
                 self.bar.update(1)
 
+    def restart(self, piece_id):
+        """A piece starts again (its worker died): take back the files it had counted."""
+        with self.lock:
+            self.bar.update(-self.ticked.pop(piece_id, 0))
+
     def settle(self, piece_id, failed):
         with self.lock:
             self.settled.add(piece_id)
             self.failed += failed
             self.bar.update(self.sizes[piece_id] - self.ticked[piece_id])
             self.bar.set_postfix(failed=self.failed + self.known, refresh=False)
+
+
+#: How often a piece may be started before a worker dying under it stops the conversion.
+PIECE_ATTEMPTS = 3
 
 
 def _run_pieces(tasks, workers, on_result, progress: _Progress):
@@ -311,7 +320,6 @@ def _run_pieces(tasks, workers, on_result, progress: _Progress):
         return
     import multiprocessing
     import threading
-    from collections import deque
 
     workers = min(workers, len(tasks))
     context = multiprocessing.get_context("spawn")
@@ -323,22 +331,64 @@ def _run_pieces(tasks, workers, on_result, progress: _Progress):
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    # spawn: children never inherit a CUDA context or h5py handles from the parent.
-    # Workers ignore Ctrl-C; the parent stops them, so an interrupt prints one line.
     try:
-        with context.Pool(workers, initializer=_init_worker, initargs=(ticks,)) as pool:
-            # At most two pieces per worker in flight, so memory stays flat however many
-            # images there are, even when this process (GPU features, writing) is the slower side.
-            pending, queue = deque(), iter(tasks)
-            for task in queue:
-                pending.append(pool.apply_async(process_piece, (task,)))
-                if len(pending) >= 2 * workers:
-                    on_result(pending.popleft().get())
-            while pending:
-                on_result(pending.popleft().get())
+        _pool_pieces(tasks, workers, on_result, progress, context, ticks)
     finally:
         ticks.put(None)
         reader.join(timeout=5)
+
+
+def _pool_pieces(tasks, workers, on_result, progress, context, ticks):
+    """The pieces on a process pool; a worker that dies (the kernel's OOM killer, ``kill -9``) costs
+    the pieces it had in flight, which start again, each at most :data:`PIECE_ATTEMPTS` times."""
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    todo, attempts = deque(tasks), Counter()
+    while todo:
+        # spawn: children never inherit a CUDA context or h5py handles from the parent.
+        # Workers ignore Ctrl-C; the parent stops them, so an interrupt prints one line.
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(ticks,))
+        pending = deque()
+        try:
+            # At most two pieces per worker in flight, so memory stays flat however many
+            # images there are, even when this process (GPU features, writing) is the slower side.
+            while todo or pending:
+                while todo and len(pending) < 2 * workers:
+                    task = todo.popleft()
+                    attempts[task["piece_id"]] += 1
+                    pending.append((task, pool.submit(process_piece, task)))
+                piece = pending[0][1].result()
+                pending.popleft()
+                on_result(piece)
+        except BrokenProcessPool:
+            lost = [task for task, future in pending if future.exception() is not None]
+            for _, future in pending:
+                if future.exception() is None:  # finished before the pool broke
+                    on_result(future.result())
+            for task in lost:
+                progress.restart(task["piece_id"])
+            spent = [t for t in lost if attempts[t["piece_id"]] >= PIECE_ATTEMPTS]
+            if spent:
+                first = spent[0]
+                raise ConvertError(
+                    f"a worker process died {PIECE_ATTEMPTS} times while converting piece {first['piece_id']} "
+                    f"(from {first['entries'][0][1]}): most often the memory ran out (features at the native "
+                    "resolution need about 170 bytes per pixel); finished pieces are kept: lower --workers or "
+                    "--piece-size, or pass --features-at, and rerun the same command") from None
+            logger.warning("a worker process died; %d piece(s) start again", len(lost))
+            todo.extendleft(reversed(lost))
+        finally:
+            _stop(pool)
+
+
+def _stop(pool) -> None:
+    """Shut the pool down now: on Ctrl-C or an error the workers must not finish their pieces first."""
+    for process in list(getattr(pool, "_processes", {}).values()):  # no public way before Python 3.14
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def convert(input_root, output, *, params: PhaseParams | None = None,
