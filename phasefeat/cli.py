@@ -207,7 +207,9 @@ def _load_params(preset: str, params_file):
               help="Keep the images in OUTPUT.shards/ and make the store's /cxr and /enh HDF5 virtual "
                    "datasets over them (no final copy; move the store and its shards together).")
 @click.option("--overwrite", is_flag=True,
-              help="Start over: replace an existing store and discard unfinished pieces.")
+              help="Replace an existing store (it stays readable until the new one is complete) and "
+                   "discard unfinished pieces made with other settings; pieces of this same command are "
+                   "reused.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def convert(input_dir, output, labels, classes, aliases, source_pattern, patient_pattern, size, fit_mode, features_at,

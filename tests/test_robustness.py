@@ -272,6 +272,86 @@ def test_leftovers_of_a_killed_run_are_cleaned_by_the_next_one(tmp_path):
     (parts / "manifest.json").write_text(json.dumps(identity))
     result = run("convert", root, out, *SMALL)
     assert "is complete" in result.output and not parts.exists()
+    # Killed while it removed its work folder (the manifest already gone, a piece left):
+    parts.mkdir()
+    (parts / "piece-000000.npz").write_bytes(b"left behind")
+    result = run("convert", root, out, *SMALL)
+    assert "is complete" in result.output and not parts.exists()
+
+
+def _stop_after_pieces(monkeypatch, n):
+    """Make the next conversion stop like Ctrl-C once ``n`` pieces are written."""
+    from phasefeat.io import convert as convert_module
+
+    real, written = convert_module.write_piece, []
+
+    def write_then_stop(path, piece):
+        if len(written) == n:
+            raise KeyboardInterrupt
+        real(path, piece)
+        written.append(path)
+
+    monkeypatch.setattr(convert_module, "write_piece", write_then_stop)
+
+
+def test_an_interrupted_overwrite_keeps_its_promise(tmp_path, monkeypatch):
+    """Interrupted --overwrite: the same command without --overwrite does not call the old store
+    complete, and with --overwrite it resumes from the pieces the interrupt message kept."""
+    from phasefeat.io.convert import ConvertError, ConvertOptions, convert
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    class_folder_dataset(one, per_class=2)
+    class_folder_dataset(two, per_class=4)
+    out = tmp_path / "s.h5"
+    options = ConvertOptions(size=32, features_at=32, piece_size=2)
+    convert(one, out, options=options, backend="numpy", progress=False)
+    old = out.read_bytes()
+    _stop_after_pieces(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        convert(two, out, options=options, backend="numpy", progress=False, overwrite=True)
+    monkeypatch.undo()
+    assert out.read_bytes() == old and len(list((tmp_path / "s.h5.parts").glob("piece-*.npz"))) == 2
+    with pytest.raises(ConvertError, match="was not made by this command.*unfinished conversion of this "
+                                           "command: pass --overwrite to replace the store, resuming"):
+        convert(two, out, options=options, backend="numpy", progress=False)
+    assert out.read_bytes() == old
+    summary = convert(two, out, options=options, backend="numpy", progress=False, overwrite=True)
+    assert summary.resumed_pieces == 2 and summary.converted == 12
+    whole = tmp_path / "whole.h5"
+    convert(two, whole, options=options, backend="numpy", progress=False)
+    assert_same_store(out, whole)
+
+
+def test_a_failed_virtual_overwrite_leaves_the_old_store_readable(tmp_path, monkeypatch):
+    from phasefeat.io import store as store_module
+    from phasefeat.io.convert import ConvertOptions, convert
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    class_folder_dataset(one, per_class=2)
+    class_folder_dataset(two, per_class=3)
+    out = tmp_path / "s.h5"
+    options = ConvertOptions(size=32, features_at=32, piece_size=2)
+    convert(one, out, options=options, backend="numpy", progress=False, virtual=True)
+    with open_store(out) as s:
+        before = s.read_many(list(range(len(s))), "enh")
+    real, shards = store_module._write_shard, []
+
+    def full_disk(path, piece, compression):  # the assembly of the new store fails half-way
+        if len(shards) == 2:
+            raise OSError(28, "No space left on device")
+        shards.append(path)
+        real(path, piece, compression)
+
+    monkeypatch.setattr(store_module, "_write_shard", full_disk)
+    with pytest.raises(Exception, match="disk full"):
+        convert(two, out, options=options, backend="numpy", progress=False, virtual=True, overwrite=True)
+    monkeypatch.undo()
+    with open_store(out) as s:
+        assert np.array_equal(s.read_many(list(range(len(s))), "enh"), before) and len(s) == 6
+    convert(two, out, options=options, backend="numpy", progress=False, virtual=True, overwrite=True)
+    with open_store(out) as s:
+        assert len(s) == 9 and s.read(8, "enh").any()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "s.h5", "s.h5.shards", "two"]
 
 
 @pytest.mark.parametrize(("params", "field"), [('{"nscale": 100000}', "nscale"),

@@ -217,7 +217,7 @@ def _locked(work: Path):
 def _remove_leftovers(output: Path) -> None:
     """Temporary files a killed run left beside the output (atomic writes that never landed)."""
     for stale in output.parent.glob(f".{glob.escape(output.name)}.*.partial"):
-        stale.unlink(missing_ok=True)
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 def _clear(work: Path) -> None:
@@ -229,18 +229,17 @@ def _clear(work: Path) -> None:
 
 
 def _prepare_work_dir(output: Path, work: Path, identity: dict, overwrite: bool) -> None:
+    """Resume the unfinished conversion in ``work`` if it is this one; ``overwrite`` discards one
+    made with other settings. The existing store (and its shards) stay until the new one lands."""
     manifest = work / "manifest.json"
-    if overwrite:
-        _clear(work)
-        shards = output.with_name(output.name + ".shards")
-        if shards.exists():  # the image shards of an earlier --virtual store
-            shutil.rmtree(shards)
     if manifest.exists():
         try:
             old = json.loads(manifest.read_text())
         except (OSError, ValueError):
             old = None
-        if old is not None and old != identity:
+        if old is not None and old != identity and overwrite:
+            _clear(work)
+        elif old is not None and old != identity:
             raise ConvertError(
                 f"an unfinished conversion in {work} used different settings or input "
                 f"({_describe_difference(old, identity)}); rerun with the same ones to resume, "
@@ -465,23 +464,33 @@ def _forget(work: Path, existed: bool) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def identity_digest(identity: dict) -> str:
+    """What a store was converted from and how: recorded in the store (``conversion_identity``)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
 def _finish_leftover(output, work, identity, disc, be, start) -> ConvertSummary:
-    """A run killed after its store landed and before it cleaned up: the store is complete."""
+    """OUTPUT and OUTPUT.parts/ both exist. Complete only when the store *is* this conversion (its
+    recorded identity, not the manifest's): a run killed while it cleaned up. Otherwise the store
+    is an older one (an interrupted --overwrite) and the work folder holds the new conversion."""
     from .store import StoreError, open_store
 
-    manifest = work / "manifest.json"
-    try:
-        same = json.loads(manifest.read_text()) == identity
-    except (OSError, ValueError):
-        same = False
-    if not same:
-        raise ConvertError(f"{output} already exists (and {work} holds an unfinished conversion with "
-                           "other settings); pass --overwrite to replace both")
     try:
         with open_store(output) as store:
             converted, failures = len(store), store.failures
-    except StoreError as exc:
-        raise ConvertError(f"{exc}; pass --overwrite to convert again") from None
+            recorded = store.attrs.get("conversion_identity")
+    except StoreError:
+        recorded = None
+    if recorded != identity_digest(identity):
+        try:
+            resumable = json.loads((work / "manifest.json").read_text()) == identity
+        except (OSError, ValueError):
+            resumable = False
+        raise ConvertError(
+            f"{output} already exists and was not made by this command (other input or settings, or an "
+            f"earlier version); {work} holds an unfinished conversion" + (" of this command" if resumable else "")
+            + ": pass --overwrite to replace the store" + (", resuming from the finished pieces" if resumable
+                                                            else ""))
     shutil.rmtree(work)
     by_reason = Counter(reason.split(" (")[0] for _, reason in failures)
     return ConvertSummary(output, disc.discovered, converted, len(failures), dict(by_reason),
@@ -544,7 +553,8 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
              "source_pattern": identity["source_pattern"], "patient_pattern": identity.get("patient_pattern", ""),
              "fit": options.fit, "cxr_dtype": options.cxr_dtype, "enh_dtype": options.enh_dtype,
              "compression": compression, "discovered": disc.discovered,
-             "engine": f"dask {scheduler}" if scheduler else "local"}
+             "engine": f"dask {scheduler}" if scheduler else "local",
+             "conversion_identity": identity_digest(identity)}
     started = time.perf_counter()
     converted = assemble(output, piece_paths, shape=(options.size, options.size),
                          cxr_dtype=options.cxr_dtype, enh_dtype=options.enh_dtype,

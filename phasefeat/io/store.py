@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -107,65 +108,79 @@ def assemble(final: Path, pieces: list[Path], *, shape, cxr_dtype, enh_dtype, cl
     h, w = shape
     opts = {} if compression == "none" else {"compression": compression}
     shards = final.with_name(final.name + ".shards")
-    with atomic_path(final) as tmp, h5py.File(tmp, "w") as f:
-        if virtual:
-            shards.mkdir(exist_ok=True)
-            for stale in shards.glob("shard-*.h5"):  # belonged to a store this one replaces
-                stale.unlink()
-            layouts = {"cxr": h5py.VirtualLayout((total, h, w, 1), dtype=cxr_dtype),
-                       "enh": h5py.VirtualLayout((total, h, w, 3), dtype=enh_dtype)}
-        else:
-            # A store of zero samples (every file failed) still records why: no chunks to declare.
-            cxr = f.create_dataset("cxr", (total, h, w, 1), dtype=cxr_dtype,
-                                   chunks=(1, h, w, 1) if total else None, **(opts if total else {}))
-            enh = f.create_dataset("enh", (total, h, w, 3), dtype=enh_dtype,
-                                   chunks=(1, h, w, 3) if total else None, **(opts if total else {}))
-        if with_masks:  # lung masks (Kaggle masks/ folders): only stores that have some carry them
-            mask = f.create_dataset("mask", (total, h, w, 1), dtype="uint8", chunks=(1, h, w, 1), **opts)
-        columns = {k: [] for k in META_COLUMNS}
-        has_mask = []
-        row = 0
-        for k, (path, n) in enumerate(zip(pieces, counts, strict=True)):
-            piece = read_piece(path)
+    # New shards go to a folder of their own and replace the old ones only when the store is
+    # complete: a failed conversion leaves the store it was to replace readable.
+    building = final.with_name(f".{final.name}.shards.partial")
+    if building.exists():
+        shutil.rmtree(building)
+    try:
+        with atomic_path(final) as tmp, h5py.File(tmp, "w") as f:
             if virtual:
-                shard = shards / f"shard-{k:06d}.h5"
-                _write_shard(shard, piece, compression)
-                for what, layout in layouts.items():
-                    if n:
-                        source = h5py.VirtualSource(f"{shards.name}/{shard.name}", what,
-                                                    shape=piece[what].shape)
-                        layout[row:row + n] = source
+                building.mkdir()
+                layouts = {"cxr": h5py.VirtualLayout((total, h, w, 1), dtype=cxr_dtype),
+                           "enh": h5py.VirtualLayout((total, h, w, 3), dtype=enh_dtype)}
             else:
-                # Sample by sample: multi-chunk slab writes grow HDF5's internal free
-                # lists (+58 MB per 2,000 samples, measured); one chunk at a time stays flat.
-                for i in range(n):
-                    cxr.write_direct(piece["cxr"], np.s_[i], np.s_[row + i])
-                    enh.write_direct(piece["enh"], np.s_[i], np.s_[row + i])
+                # A store of zero samples (every file failed) still records why: no chunks to declare.
+                cxr = f.create_dataset("cxr", (total, h, w, 1), dtype=cxr_dtype,
+                                       chunks=(1, h, w, 1) if total else None, **(opts if total else {}))
+                enh = f.create_dataset("enh", (total, h, w, 3), dtype=enh_dtype,
+                                       chunks=(1, h, w, 3) if total else None, **(opts if total else {}))
+            if with_masks:  # lung masks (Kaggle masks/ folders): only stores that have some carry them
+                mask = f.create_dataset("mask", (total, h, w, 1), dtype="uint8", chunks=(1, h, w, 1), **opts)
+            columns = {k: [] for k in META_COLUMNS}
+            has_mask = []
+            row = 0
+            for k, (path, n) in enumerate(zip(pieces, counts, strict=True)):
+                piece = read_piece(path)
+                if virtual:
+                    shard = shards / f"shard-{k:06d}.h5"  # its final place, as the virtual dataset names it
+                    _write_shard(building / shard.name, piece, compression)
+                    for what, layout in layouts.items():
+                        if n:
+                            source = h5py.VirtualSource(f"{shards.name}/{shard.name}", what,
+                                                        shape=piece[what].shape)
+                            layout[row:row + n] = source
+                else:
+                    # Sample by sample: multi-chunk slab writes grow HDF5's internal free
+                    # lists (+58 MB per 2,000 samples, measured); one chunk at a time stays flat.
+                    for i in range(n):
+                        cxr.write_direct(piece["cxr"], np.s_[i], np.s_[row + i])
+                        enh.write_direct(piece["enh"], np.s_[i], np.s_[row + i])
+                if with_masks:
+                    for i in range(n):
+                        mask.write_direct(piece["mask"], np.s_[i], np.s_[row + i])
+                    has_mask.append(piece["has_mask"])
+                for key in columns:
+                    columns[key].append(piece[key])
+                row += n
+            if virtual:
+                for what, layout in layouts.items():
+                    f.create_virtual_dataset(what, layout, fillvalue=0)
+            joined = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in columns.items()}
+            f.create_dataset("labels", data=joined["labels"].astype(np.int32))
+            f.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=text)
+            meta = f.create_group("meta")
+            for key in ("source_path", "sha256", "orig_mode", "patient_id", "source"):
+                meta.create_dataset(key, data=joined[key].astype(str).astype(object), dtype=text)
+            for key in ("orig_width", "orig_height"):
+                meta.create_dataset(key, data=joined[key].astype(np.int32))
             if with_masks:
-                for i in range(n):
-                    mask.write_direct(piece["mask"], np.s_[i], np.s_[row + i])
-                has_mask.append(piece["has_mask"])
-            for key in columns:
-                columns[key].append(piece[key])
-            row += n
-        if virtual:
-            for what, layout in layouts.items():
-                f.create_virtual_dataset(what, layout, fillvalue=0)
-        joined = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in columns.items()}
-        f.create_dataset("labels", data=joined["labels"].astype(np.int32))
-        f.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=text)
-        meta = f.create_group("meta")
-        for key in ("source_path", "sha256", "orig_mode", "patient_id", "source"):
-            meta.create_dataset(key, data=joined[key].astype(str).astype(object), dtype=text)
-        for key in ("orig_width", "orig_height"):
-            meta.create_dataset(key, data=joined[key].astype(np.int32))
-        if with_masks:
-            meta.create_dataset("has_mask", data=np.concatenate(has_mask).astype(bool))
-        fail = f.create_group("failures")
-        fail.create_dataset("path", data=np.array([p for p, _ in failures], dtype=object), dtype=text)
-        fail.create_dataset("reason", data=np.array([r for _, r in failures], dtype=object), dtype=text)
-        f.attrs.update({"format_version": FORMAT_VERSION, "virtual_shards": shards.name if virtual else "",
-                        **attrs})
+                meta.create_dataset("has_mask", data=np.concatenate(has_mask).astype(bool))
+            fail = f.create_group("failures")
+            fail.create_dataset("path", data=np.array([p for p, _ in failures], dtype=object), dtype=text)
+            fail.create_dataset("reason", data=np.array([r for _, r in failures], dtype=object), dtype=text)
+            f.attrs.update({"format_version": FORMAT_VERSION, "virtual_shards": shards.name if virtual else "",
+                            **attrs})
+            f.close()
+            if virtual:  # the old shards go just before the new store lands
+                if shards.exists():
+                    shutil.rmtree(shards)
+                os.replace(building, shards)
+    finally:
+        if building.exists():  # the assembly failed before the new shards took their place
+            shutil.rmtree(building)
+    if not virtual and shards.exists():  # the shards of a virtual store this one replaced
+        shutil.rmtree(shards)
     return total
 
 
