@@ -375,12 +375,15 @@ def demo_data(out, per_class, seed, min_size, max_size, shortcut):
     sizes. Not patient data: every file and the folder say so. Rerunning with
     the same settings reuses a complete folder.
     """
-    from .tools.demo_data import write_demo_data
+    from .tools.demo_data import DemoDataError, write_demo_data
 
     if min_size > max_size:
         raise click.BadParameter("--min-size must not exceed --max-size", param_hint="--min-size")
-    result = write_demo_data(out, per_class=per_class, seed=seed, min_size=min_size,
-                             max_size=max_size, progress=True, shortcut=shortcut)
+    try:
+        result = write_demo_data(out, per_class=per_class, seed=seed, min_size=min_size,
+                                 max_size=max_size, progress=True, shortcut=shortcut)
+    except DemoDataError as exc:
+        raise click.ClickException(str(exc)) from None
     verb = "reused" if result["reused"] else "wrote"
     click.echo(f"{verb} {result['files']} synthetic images in {out} ({per_class} per class, seed {seed}"
                + (", planted site shortcut" if shortcut else "") + ")")

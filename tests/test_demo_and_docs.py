@@ -237,3 +237,24 @@ def test_benchmark_commands_in_docs_parse(monkeypatch):
             spec.loader.exec_module(module)
             module.parse_args(shlex.split(args))  # SystemExit on an unknown option
     assert {"bench_features", "bench_convert", "bench_stream", "estimate_gpu"} <= set(found)
+
+
+def test_demo_data_never_mixes_with_other_files(tmp_path):
+    """A folder of real radiographs is refused untouched; phantoms of other settings are replaced, not mixed."""
+    real = tmp_path / "mine"
+    (real / "covid").mkdir(parents=True)
+    (real / "covid" / "patient-7.png").write_bytes(b"a user's radiograph")
+    refused = CliRunner().invoke(cli, ["demo-data", str(real), "--per-class", "2", "--min-size", "64",
+                                       "--max-size", "70"])
+    assert refused.exit_code == 1 and "holds files demo-data did not write (covid/patient-7.png)" in refused.output
+    assert sorted(p.relative_to(real).as_posix() for p in real.rglob("*")) == ["covid", "covid/patient-7.png"]
+    demo = tmp_path / "demo"
+    write_demo_data(demo, per_class=3, seed=0, min_size=64, max_size=70)
+    first = sorted(p.name for p in demo.rglob("*.*") if p.parent != demo)
+    write_demo_data(demo, per_class=2, seed=1, min_size=64, max_size=70, shortcut=True)
+    files = sorted(p.relative_to(demo).as_posix() for p in demo.rglob("*") if p.is_file())
+    assert len([f for f in files if "/" in f]) == 6 and not set(first) & {f.split("/")[-1] for f in files}
+    assert all(f.split("/")[-1].startswith("site") for f in files if "/" in f)
+    (demo / "covid" / "notes.txt").write_text("mine now")
+    with pytest.raises(ValueError, match="notes.txt"):
+        write_demo_data(demo, per_class=2, seed=2, min_size=64, max_size=70)

@@ -10,6 +10,7 @@ and the folder says in ``README.txt``, that the images are synthetic.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from ..io._atomic import atomic_path, make_dirs
 from .phantom import chest_phantom
 
-__all__ = ["write_demo_data", "DEMO_CLASSES", "SHORTCUT_SITES", "SOURCE_PATTERN"]
+__all__ = ["write_demo_data", "DEMO_CLASSES", "SHORTCUT_SITES", "SOURCE_PATTERN", "DemoDataError"]
 
 DEMO_CLASSES = ("normal", "pneumonia", "covid")
 #: With ``shortcut=True`` each image comes from a simulated site that marks its images (a
@@ -95,6 +96,30 @@ def _save(image01: np.ndarray, fmt: str, path: Path, description: str) -> Path:
     return target
 
 
+class DemoDataError(ValueError):
+    """The folder cannot take the phantoms (it holds files demo-data did not write)."""
+
+
+#: The files demo-data writes; nothing else is ever removed from a folder.
+OWN_FILE = re.compile(r"^(README\.txt|\.complete\.json|(normal|pneumonia|covid)/(synthetic|site[a-z])_"
+                      r"(normal|pneumonia|covid)_\d{4}\.(png|jpg))$")
+
+
+def _clear_own_files(out: Path) -> None:
+    """Empty a folder demo-data wrote earlier (other settings, or interrupted); refuse any other folder."""
+    entries = [p for p in out.rglob("*") if not p.is_dir()]
+    foreign = sorted(p.relative_to(out).as_posix() for p in entries
+                     if not OWN_FILE.match(p.relative_to(out).as_posix()))
+    made_here = (out / ".complete.json").exists() or (
+        (out / "README.txt").is_file() and (out / "README.txt").read_text(errors="replace").startswith(NOTICE))
+    if entries and (foreign or not made_here):
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise DemoDataError(f"{out} holds files demo-data did not write ({shown or 'its README.txt is not ours'}); "
+                            "write the phantoms into an empty or new folder")
+    for p in entries:
+        p.unlink()
+
+
 def write_demo_data(out, per_class: int = 40, seed: int = 0, min_size: int = 256,
                     max_size: int = 512, progress: bool = False, shortcut: bool = False) -> dict:
     """Write the phantom set into ``out`` (reused when already complete with the same settings).
@@ -121,6 +146,10 @@ def write_demo_data(out, per_class: int = 40, seed: int = 0, min_size: int = 256
     if marker.exists() and json.loads(marker.read_text()) == settings:
         files = sorted(p for p in out.rglob("*") if p.suffix in (".png", ".jpg"))
         return {"folder": str(out), "files": len(files), **settings, "reused": True}
+    if out.exists() and not out.is_dir():
+        raise DemoDataError(f"{out} is a file, not a folder")
+    if out.is_dir():  # stale phantoms of other settings go; a folder of real images is refused
+        _clear_own_files(out)
     make_dirs(out)
     (out / "README.txt").write_text(README + (SHORTCUT_README if shortcut else ""))
     rng = np.random.default_rng(seed)
