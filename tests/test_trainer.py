@@ -473,3 +473,40 @@ def test_a_full_width_run_on_a_cpu_is_warned_with_its_time():
     assert cpu_warning(study, "NVIDIA H100 80GB HBM3", 9156, (299, 299)) is None
     assert cpu_warning(RunConfig(width=0.125), "CPU", 9156, (299, 299)) is None
     assert cpu_warning(RunConfig(model="resnet50"), "CPU", 9156, (299, 299)) is None
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--width", "nan"], "--width must be a number in (0, 1], got nan"),
+    (["--weights", "no-such-weights.h5"], "--weights no-such-weights.h5: no such file"),
+    (["--image-size", "99999999"], "99999999 is not in the range 32<=x<=2048"),
+    (["--head-activation", "bogus"], "'bogus' is not one of"),
+])
+def test_a_refused_train_leaves_no_folder(store, tmp_path, args, message):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "--store", str(store), "--out", str(out), *args])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_an_out_folder_with_other_files_is_refused_untouched(store, tmp_path, command):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.md").write_text("my own notes")
+    (out / "model.keras").write_text("my own model")
+    result = CliRunner().invoke(cli, [command, "--store", str(store), "--out", str(out), "--epochs", "1"])
+    assert result.exit_code == 2 and "holds files this command did not write" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "report.md"]
+    assert (out / "report.md").read_text() == "my own notes"
+
+
+def test_train_refuses_a_run_of_other_settings(store, tmp_path):
+    out = tmp_path / "run"
+    done = CliRunner().invoke(cli, ["train", "--store", str(store), "--out", str(out), "--epochs", "1",
+                                    "--width", "0.0625"])
+    assert done.exit_code == 0, done.output
+    before = (out / "model.keras").stat().st_mtime_ns
+    other = CliRunner().invoke(cli, ["train", "--store", str(store), "--out", str(out), "--epochs", "1",
+                                     "--width", "0.125"])
+    assert other.exit_code == 2 and "holds a run made with other settings" in other.output
+    assert (out / "model.keras").stat().st_mtime_ns == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 
 import click
 
@@ -27,7 +28,7 @@ def _common(f):
                      help="Maximum epochs (early stopping on validation loss)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
                      help="Training batch size."),
-        click.option("--image-size", type=click.IntRange(min=32), default=None,
+        click.option("--image-size", type=click.IntRange(32, 2048), default=None,
                      help="Resize inputs on the fly to SIZE x SIZE [default: the store's size]."),
         click.option("--model", "model_names", default="vgg16", show_default=True, metavar="NAME[,NAME]",
                      help="Backbone: vgg16 (the study's, with --width), resnet50, densenet121, "
@@ -278,6 +279,7 @@ def compare(inputs, losses, repeats, seed, out, with_audit, occlude_fractions, *
     base = _base(kw)
     for name in models[1:]:
         _check_model(base, name)
+    _check_out(out, marker=("grid.json",), own=GRID_FILES)
     runner = _runner(kw)
     _load_framework(kw["store"])
     record = None
@@ -307,6 +309,48 @@ def compare(inputs, losses, repeats, seed, out, with_audit, occlude_fractions, *
         raise click.ClickException(f"{len(failures)} of {len(failures) + len(results)} runs failed "
                                    f"({', '.join(f['run'] for f in failures)}); report.md says why"
                                    + ("; the audit was not run" if with_audit else ""))
+
+
+#: What `trainer train` writes into its --out (and `compare` into OUT/runs/<run>/).
+RUN_FILES = {"model.keras", "result.json", "predictions.npz", "checkpoint.npz", "log.txt", "run.lock",
+             "failure.json", "task.json"}
+#: What `trainer compare` writes into its --out.
+GRID_FILES = {"grid.json", "split.json", "runs", "runs.csv", "results.json", "report.md", "report.html", "audit",
+              "schedule.json", "learning_curves.png", "confusion_matrices.png", "per_seed_losses.png",
+              "roc_curves.png"}
+
+
+def _check_out(out, marker: tuple[str, ...], own: set[str]) -> None:
+    """Refuse an output folder holding files this command did not write: nothing of a user's is
+    overwritten. A folder the command wrote before (``marker`` present) is checked by the command."""
+    path = Path(out)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise click.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
+    names = {p.name for p in path.iterdir()}
+    if not names or names & set(marker):
+        return
+    foreign = sorted(names - own) or sorted(names)
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    raise click.BadParameter(f"{out} holds files this command did not write ({shown}); choose an empty or new "
+                             "folder", param_hint="--out")
+
+
+def _check_run_settings(out, cfg) -> None:
+    """A folder holding a finished or started run of other settings is not trained over."""
+    import json
+
+    for name in ("result.json",):
+        path = Path(out) / name
+        if path.exists():
+            try:
+                digest = json.loads(path.read_text()).get("config_digest")
+            except ValueError:
+                digest = None
+            if digest != cfg.digest():
+                raise click.BadParameter(f"{out} holds a run made with other settings; choose another folder "
+                                         "or delete it", param_hint="--out")
 
 
 def _check_model(base, name):
@@ -385,11 +429,17 @@ def train(what, loss, seed, out, **kw):
     (loss,) = _pick(loss, tuple(LOSSES), "--loss")
     _models(kw, single=True)
     cfg = dataclasses.replace(_base(kw), input=what, loss=loss, seed=seed)
+    _check_out(out, marker=("result.json", "checkpoint.npz"), own=RUN_FILES)
+    _check_run_settings(out, cfg)
     _load_framework(kw["store"])
+    existed = Path(out).exists()
     try:
         result = train_run(kw["store"], cfg, out, workers=kw["workers"])
     except (GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        if not existed and Path(out).is_dir() and not any(Path(out).iterdir()):
+            Path(out).rmdir()  # a run that failed before writing anything leaves no folder
     click.echo(f"test loss {100 * result['test_loss']:.2f} %, accuracy {100 * result['test_accuracy']:.2f} % "
                f"(trained on {result['device']}, {result['backend']} backend, jit_compile={result['jit_compile']}, "
                f"mixed_precision={result['mixed_precision']}) -> {out}/result.json")

@@ -80,6 +80,12 @@ class RunConfig:
         if self.model != "vgg16" and self.width != 1.0:
             raise ValueError(f"--width scales VGG16 only; {self.model} is built at its published width "
                              "(leave --width at 1)")
+        if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and 0 < self.width <= 1):
+            raise ValueError(f"--width must be a number in (0, 1], got {self.width!r}")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ValueError(f"--weights {self.weights}: no such file")
+        if self.image_size is not None and not 32 <= self.image_size <= 2048:
+            raise ValueError(f"--image-size must lie in [32, 2048], got {self.image_size!r}")
         if not 0 < self.occlude_fraction < 1:
             raise ValueError(f"occlude_fraction must lie in (0, 1), got {self.occlude_fraction!r}")
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
