@@ -1,5 +1,8 @@
 """Input layouts: class folders, CSV and COVIDx label files; aliases; pinned class order."""
 
+import os
+
+import numpy as np
 import pytest
 from datasets import class_folder_dataset
 
@@ -91,3 +94,33 @@ def test_unusable_inputs(tmp_path, setup, message):
         labels.write_text("just one column\n" if setup == "bad-labels" else "\n")
     with pytest.raises(DiscoveryError, match=message):
         discover(root, labels=labels)
+
+
+def test_links_stay_inside_their_class_folder(tmp_path):
+    """A link to .. would re-import other classes under the wrong label; one leaving the input folder
+    would import files from elsewhere: both are failure rows, and no folder is walked twice."""
+    from PIL import Image
+
+    root, elsewhere = tmp_path / "raw", tmp_path / "elsewhere"
+    for folder in (root / "covid" / "sub", root / "normal", elsewhere):
+        folder.mkdir(parents=True)
+    for k, path in enumerate([root / "covid" / "c0.png", root / "covid" / "sub" / "c1.png",
+                              root / "normal" / "n0.png", elsewhere / "x.png"]):
+        Image.fromarray(np.full((16, 16), 30 * k, np.uint8)).save(path)
+    os.symlink("..", root / "covid" / "up")
+    os.symlink(elsewhere, root / "covid" / "outside")
+    os.symlink("sub", root / "covid" / "again")
+    os.symlink(root / "normal" / "n0.png", root / "covid" / "borrowed.png")
+    os.symlink(elsewhere / "x.png", root / "covid" / "far.png")
+    os.symlink(root / "covid" / "c0.png", root / "covid" / "same-class.png")
+    d = discover(root)
+    found = {(s.path, s.label) for s in d.samples}
+    twice = {("covid/again/c1.png", "covid"), ("covid/sub/c1.png", "covid")}  # one folder, two ways in
+    assert len(found & twice) == 1 and found - twice == {
+        ("covid/c0.png", "covid"), ("covid/same-class.png", "covid"), ("normal/n0.png", "normal")}
+    reasons = dict(d.failures)
+    assert reasons["covid/up/"].startswith("symbolic link to a folder above its class folder")
+    assert reasons["covid/outside/"].startswith("symbolic link leaves the input folder")
+    assert reasons["covid/far.png"].startswith("symbolic link leaves the input folder")
+    assert reasons["covid/borrowed.png"].startswith("symbolic link into another class's folder")
+    assert "symbolic link loop (folder already visited)" in (reasons.get("covid/again/"), reasons.get("covid/sub/"))

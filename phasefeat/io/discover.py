@@ -142,9 +142,26 @@ def _classify(path: Path, rel: str) -> tuple[str, str]:
     return ("sample", rel) if _looks_like_an_image(path) else ("ignore", "")
 
 
+def _boundary(target: Path, class_dir: Path, root: Path) -> str | None:
+    """Why a linked file or folder (resolved to ``target``) may not be read under this class, or None.
+
+    A link may point anywhere inside its own class folder; one that leaves the input folder, or
+    reaches into another class's folder, would import images from elsewhere or under the wrong label.
+    """
+    if not target.is_relative_to(root):
+        return "symbolic link leaves the input folder (not followed)"
+    if target != class_dir and class_dir.is_relative_to(target):
+        return "symbolic link to a folder above its class folder (not followed: it would change labels)"
+    if not target.is_relative_to(class_dir):
+        return "symbolic link into another class's folder (not followed: it would change the label)"
+    return None
+
+
 def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tuple[str, str]]]:
     samples, failures = [], []
     pinned = {normalise_class(c, aliases) for c in classes} if classes else None
+    real_root = root.resolve()
+    seen = set()  # every folder is walked once, whatever links lead to it
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if folder.name.casefold() in IGNORED_FOLDERS:
             continue
@@ -154,7 +171,10 @@ def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tup
                 continue  # excluded anyway
             raise DiscoveryError(f"class folder {folder} cannot be read (permission denied); fix its "
                                  "permissions or leave the class out with --classes")
-        seen = set()
+        class_dir = folder.resolve()
+        if not class_dir.is_relative_to(real_root):
+            failures.append((_display(folder.name) + "/", "symbolic link leaves the input folder (not followed)"))
+            continue
 
         def unreadable(exc, folder=folder):
             rel = Path(exc.filename).relative_to(root).as_posix() if exc.filename else folder.name
@@ -166,9 +186,10 @@ def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tup
                 st = here.stat()
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) in seen:  # a link back to a folder already walked
+            outside = _boundary(here.resolve(), class_dir, real_root)
+            if (st.st_dev, st.st_ino) in seen or outside:  # a link back to a folder already walked
                 failures.append((_display(here.relative_to(root).as_posix()) + "/",
-                                 "symbolic link loop (folder already visited)"))
+                                 outside or "symbolic link loop (folder already visited)"))
                 dirnames[:] = []
                 continue
             seen.add((st.st_dev, st.st_ino))
@@ -178,6 +199,9 @@ def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tup
                 path = here / name
                 rel = path.relative_to(root).as_posix()
                 kind, value = _classify(path, rel)
+                if kind == "sample" and path.is_symlink():
+                    outside = _boundary(path.resolve(), class_dir, real_root)
+                    kind, value = ("failure", outside) if outside else (kind, value)
                 if kind == "sample":
                     samples.append(Sample(value, label))
                 elif kind == "failure":
