@@ -258,6 +258,8 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, patient
         click.echo(f"{summary.output} is complete ({summary.converted} of {summary.discovered} images); "
                    "removed what an interrupted run left behind")
         return
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"converted {summary.converted} of {summary.discovered} images into {summary.output} "
                f"in {summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s, "
                f"{summary.backend} on {summary.device}"

@@ -124,3 +124,39 @@ def test_links_stay_inside_their_class_folder(tmp_path):
     assert reasons["covid/far.png"].startswith("symbolic link leaves the input folder")
     assert reasons["covid/borrowed.png"].startswith("symbolic link into another class's folder")
     assert "symbolic link loop (folder already visited)" in (reasons.get("covid/again/"), reasons.get("covid/sub/"))
+
+
+def test_mistakes_in_the_layout_are_said_not_skipped(tmp_path):
+    """Loose images in the root, an empty class folder and formats that are not read are failure
+    rows; a class pinned with --classes but holding no image is refused."""
+    from PIL import Image
+
+    root = tmp_path / "raw"
+    for folder in ("covid", "normal", "pneumonia"):
+        (root / folder).mkdir(parents=True)
+    for k, path in enumerate([root / "covid" / "c.png", root / "normal" / "n.png", root / "stray.png"]):
+        Image.fromarray(np.full((16, 16), 40 * k, np.uint8)).save(path)
+    (root / "normal" / "scan.jp2").write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n")
+    (root / "covid" / "phone.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    d = discover(root)
+    reasons = dict(d.failures)
+    assert reasons["stray.png"] == "image outside any class folder (move it into one)"
+    assert reasons["pneumonia/"] == "class folder holds no image: not a class"
+    assert reasons["normal/scan.jp2"].startswith("unsupported image format (.jp2")
+    assert reasons["covid/phone.HEIC"].startswith("unsupported image format (.heic")
+    assert d.class_names == ("covid", "normal") and not d.warnings
+    with pytest.raises(DiscoveryError, match="--classes names 'pneumonia', which hold\\(s\\) no image"):
+        discover(root, classes=["covid", "normal", "pneumonia"])
+
+
+def test_an_input_one_level_too_high_is_said(tmp_path):
+    class_folder_dataset(tmp_path / "downloads" / "dataset", per_class=1)
+    d = discover(tmp_path / "downloads")
+    assert d.class_names == ("dataset",) and "one level above the class folders" in d.warnings[0]
+    from click.testing import CliRunner
+
+    from phasefeat.cli import cli
+
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "downloads"), str(tmp_path / "s.h5"), "--size",
+                                      "32", "--features-at", "32", "-q", "--backend", "numpy"])
+    assert result.exit_code == 0 and "warning: only one class ('dataset') holds images" in result.output

@@ -63,6 +63,7 @@ class ConvertSummary:
     backend: str
     device: str
     already_complete: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def images_per_second(self) -> float:
@@ -494,7 +495,8 @@ def _finish_leftover(output, work, identity, disc, be, start) -> ConvertSummary:
     shutil.rmtree(work)
     by_reason = Counter(reason.split(" (")[0] for _, reason in failures)
     return ConvertSummary(output, disc.discovered, converted, len(failures), dict(by_reason),
-                          time.perf_counter() - start, 0, be.name, be.device, already_complete=True)
+                          time.perf_counter() - start, 0, be.name, be.device, already_complete=True,
+                          warnings=disc.warnings)
 
 
 def _convert(disc, output, work, params, options, be, identity, workers, batch_size,
@@ -564,5 +566,5 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
     shutil.rmtree(work)
     by_reason = Counter(reason.split(" (")[0] for _, reason in failures)
     return ConvertSummary(output, disc.discovered, converted, len(failures), dict(by_reason),
-                          time.perf_counter() - start, len(done), be.name, be.device)
+                          time.perf_counter() - start, len(done), be.name, be.device, warnings=disc.warnings)
 

@@ -34,6 +34,9 @@ __all__ = ["Sample", "Discovery", "DiscoveryError", "DEFAULT_ALIASES", "IMAGE_SU
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".gif",
                   ".webp"}
 #: Suffixes of files that are certainly not radiographs (read neither by name nor by content).
+EMPTY_CLASS = "class folder holds no image: not a class"
+#: Image formats that are not read: said so in a failure row, never skipped without a word.
+UNSUPPORTED_SUFFIXES = {".jp2", ".j2k", ".jpx", ".jpf", ".heic", ".heif", ".avif", ".jxl"}
 TEXT_SUFFIXES = {".txt", ".csv", ".md", ".json", ".xlsx", ".xls", ".html", ".pdf", ".zip", ".gz",
                  ".tar", ".h5", ".npz", ".py", ".yaml", ".yml", ".xml", ".log"}
 IGNORED_FOLDERS = {"masks", "mask", "__macosx"}
@@ -69,6 +72,8 @@ class Discovery:
     failures: tuple[tuple[str, str], ...]
     class_names: tuple[str, ...]
     layout: str
+    #: Things a user should hear about that are not failed files (an input one level too high).
+    warnings: tuple[str, ...] = ()
 
     @property
     def discovered(self) -> int:
@@ -134,6 +139,8 @@ def _classify(path: Path, rel: str) -> tuple[str, str]:
     suffix = Path(name).suffix.lower()
     if suffix in TEXT_SUFFIXES:
         return "ignore", ""
+    if suffix in UNSUPPORTED_SUFFIXES:
+        return "failure", f"unsupported image format ({suffix}: convert it to PNG, TIFF or JPEG)"
     problem = _entry_problem(path)
     if suffix in IMAGE_SUFFIXES:
         return ("failure", problem) if problem else ("sample", rel)
@@ -162,6 +169,10 @@ def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tup
     pinned = {normalise_class(c, aliases) for c in classes} if classes else None
     real_root = root.resolve()
     seen = set()  # every folder is walked once, whatever links lead to it
+    for loose in sorted(p for p in root.iterdir() if not p.is_dir()):
+        kind, _ = _classify(loose, loose.name)
+        if kind == "sample":
+            failures.append((_display(loose.name), "image outside any class folder (move it into one)"))
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if folder.name.casefold() in IGNORED_FOLDERS:
             continue
@@ -180,6 +191,7 @@ def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tup
             rel = Path(exc.filename).relative_to(root).as_posix() if exc.filename else folder.name
             failures.append((_display(rel) + "/", f"cannot read folder ({exc.strerror or exc})"))
 
+        before = len(samples)
         for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
             here = Path(dirpath)
             try:
@@ -206,6 +218,8 @@ def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tup
                     samples.append(Sample(value, label))
                 elif kind == "failure":
                     failures.append((_display(rel), value))
+        if len(samples) == before and (pinned is None or label in pinned):
+            failures.append((_display(folder.name) + "/", EMPTY_CLASS))
     return _with_masks(root, samples), failures
 
 
@@ -372,7 +386,7 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
         if not label_path.is_file():
             raise DiscoveryError(f"label file {label_path} does not exist")
         layout, samples, failures = _label_file(root, label_path, aliases)
-    if not samples and not failures:
+    if not samples and all(reason == EMPTY_CLASS for _, reason in failures):
         raise DiscoveryError(f"no image files found under {root} "
                              f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     found = sorted({s.label for s in samples})
@@ -380,6 +394,11 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
         pinned = [normalise_class(c, aliases) for c in classes]
         if len(set(pinned)) != len(pinned):
             raise DiscoveryError(f"--classes names a class twice after normalisation: {pinned}")
+        empty = [c for c in pinned if c not in found]
+        if empty:
+            raise DiscoveryError(f"--classes names {', '.join(map(repr, empty))}, which hold(s) no image in "
+                                 f"{root} (classes found: {', '.join(found) or 'none'}); a class without "
+                                 "images would count in every macro average")
         keep = [s for s in samples if s.label in pinned]
         failures += [(s.path, f"class {s.label!r} is not among --classes") for s in samples
                      if s.label not in pinned]
@@ -392,4 +411,8 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
         samples = [_from_path(s, patient, "patient_id") for s in samples]
     samples.sort(key=lambda s: s.path)
     failures.sort()
-    return Discovery(root, tuple(samples), tuple(failures), tuple(found), layout)
+    warnings = []
+    if len(found) == 1 and layout == "class-folders":
+        warnings.append(f"only one class ({found[0]!r}) holds images: if {root} is one level above the class "
+                        "folders, pass the folder that holds them instead")
+    return Discovery(root, tuple(samples), tuple(failures), tuple(found), layout, tuple(warnings))
