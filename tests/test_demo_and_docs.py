@@ -1,6 +1,7 @@
 """The demo data, the demo pipeline at its smallest, and docs that cannot drift from the code."""
 
 import importlib.util
+import os
 import re
 import shlex
 import shutil
@@ -152,8 +153,10 @@ def _demo_plan(*variables):
     """The shell lines ``make -n demo`` would run with ``variables``."""
     if shutil.which("make") is None:
         pytest.skip("make not installed")
+    # Without the variables of a make that runs these tests (`make test OUT=...` passes them down).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "OUT", "DATA")}
     done = subprocess.run(["make", "-n", "--no-print-directory", "demo", *variables], cwd=REPO,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
