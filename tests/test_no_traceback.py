@@ -85,3 +85,50 @@ def test_a_name_too_long_is_one_line_and_creates_no_parent(store, tmp_path, k):
     result = CliRunner().invoke(command, [str(a) for a in args(store, parent)])
     assert_one_line_error(result)
     assert list(tmp_path.iterdir()) == []
+
+
+def _damage(path, how):
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "r+") as f:
+        if how.startswith("without "):
+            del f[how.split(" ", 1)[1]]
+        elif how == "params_json a list":
+            f.attrs["params_json"] = "[1, 2]"
+        elif how == "format_version an array":
+            f.attrs["format_version"] = np.array([1, 2])
+        elif how == "class names not UTF-8":
+            names = [n.encode() for n in f["class_names"].asstr()[()]]
+            names[0] = b"\xff\xfe-bad"
+            del f["class_names"]
+            f.create_dataset("class_names", data=np.array(names, dtype=object), dtype=h5py.string_dtype("ascii"))
+
+
+DAMAGE = ["without meta/patient_id", "without meta/sha256", "without meta/orig_mode", "without meta/source",
+          "params_json a list", "format_version an array", "class names not UTF-8"]
+STORE_COMMANDS = [
+    (phasefeat_cli, lambda s, t: ["inspect", s]),
+    (phasefeat_cli, lambda s, t: ["preview", s, "-o", t / "p.png"]),
+    (trainer_cli, lambda s, t: ["train", "--store", s, "--out", t / "r", "--epochs", "1", "--width", "0.0625"]),
+]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+@pytest.mark.parametrize("k", range(len(STORE_COMMANDS)))
+def test_a_damaged_store_is_read_or_refused_in_one_line(store, tmp_path, how, k):
+    """A store lacking an optional /meta column is read (docs/store-format.md: the minimal store);
+    any other damage is refused in one line."""
+    import shutil
+
+    copy = tmp_path / "s.h5"
+    shutil.copy(store, copy)
+    _damage(copy, how)
+    command, args = STORE_COMMANDS[k]
+    result = CliRunner().invoke(command, [str(a) for a in args(copy, tmp_path)])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    if how.startswith("without "):
+        assert result.exit_code == 0, result.output
+    else:
+        assert_one_line_error(result)

@@ -99,8 +99,7 @@ def report(store: Store, failures_shown: int = 20) -> str:
     else:
         lines.append("sources      none recorded (convert with --source-pattern, or a label file's "
                      "source column)")
-    dropped = sum(1 for m in store.meta("orig_mode") if b"alpha dropped" in (m if isinstance(m, bytes)
-                                                                          else m.encode()))
+    dropped = sum(1 for m in store.orig_modes if "alpha dropped" in m)
     if dropped:
         lines.append(f"notes        {dropped} image(s) had transparent pixels; their alpha channel was dropped "
                      "(orig_mode says how much)")

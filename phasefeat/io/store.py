@@ -229,7 +229,7 @@ class Store:
                 raise ValueError
         except (TypeError, ValueError):
             self._file.close()
-            shown = raw.decode(errors="replace") if isinstance(raw, bytes) else getattr(raw, "item", lambda: raw)()
+            shown = raw.decode(errors="replace") if isinstance(raw, bytes) else np.asarray(raw).tolist()
             raise StoreError(f"{self.path}: format_version {shown!r} is not a positive integer; "
                              "not a store this phasefeat wrote") from None
         if version > FORMAT_VERSION:
@@ -305,9 +305,14 @@ class Store:
         for key in ("params_json", "library_versions"):
             if key in f.attrs:
                 try:
-                    json.loads(f.attrs[key])
+                    if not isinstance(json.loads(f.attrs[key]), dict):
+                        problems.append(f"attribute {key} is not a JSON object")
                 except (TypeError, ValueError):
                     problems.append(f"attribute {key} is not readable JSON")
+        try:
+            [s.decode() if isinstance(s, bytes) else str(s) for s in f["class_names"][()]]
+        except (UnicodeDecodeError, TypeError, ValueError):
+            problems.append("/class_names are not UTF-8 text")
         if problems:
             raise StoreError(f"{self.path}: inconsistent store: {'; '.join(problems)}")
 
@@ -373,9 +378,14 @@ class Store:
     def source_paths(self) -> list[str]:
         return self._strings("meta/source_path")
 
+    def _optional_strings(self, name: str) -> list[str]:
+        """An optional /meta column, ``""`` for every sample where the store has none."""
+        return self._strings(name) if name in self._file else [""] * len(self)
+
     @property
     def patient_ids(self) -> list[str]:
-        return self._strings("meta/patient_id")
+        """Patient id of each sample (``""`` where unknown, and everywhere without /meta/patient_id)."""
+        return self._optional_strings("meta/patient_id")
 
     @property
     def has_masks(self) -> np.ndarray:
@@ -387,13 +397,17 @@ class Store:
     @property
     def sources(self) -> list[str]:
         """Source of each sample (``""`` where unknown, and everywhere in a version-1 store)."""
-        if "meta/source" not in self._file:
-            return [""] * len(self)
-        return self._strings("meta/source")
+        return self._optional_strings("meta/source")
 
     @property
     def sha256(self) -> list[str]:
-        return self._strings("meta/sha256")
+        """SHA-256 of each sample's source file (``""`` without /meta/sha256)."""
+        return self._optional_strings("meta/sha256")
+
+    @property
+    def orig_modes(self) -> list[str]:
+        """How each source was decoded (``"L"``, ``"RGB -> L"``, ...; ``""`` without /meta/orig_mode)."""
+        return self._optional_strings("meta/orig_mode")
 
     def meta(self, name: str) -> np.ndarray:
         return self._file[f"meta/{name}"][()]
