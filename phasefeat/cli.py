@@ -31,12 +31,30 @@ def cli(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+#: What a figure can be written as (matplotlib's formats that viewers open).
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".tif", ".tiff", ".webp")
+
+
+def _figure_path(ctx, param, value):
+    """A figure's output path, refused at once when matplotlib cannot write its format."""
+    if value is not None and Path(value).suffix.lower() not in FIGURE_SUFFIXES:
+        raise click.BadParameter(f"{value}: write the figure as {', '.join(FIGURE_SUFFIXES)}")
+    return value
+
+
+def _png_path(ctx, param, value):
+    if value is not None and Path(value).suffix.lower() != ".png":
+        raise click.BadParameter(f"{value}: the ENH image is written as PNG (name it .png)")
+    return value
+
+
 @cli.command()
 @click.argument("image", required=False, type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", default="enh.png", show_default=True,
-              type=click.Path(dir_okay=False, writable=True),
-              help="PNG figure to write: the input beside LwPA, LPE, ELEA and their composite.")
-@click.option("--enh-png", type=click.Path(dir_okay=False, writable=True), default=None,
+              type=click.Path(dir_okay=False, writable=True), callback=_figure_path,
+              help="Figure to write (.png, .pdf, .svg, ...): the input beside LwPA, LPE, ELEA and their "
+                   "composite.")
+@click.option("--enh-png", type=click.Path(dir_okay=False, writable=True), default=None, callback=_png_path,
               help="Also write the 3-channel ENH image itself as an 8-bit RGB PNG.")
 @click.option("--preset", type=click.Choice(PRESET_NAMES), default="qi2021", show_default=True,
               help=PRESET_HELP)
@@ -47,7 +65,7 @@ def cli(verbose: bool) -> None:
               show_default=True, help="Array backend: NumPy (CPU), CuPy (GPU), or CuPy when usable.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True, help="Compute precision.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Seed of the built-in phantom (used when no IMAGE is given).")
 def enhance(image, output, enh_png, preset, size, backend, dtype, seed):
     """Enhance one radiograph (or a built-in synthetic phantom) and draw its maps.
@@ -321,18 +339,21 @@ def inspect(store_path, verify, root, all_failures):
 @cli.command()
 @click.argument("store_path", metavar="STORE", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", default="preview.png", show_default=True,
-              type=click.Path(dir_okay=False), help="PNG figure to write.")
+              type=click.Path(dir_okay=False), callback=_figure_path,
+              help="Figure to write (.png, .pdf, .svg, ...).")
 @click.option("--index", "indices", type=int, multiple=True,
               help="Sample to show, repeatable [default: random samples of each class].")
 @click.option("--per-class", type=click.IntRange(min=1), default=1, show_default=True,
               help="Random samples per class when no --index is given.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random choice.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the random choice.")
 def preview(store_path, output, indices, per_class, seed):
     """Draw samples of a store: CXR beside LwPA, LPE, ELEA and the composite (like Fig. 1)."""
     import numpy as np
 
     from .tools.figures import preview_figure
 
+    if Path(output).exists() and Path(output).resolve() == Path(store_path).resolve():
+        raise click.BadParameter(f"{output} is the store; writing there would destroy it", param_hint="--output")
     with _open(store_path) as store:
         n = len(store)
         if indices:
@@ -360,7 +381,7 @@ def preview(store_path, output, indices, per_class, seed):
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--per-class", type=click.IntRange(min=1), default=40, show_default=True,
               help="Images per class (normal, pneumonia, covid).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed; same seed, same files.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed; same seed, same files.")
 @click.option("--min-size", type=click.IntRange(min=64), default=256, show_default=True,
               help="Smallest image side in pixels.")
 @click.option("--max-size", type=click.IntRange(min=64), default=512, show_default=True,

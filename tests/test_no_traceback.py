@@ -132,3 +132,31 @@ def test_a_damaged_store_is_read_or_refused_in_one_line(store, tmp_path, how, k)
         assert result.exit_code == 0, result.output
     else:
         assert_one_line_error(result)
+
+
+MISUSE = [
+    (phasefeat_cli, lambda s, t: ["preview", s, "-o", s], "write the figure as .png"),  # onto the store
+    (phasefeat_cli, lambda s, t: ["preview", s, "-o", t / "fig.xyz"], "write the figure as .png"),
+    (phasefeat_cli, lambda s, t: ["enhance", "-o", t / "fig.bmp"], "write the figure as .png"),
+    (phasefeat_cli, lambda s, t: ["enhance", "--enh-png", t / "enh.jpg"], "written as PNG"),
+    (phasefeat_cli, lambda s, t: ["demo-data", t / "d", "--seed", "-1"], "-1 is not in the range"),
+    (trainer_cli, lambda s, t: ["evaluate", "--model", t / "m.keras", "--store", s, "--split-seed", "-1"],
+     "-1 is not in the range"),
+    (trainer_cli, lambda s, t: ["compare", "--store", s, "--seed", "-1", "--out", t / "g"], "-1 is not in the range"),
+    (trainer_cli, lambda s, t: ["train", "--store", s, "--split-seed", "-5", "--out", t / "r"],
+     "-5 is not in the range"),
+]
+
+
+@pytest.mark.parametrize("k", range(len(MISUSE)))
+def test_misused_options_are_refused_before_any_work(store, tmp_path, k):
+    import shutil
+
+    command, args, message = MISUSE[k]
+    copy = tmp_path / "s.h5"
+    shutil.copy(store, copy)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    result = CliRunner().invoke(command, [str(a) for a in args(copy, tmp_path)])
+    assert_one_line_error(result)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before

@@ -47,7 +47,7 @@ def _common(f):
                           "see docs/benchmarks.md)."),
         click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
                      help="Early-stopping patience in epochs (best weights are restored)."),
-        click.option("--split-seed", type=int, default=0, show_default=True,
+        click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
                      help="Seed of the stratified, patient-grouped 49/21/30 split."),
         click.option("--deterministic/--no-deterministic", default=True, show_default=True,
                      help="Deterministic kernels (bit-reproducible on the CPU)."),
@@ -254,7 +254,7 @@ def _load_framework(*stores):
               help="Losses to compare: cce, scce, focal, weighted_cce, cce_ls.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Paired repeats per arm (repeat k of every arm uses seed + k).")
-@click.option("--seed", type=int, default=0, show_default=True, help="First training seed.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="First training seed.")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Folder for runs, runs.csv, results.json, report.md and figures; reused on rerun.")
 @click.option("--audit", "with_audit", is_flag=True,
@@ -379,7 +379,7 @@ def _audit(store, out, inputs, repeats, seed, base, fractions, workers, runner, 
 @click.option("--inputs", default="cxr,enh", show_default=True, help="Inputs to audit (cxr, enh).")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Paired repeats of every experiment (repeat k uses seed + k).")
-@click.option("--seed", type=int, default=0, show_default=True, help="First training seed.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="First training seed.")
 @OCCLUDE_FRACTIONS
 @click.option("--out", default="audit", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the runs, audit.md, audit.json and occlusion_curve.png; reused on rerun.")
@@ -416,7 +416,7 @@ def audit(inputs, repeats, seed, occlude_fractions, out, **kw):
 @click.option("--input", "what", type=click.Choice(["cxr", "enh"]), default="enh", show_default=True,
               help="Which store images to train on.")
 @click.option("--loss", default="cce", show_default=True, help="Loss name (see `compare --help`).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Training seed.")
 @click.option("--out", default="run", show_default=True, type=click.Path(file_okay=False),
               help="Folder for model.keras and result.json.")
 def train(what, loss, seed, out, **kw):
@@ -452,7 +452,7 @@ def train(what, loss, seed, out, **kw):
 @click.option("--input", "what", type=click.Choice(["cxr", "enh"]), default=None,
               help="Which store images to use [default: the kind the model was trained on; a different "
                    "one is refused].")
-@click.option("--split-seed", type=int, default=0, show_default=True,
+@click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Seed of the split whose test part is used (the one the model was trained with).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per prediction batch.")
@@ -508,11 +508,11 @@ def evaluate(model_path, store, what, split_seed, batch_size, as_json):
 @click.option("--method", type=click.Choice(["grad-cam", "occlusion"]), default=None,
               help="Heat-map method [default: Grad-CAM on the TensorFlow backend, occlusion sensitivity "
                    "(forward passes only) on the others].")
-@click.option("--split-seed", type=int, default=0, show_default=True,
+@click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Seed of the split whose test part is used (the one the models were trained with).")
 @click.option("--occlude-fraction", type=click.FloatRange(0.05, 0.95), default=0.6, show_default=True,
               help="Side of the central box whose share of the heat-map mass is reported.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the choice of images.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the choice of images.")
 def explain(model_paths, store, per_kind, out, method, split_seed, occlude_fraction, seed):
     """Where do the models look? Heat maps over test images, and the mass inside the central box.
 
