@@ -352,8 +352,6 @@ def preview(store_path, output, indices, per_class, seed):
 
     from .tools.figures import preview_figure
 
-    if Path(output).exists() and Path(output).resolve() == Path(store_path).resolve():
-        raise click.BadParameter(f"{output} is the store; writing there would destroy it", param_hint="--output")
     with _open(store_path) as store:
         n = len(store)
         if indices:
