@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -510,3 +511,39 @@ def test_train_refuses_a_run_of_other_settings(store, tmp_path):
                                      "--width", "0.125"])
     assert other.exit_code == 2 and "holds a run made with other settings" in other.output
     assert (out / "model.keras").stat().st_mtime_ns == before
+
+
+def test_a_float_store_with_nan_or_out_of_range_values_is_refused(tmp_path):
+    """NaN would reach the normalisation statistics and train a constant model to exit 0."""
+    import h5py
+    from datasets import class_folder_dataset
+
+    from phasefeat.cli import cli as phasefeat_cli
+    from phasefeat.io.store import open_store
+
+    class_folder_dataset(tmp_path / "raw", per_class=4)
+    store = tmp_path / "f.h5"
+    done = CliRunner().invoke(phasefeat_cli, ["convert", str(tmp_path / "raw"), str(store), "--size", "32",
+                                              "--features-at", "32", "--enh-dtype", "float32", "-q",
+                                              "--backend", "numpy"])
+    assert done.exit_code == 0, done.output
+    with open_store(store) as s:
+        assert s.invalid_samples("enh") == [] and s.invalid_samples("cxr") == []
+    with h5py.File(store, "r+") as f:
+        f["enh"][2, 5, 5, 1] = np.nan
+        f["enh"][5, 0, 0, 0] = 1.5
+    with open_store(store) as s:
+        assert s.invalid_samples("enh") == [2, 5]
+        paths = s.source_paths
+    for command in (["train", "--out", str(tmp_path / "r")], ["compare", "--out", str(tmp_path / "g")],
+                    ["audit", "--out", str(tmp_path / "a")]):
+        result = CliRunner().invoke(cli, [*command, "--store", str(store), "--epochs", "1", "--inputs", "enh"]
+                                    if command[0] != "train" else [*command, "--store", str(store), "--epochs", "1"])
+        assert result.exit_code == 1, result.output
+        assert f"/enh holds NaN, infinite or out-of-range (not in [0, 1]) values in 2 sample(s): #2 ({paths[2]}), " \
+               f"#5 ({paths[5]})" in result.output
+        assert not Path(command[-1]).exists()
+    cxr_only = CliRunner().invoke(cli, ["compare", "--store", str(store), "--inputs", "cxr", "--epochs", "1",
+                                        "--width", "0.0625", "--repeats", "1", "--losses", "cce",
+                                        "--out", str(tmp_path / "c")])
+    assert cxr_only.exit_code == 0, cxr_only.output  # /cxr is clean: a CXR grid is fine

@@ -30,7 +30,7 @@ import numpy as np
 from phasefeat.io._atomic import make_dirs, remove_dirs
 
 from .audit_report import audit_markdown, draw_occlusion_curve, occlusion_curve
-from .experiment import GridError, RunConfig, prepare_split, run_name, store_info
+from .experiment import GridError, RunConfig, check_values, prepare_split, run_name, store_info
 from .grid import Job, SequentialRunner
 from .metrics import BOOTSTRAP, MARGIN, above_chance, interval_metrics
 from .report import finite_json
@@ -260,6 +260,8 @@ def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed:
                         "leave --target, --occlude and --test-source at their defaults")
     out = Path(out)
     info = store_info(store_path, inputs[0])
+    for what in inputs:
+        check_values(store_path, what)
     experiments = plan(info, tuple(occlude_fractions))
     splits = {}
     for exp in experiments:  # every split is checked before the first epoch

@@ -466,7 +466,7 @@ def evaluate(model_path, store, what, split_seed, batch_size, as_json):
     """
     _load_framework(store)
     from .data import StoreBatches  # a keras.utils.PyDataset: after the framework has loaded
-    from .experiment import GridError, RunConfig, prepare_split, store_info
+    from .experiment import GridError, RunConfig, check_values, prepare_split, store_info
     from .metrics import classification_metrics
     from .saved import ModelError, check_fit, load_model, model_info, model_inputs
 
@@ -475,6 +475,7 @@ def evaluate(model_path, store, what, split_seed, batch_size, as_json):
         info = model_info(model)
         data = store_info(store, info["input"] or "enh", info["target"])
         what = check_fit(info, data["class_names"], what, data["params_digest"])
+        check_values(store, what)
         split = prepare_split(store, RunConfig(input=what, split_seed=split_seed, target=info["target"]),
                               data)
         inputs = model_inputs(info, what, data)

@@ -125,6 +125,24 @@ def store_identity(store) -> str:
     return h.hexdigest()
 
 
+def check_values(store_path, what: str) -> None:
+    """Refuse a float store holding NaN, infinities or values outside [0, 1] before any training:
+    a NaN would reach the normalisation statistics and train a constant model to exit 0."""
+    from phasefeat.io.store import StoreError, open_store
+
+    try:
+        with open_store(store_path) as store:
+            bad = store.invalid_samples(what)
+            paths = store.source_paths
+    except StoreError as exc:
+        raise GridError(str(exc)) from None
+    if bad:
+        shown = ", ".join(f"#{i} ({paths[i]})" for i in bad[:3]) + (f" and {len(bad) - 3} more"
+                                                                      if len(bad) > 3 else "")
+        raise GridError(f"{store_path}: /{what} holds NaN, infinite or out-of-range (not in [0, 1]) values in "
+                        f"{len(bad)} sample(s): {shown}; convert those images again")
+
+
 def store_info(store_path, what: str, target: str = "class") -> dict:
     """Labels (of the class or of the source), names, patients, sources, shape and identity."""
     from phasefeat.io.store import StoreError, open_store
@@ -230,6 +248,8 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     if expected_identity is not None and info["store_identity"] != expected_identity:
         raise RunFailed(f"{store_path} is not the store this grid was planned on (it changed since, or "
                         "another file lies at that path on this machine)")
+    if expected_identity is None:  # a run of a planned grid was checked when the grid was planned
+        check_values(store_path, cfg.input)
     split = split or prepare_split(store_path, cfg, info)
     make_dirs(out_dir)
     names, labels = info["class_names"], info["labels"]

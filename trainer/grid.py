@@ -15,7 +15,15 @@ from pathlib import Path
 
 from phasefeat.io._atomic import make_dirs, remove_dirs
 
-from .experiment import GridError, RunConfig, prepare_split, run_name, store_info, train_run
+from .experiment import (
+    GridError,
+    RunConfig,
+    check_values,
+    prepare_split,
+    run_name,
+    store_info,
+    train_run,
+)
 from .losses import get_loss
 from .splits import Split
 
@@ -113,6 +121,8 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
     if out.exists() and not out.is_dir():
         raise GridError(f"--out {out} is a file, not a folder")
     info = store_info(store_path, inputs[0], base.target)
+    for what in inputs:  # once here, not in every run
+        check_values(store_path, what)
     split = prepare_split(store_path, dataclasses.replace(base, input=inputs[0]), info)
     # Keyed on what the store holds, not on its path: a store re-converted in place is another store.
     settings = {"store_identity": info["store_identity"], "base": json.loads(json.dumps(

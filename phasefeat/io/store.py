@@ -378,6 +378,20 @@ class Store:
     def source_paths(self) -> list[str]:
         return self._strings("meta/source_path")
 
+    def invalid_samples(self, what: str = "enh", batch_size: int = 64) -> list[int]:
+        """Samples whose float /cxr or /enh holds NaN, an infinity or a value outside [0, 1].
+
+        Integer images (uint8, uint16) cannot, and are not read: an empty list at once.
+        """
+        if self.dtype(what).kind != "f":
+            return []
+        bad = []
+        for start in range(0, len(self), batch_size):
+            x = self.read_many(list(range(start, min(start + batch_size, len(self)))), what)
+            wrong = ~np.isfinite(x) | (x < 0) | (x > 1)
+            bad += (start + np.flatnonzero(wrong.reshape(len(x), -1).any(axis=1))).tolist()
+        return bad
+
     def _optional_strings(self, name: str) -> list[str]:
         """An optional /meta column, ``""`` for every sample where the store has none."""
         return self._strings(name) if name in self._file else [""] * len(self)
