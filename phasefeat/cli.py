@@ -283,6 +283,7 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, patient
                f"{summary.backend} on {summary.device}"
                + (f"; resumed {summary.resumed_pieces} finished pieces" if summary.resumed_pieces else "")
                + ")")
+    _say_duplicates(summary.output)
     if summary.failed:
         click.echo(f"failed {summary.failed}:")
         for reason, n in sorted(summary.failures_by_reason.items(), key=lambda kv: -kv[1]):
@@ -292,6 +293,15 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, patient
             raise click.ClickException(f"no image could be converted; {summary.output} lists why")
         if strict:
             sys.exit(1)
+
+
+def _say_duplicates(path) -> None:
+    from .io.inspect_store import duplicate_summary
+
+    with _open(path) as store:
+        line = duplicate_summary(store.sha256, store.labels)
+    if line:
+        click.echo(f"duplicates: {line} (phasefeat inspect {path} lists them)")
 
 
 @contextlib.contextmanager

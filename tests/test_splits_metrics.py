@@ -81,3 +81,52 @@ def test_ece_zero_when_confidence_matches_accuracy():
     p = np.tile([[1.0, 0.0]], (10, 1))
     assert expected_calibration_error(np.zeros(10, int), p) == 0
     assert expected_calibration_error(np.ones(10, int), p) == pytest.approx(1.0)
+
+
+def test_identical_files_land_in_one_part_and_nothing_else_moves():
+    from trainer.splits import duplicate_groups
+
+    labels = np.repeat([0, 1, 2], 40)
+    patients = [f"p{i // 2}" for i in range(120)]
+    digests = [f"{i:064x}" for i in range(120)]
+    for a, b in ((3, 50), (7, 95), (60, 61), (10, 11)):  # across classes, and within (10 and 11: one patient)
+        digests[b] = digests[a]
+    groups = duplicate_groups(digests)
+    assert groups == [[3, 50], [7, 95], [10, 11], [60, 61]]
+    for seed in range(5):
+        plain = make_split(labels, patients, seed=seed)
+        merged = make_split(labels, patients, seed=seed, duplicates=groups)
+        part = {i: name for name in ("train", "val", "test") for i in getattr(merged, name)}
+        for group in groups:
+            together = {part[i] for i in group} | {part[j] for i in group for j in range(120)
+                                                   if patients[j] == patients[i]}
+            assert len(together) == 1, (seed, group)
+        assert sorted(np.concatenate([merged.train, merged.val, merged.test]).tolist()) == list(range(120))
+        unchanged = make_split(labels, patients, seed=seed, duplicates=[])
+        assert all(np.array_equal(getattr(plain, p), getattr(unchanged, p)) for p in ("train", "val", "test"))
+
+
+def test_duplicates_are_reported_by_convert_inspect_and_the_report(tmp_path):
+    from click.testing import CliRunner
+    from datasets import class_folder_dataset
+
+    from phasefeat.cli import cli
+    from trainer.report import _split_table
+
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=3)
+    (root / "Normal" / "images" / "copy.png").write_bytes((root / "COVID" / "images" / "COVID 0.png").read_bytes())
+    out = tmp_path / "s.h5"
+    done = CliRunner().invoke(cli, ["convert", str(root), str(out), "--size", "32", "--features-at", "32", "-q",
+                                    "--backend", "numpy"])
+    assert done.exit_code == 0, done.output
+    assert "duplicates: 1 group(s) of identical files (2 images; 1 group(s) with two labels" in done.output
+    shown = CliRunner().invoke(cli, ["inspect", str(out)]).output
+    assert "COVID/images/COVID 0.png (covid) = Normal/images/copy.png (normal)" in shown
+    from phasefeat.io.store import open_store
+
+    with open_store(out) as s:
+        labels, digests = s.labels, s.sha256
+    split = {"train": list(range(len(labels))), "val": [], "test": [], "grouped": False}
+    lines = _split_table(split, labels, ["covid", "normal", "pneumonia"], digests)
+    assert lines[-1].startswith("Identical files: 1 group(s) of identical files (2 images")

@@ -152,7 +152,7 @@ def store_info(store_path, what: str, target: str = "class") -> dict:
     try:
         with open_store(store_path) as store:
             info = {"labels": store.labels.copy(), "class_names": store.class_names,
-                    "patient_ids": store.patient_ids, "sources": store.sources,
+                    "patient_ids": store.patient_ids, "sources": store.sources, "sha256": store.sha256,
                     "shape": store.shape(what), "dtype": store.dtype(what),
                     "params_digest": store.attrs.get("params_digest", ""),
                     "params_json": store.attrs.get("params_json", ""),
@@ -177,9 +177,10 @@ def store_info(store_path, what: str, target: str = "class") -> dict:
 
 def prepare_split(store_path, cfg: RunConfig, info: dict | None = None) -> Split:
     """The split of ``cfg`` (``info``: the store's labels and patients, if already read)."""
-    from .splits import SplitError
+    from .splits import SplitError, duplicate_groups
 
     info = info or store_info(store_path, cfg.input, cfg.target)
+    duplicates = duplicate_groups(info.get("sha256", ()))
     if cfg.occlude in ("lungs", "non-lungs") and not info["has_masks"].all():
         missing = int((~info["has_masks"]).sum())
         raise GridError(f"--occlude {cfg.occlude} needs a lung mask for every image; {missing} of "
@@ -189,13 +190,13 @@ def prepare_split(store_path, cfg: RunConfig, info: dict | None = None) -> Split
         if cfg.test_sources:
             return make_external_split(info["labels"], info["sources"], cfg.test_sources,
                                        info["patient_ids"], seed=cfg.split_seed,
-                                       val_fraction=cfg.val_fraction)
+                                       val_fraction=cfg.val_fraction, duplicates=duplicates)
         groups = info["sources"] if cfg.split_by == "source" else info["patient_ids"]
         if cfg.split_by == "source" and not all(groups):
             raise GridError("--split-by source needs a source for every sample "
                             "(convert with --source-pattern)")
-        return make_split(info["labels"], groups, seed=cfg.split_seed,
-                          test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
+        return make_split(info["labels"], groups, seed=cfg.split_seed, test_fraction=cfg.test_fraction,
+                          val_fraction=cfg.val_fraction, duplicates=duplicates)
     except SplitError as exc:
         raise GridError(str(exc)) from None
 

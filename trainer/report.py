@@ -145,7 +145,9 @@ def _distinct(comparisons) -> list[dict]:
     return kept
 
 
-def _split_table(split: dict | None, labels, names) -> list[str]:
+def _split_table(split: dict | None, labels, names, digests=()) -> list[str]:
+    from phasefeat.io.inspect_store import duplicate_summary
+
     if split is None or labels is None:
         return ["The split is in `split.json`."]
     lines = ["| class | train | validation | test |", "|---|---:|---:|---:|"]
@@ -160,6 +162,8 @@ def _split_table(split: dict | None, labels, names) -> list[str]:
     else:
         lines += ["", "**Warning:** the store has no patient ids, so the split could not be grouped by "
                   "patient; images of one patient may sit in two parts and inflate test results."]
+    duplicates = duplicate_summary(digests, labels)
+    lines += ["", f"Identical files: {duplicates}." if duplicates else "Identical files: none."]
     return lines
 
 
@@ -171,6 +175,7 @@ def _provenance(store_path) -> tuple[list[str], dict]:
     try:
         with open_store(store_path) as store:
             attrs, labels, names = store.provenance, store.labels.copy(), store.class_names
+            digests = store.sha256
     except StoreError:
         return [], {}
     versions = attrs.get("library_versions", {})
@@ -183,7 +188,7 @@ def _provenance(store_path) -> tuple[list[str], dict]:
              f"{attrs.get('created', '?')}",
              f"* trained with Keras {keras.__version__} on the {keras.backend.backend()} backend; "
              f"store libraries: {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}"]
-    return lines, {"labels": labels, "names": names}
+    return lines, {"labels": labels, "names": names, "sha256": digests}
 
 
 def write_report(results: list[dict], out, store_path=None, failures=(), appendix=()) -> Path:
@@ -222,7 +227,8 @@ def write_report(results: list[dict], out, store_path=None, failures=(), appendi
                   *(f"* `{f['run']}`: {f['reason']}" for f in failures), ""]
     lines += ["## Headline", "",
              *headline(summary), "", "## Data split", "",
-             *_split_table(split, data.get("labels"), data.get("names", results[0]["class_names"])), ""]
+             *_split_table(split, data.get("labels"), data.get("names", results[0]["class_names"]),
+                           data.get("sha256", ())), ""]
     lines += ["## Data and software", "", *provenance, where_trained(results), ""]
     lines += ["## Arms", "", "Losses x 100; accuracy and macro F1 in %; macro AUC one-vs-rest.", ""]
     for arm in arms:

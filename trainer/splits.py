@@ -13,7 +13,9 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-__all__ = ["Split", "SplitError", "make_split", "make_external_split"]
+from phasefeat.io.inspect_store import duplicate_groups
+
+__all__ = ["Split", "SplitError", "make_split", "make_external_split", "duplicate_groups"]
 
 
 class SplitError(ValueError):
@@ -80,10 +82,30 @@ def _need_two_classes(labels, where: str) -> None:
                          "needs at least two (a one-class model is 100 % accurate and means nothing)")
 
 
-def _groups(labels, patient_ids):
+def _merge(keys: list[str], groups: list[list[int]]) -> list[str]:
+    """``keys`` with every group of samples joined under one key (the smallest of its members'),
+    and everything that shares a key with them joined too (union-find). Unchanged without groups."""
+    parent = {k: k for k in keys}
+
+    def root(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for group in groups:
+        first, *rest = sorted({root(keys[i]) for i in group})
+        for other in rest:
+            parent[other] = first
+    return [root(k) for k in keys]
+
+
+def _groups(labels, patient_ids, duplicates=()):
     grouped = patient_ids is not None and any(p for p in patient_ids)
     keys = [p if grouped and p else f"#{i}" for i, p in
             enumerate(patient_ids if grouped else [""] * len(labels))]
+    if duplicates:  # the same file twice: both copies in one part, as one patient's images
+        keys = _merge(keys, duplicates)
     indices_by_group = defaultdict(list)
     for i, key in enumerate(keys):
         indices_by_group[key].append(i)
@@ -93,7 +115,7 @@ def _groups(labels, patient_ids):
 
 
 def make_external_split(labels, sources, test_sources, patient_ids=None, *, seed: int = 0,
-                        val_fraction: float = 0.3) -> Split:
+                        val_fraction: float = 0.3, duplicates=()) -> Split:
     """External validation: the named sources are the test set; train and validation share the rest.
 
     Parameters
@@ -130,7 +152,9 @@ def make_external_split(labels, sources, test_sources, patient_ids=None, *, seed
     if not 0 < val_fraction < 1:
         raise SplitError(f"val_fraction must lie in (0, 1), got {val_fraction}")
     patients = None if patient_ids is None else [patient_ids[i] for i in rest]
-    grouped, by_group, group_label = _groups(labels[rest], patients)
+    local = {int(i): k for k, i in enumerate(rest)}
+    kept = [[local[i] for i in g if i in local] for g in duplicates]
+    grouped, by_group, group_label = _groups(labels[rest], patients, [g for g in kept if len(g) > 1])
     val_local = _take(by_group, group_label, labels[rest], val_fraction, np.random.default_rng(seed))
     val = rest[sorted(val_local)]
     train = np.setdiff1d(rest, val)
@@ -141,7 +165,7 @@ def make_external_split(labels, sources, test_sources, patient_ids=None, *, seed
 
 
 def make_split(labels, patient_ids=None, *, seed: int = 0, test_fraction: float = 0.3,
-               val_fraction: float = 0.3, min_per_class: int = 1) -> Split:
+               val_fraction: float = 0.3, min_per_class: int = 1, duplicates=()) -> Split:
     """Split sample indices into train / validation / test.
 
     Parameters
@@ -156,6 +180,9 @@ def make_split(labels, patient_ids=None, *, seed: int = 0, test_fraction: float 
         Share of all samples for test, and of the remaining samples for validation.
     min_per_class : int
         Each class must have at least this many samples in every part.
+    duplicates : list of list of int, optional
+        Groups of samples that are the same file (:func:`duplicate_groups`): each group
+        lands in one part, joined with the patients of its members.
 
     Raises
     ------
@@ -167,7 +194,7 @@ def make_split(labels, patient_ids=None, *, seed: int = 0, test_fraction: float 
         if not 0 < value < 1:
             raise SplitError(f"{name} must lie in (0, 1), got {value}")
     _need_two_classes(labels, "the store")
-    grouped, indices_by_group, group_label = _groups(labels, patient_ids)
+    grouped, indices_by_group, group_label = _groups(labels, patient_ids, duplicates)
     rng = np.random.default_rng(seed)
     test = _take(indices_by_group, group_label, labels, test_fraction, rng)
     rest = {g: idx for g, idx in indices_by_group.items() if idx[0] not in test}

@@ -11,7 +11,29 @@ import numpy as np
 
 from .store import Store
 
-__all__ = ["report", "verify_sources", "class_source_table", "cramers_v", "format_class_source"]
+__all__ = ["report", "verify_sources", "class_source_table", "cramers_v", "format_class_source",
+           "duplicate_groups", "duplicate_summary"]
+
+
+def duplicate_groups(digests) -> list[list[int]]:
+    """Indices of samples with the same file digest (SHA-256): groups of two or more, in order."""
+    by_digest = {}
+    for i, digest in enumerate(digests):
+        if digest:
+            by_digest.setdefault(digest, []).append(i)
+    return sorted(g for g in by_digest.values() if len(g) > 1)
+
+
+def duplicate_summary(digests, labels) -> str | None:
+    """One sentence on the store's identical files (None when there are none)."""
+    groups = duplicate_groups(digests)
+    if not groups:
+        return None
+    labels = np.asarray(labels)
+    across = sum(1 for g in groups if len(set(labels[g].tolist())) > 1)
+    return (f"{len(groups)} group(s) of identical files ({sum(len(g) for g in groups)} images"
+            + (f"; {across} group(s) with two labels: the same image in two classes" if across else "")
+            + "); the trainer keeps each group in one part of the split")
 
 
 def class_source_table(labels, sources, n_classes: int) -> tuple[np.ndarray, list[str]]:
@@ -83,6 +105,12 @@ def report(store: Store, failures_shown: int = 20) -> str:
     patients = [p for p in store.patient_ids if p]
     lines.append(f"patients     {len(set(patients))} distinct ids" if patients else
                  "patients     no patient ids in this layout")
+    duplicates = duplicate_summary(store.sha256, store.labels)
+    lines.append(f"duplicates   {duplicates or 'none (no two samples share a SHA-256)'}")
+    if duplicates:
+        paths = store.source_paths
+        for group in duplicate_groups(store.sha256)[:5]:
+            lines.append("  " + " = ".join(f"{paths[i]} ({store.class_names[store.labels[i]]})" for i in group))
     masks = int(store.has_masks.sum())
     if masks:
         lines.append(f"lung masks   {masks} of {len(store)} samples (trainer --occlude lungs|non-lungs)")
