@@ -547,3 +547,33 @@ def test_a_float_store_with_nan_or_out_of_range_values_is_refused(tmp_path):
                                         "--width", "0.0625", "--repeats", "1", "--losses", "cce",
                                         "--out", str(tmp_path / "c")])
     assert cxr_only.exit_code == 0, cxr_only.output  # /cxr is clean: a CXR grid is fine
+
+
+def test_evaluate_uses_the_split_the_model_was_trained_with(store, tmp_path):
+    """A model trained on another split seed is evaluated on its own test set by default; another split
+    is an explicit choice and says so; another store cannot rebuild the model's test set."""
+    import shutil
+
+    import h5py
+
+    out = tmp_path / "run"
+    done = CliRunner().invoke(cli, ["train", "--store", str(store), "--out", str(out), "--epochs", "1",
+                                    "--width", "0.0625", "--split-seed", "3"])
+    assert done.exit_code == 0, done.output
+    saved = json.loads((out / "result.json").read_text())["metrics"]
+    model = str(out / "model.keras")
+    own = CliRunner().invoke(cli, ["evaluate", "--model", model, "--store", str(store), "--json"])
+    record = json.loads(own.output)
+    assert record["split"]["split_seed"] == 3 and record["note"] == ""
+    assert record["confusion_matrix"] == saved["confusion_matrix"]
+    other = CliRunner().invoke(cli, ["evaluate", "--model", model, "--store", str(store), "--split-seed", "0"])
+    assert other.exit_code == 0 and "note: not the model's own test set (split seed differ" in other.output
+    copy = tmp_path / "other.h5"
+    shutil.copy(store, copy)
+    with h5py.File(copy, "r+") as f:  # the same images converted again would differ like this
+        f["meta/sha256"][0] = "0" * 64
+    refused = CliRunner().invoke(cli, ["evaluate", "--model", model, "--store", str(copy)])
+    assert refused.exit_code == 1 and "is not the store this model was split on" in refused.output
+    asked = CliRunner().invoke(cli, ["evaluate", "--model", model, "--store", str(copy), "--split-seed", "3"])
+    assert asked.exit_code == 0 and "is not the store the model was split on: the test part of split seed 3" \
+        in asked.output

@@ -452,23 +452,29 @@ def train(what, loss, seed, out, **kw):
 @click.option("--input", "what", type=click.Choice(["cxr", "enh"]), default=None,
               help="Which store images to use [default: the kind the model was trained on; a different "
                    "one is refused].")
-@click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
-              help="Seed of the split whose test part is used (the one the model was trained with).")
+@click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=None,
+              help="Evaluate on the test part of another split [default: the model's own, which it records].")
+@click.option("--split-by", type=click.Choice(["patient", "source"]), default=None,
+              help="Grouping of that other split [default: the model's].")
+@click.option("--test-source", "test_sources", default=None, metavar="NAME[,NAME]",
+              help="Test on these sources (external validation) [default: the model's].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per prediction batch.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the metrics as one JSON object (for scripts) instead of tables.")
-def evaluate(model_path, store, what, split_seed, batch_size, as_json):
-    """Accuracy and per-class metrics of a saved model on a store's test split.
+def evaluate(model_path, store, what, split_seed, split_by, test_sources, batch_size, as_json):
+    """Accuracy and per-class metrics of a saved model on its test set.
 
-    The model carries its input kind, class names, target and occlusion; a store it does
-    not fit (other classes, other channel count) is refused before anything is computed.
+    The model carries its input kind, class names, target, occlusion and the split it was
+    trained with (seed, grouping, test sources, store identity): by default the test part of
+    that split, images the model never saw. Another split is an explicit choice, and the
+    output says its test images may include training images.
     """
     _load_framework(store)
     from .data import StoreBatches  # a keras.utils.PyDataset: after the framework has loaded
     from .experiment import GridError, RunConfig, check_values, prepare_split, store_info
     from .metrics import classification_metrics
-    from .saved import ModelError, check_fit, load_model, model_info, model_inputs
+    from .saved import ModelError, check_fit, evaluation_split, load_model, model_info, model_inputs
 
     try:
         model = load_model(model_path)
@@ -476,10 +482,15 @@ def evaluate(model_path, store, what, split_seed, batch_size, as_json):
         data = store_info(store, info["input"] or "enh", info["target"])
         what = check_fit(info, data["class_names"], what, data["params_digest"])
         check_values(store, what)
-        split = prepare_split(store, RunConfig(input=what, split_seed=split_seed, target=info["target"]),
-                              data)
+        settings, note = evaluation_split(info, data["store_identity"], split_seed, split_by,
+                                          _csv(test_sources) if test_sources else None, store_path=store)
+        split = prepare_split(store, RunConfig(input=what, target=info["target"], split_seed=settings["split_seed"],
+                                               split_by=settings["split_by"],
+                                               test_sources=tuple(settings["test_sources"]),
+                                               **{k: settings[k] for k in ("test_fraction", "val_fraction")
+                                                  if k in settings}), data)
         inputs = model_inputs(info, what, data)
-    except (ModelError, GridError) as exc:
+    except (ModelError, GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     labels, names = data["labels"], data["class_names"]
     test = StoreBatches(store, split.test, what, labels, len(names), "int", batch_size,
@@ -489,11 +500,15 @@ def evaluate(model_path, store, what, split_seed, batch_size, as_json):
     from .report import finite_json, metrics_lines
 
     if as_json:
-        click.echo(finite_json({"input": what, "target": info["target"], **metrics}))
+        click.echo(finite_json({"input": what, "target": info["target"], "split": settings, "note": note,
+                                **metrics}))
         return
-
-    click.echo(f"{model_path} on {store} ({what.upper()}, target: {info['target']}, test part of split seed "
-               f"{split_seed})")
+    own = "the model's own test set: " if not note else ""
+    click.echo(f"{model_path} on {store} ({what.upper()}, target: {info['target']}; {own}test part of "
+               f"split seed {settings['split_seed']}, grouped by {settings['split_by']}"
+               + (f", test sources {', '.join(settings['test_sources'])}" if settings["test_sources"] else "") + ")")
+    if note:
+        click.echo(f"note: {note}")
     for line in metrics_lines(metrics):
         click.echo(line)
 

@@ -278,7 +278,13 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
                              info={"model": cfg.model, "input": cfg.input, "class_names": list(names),
                                    "target": cfg.target,
                                    "occlude": cfg.occlude, "occlude_fraction": cfg.occlude_fraction,
-                                   "store_params_digest": info["params_digest"]})
+                                   "store_params_digest": info["params_digest"],
+                                   # what defines its test set: `trainer evaluate` rebuilds it from these
+                                   "split": {"split_seed": cfg.split_seed, "split_by": cfg.split_by,
+                                             "test_sources": list(cfg.test_sources),
+                                             "test_fraction": cfg.test_fraction,
+                                             "val_fraction": cfg.val_fraction},
+                                   "store_identity": info["store_identity"]})
     loss = spec.build(gamma=cfg.focal_gamma, weights=class_weights(labels[split.train], n_classes)
                       if cfg.loss == "weighted_cce" else None)
     optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}[cfg.optimizer](

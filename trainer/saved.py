@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["ModelError", "load_model", "model_info", "check_fit", "model_inputs"]
+__all__ = ["ModelError", "load_model", "model_info", "check_fit", "model_inputs", "evaluation_split"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -66,7 +66,8 @@ def model_info(model) -> dict:
     -------
     dict
         ``input`` ("cxr"/"enh"), ``class_names`` (None when unknown), ``n_outputs``,
-        ``image_size`` and ``target``.
+        ``image_size``, ``target``, and what defines its test set: ``split`` (seed, grouping,
+        test sources, fractions) and ``store_identity`` (None for models of earlier versions).
     """
     info = {}
     for layer in model.layers:
@@ -80,7 +81,8 @@ def model_info(model) -> dict:
             "channels": channels, "target": info.get("target", "class"),
             "occlude": info.get("occlude", "none"), "occlude_fraction": info.get("occlude_fraction", 0.6),
             "recorded": bool(info),
-            "store_params_digest": info.get("store_params_digest")}
+            "store_params_digest": info.get("store_params_digest"),
+            "split": info.get("split"), "store_identity": info.get("store_identity")}
 
 
 def check_fit(info: dict, store_names: list[str], requested_input: str | None,
@@ -130,3 +132,51 @@ def model_inputs(info: dict, what: str, data: dict) -> dict:
     if occlude != "none" and what == "enh":
         derive = OccludedFeatures(occlude, info["occlude_fraction"], data["params_json"], data["dtype"])
     return {"derive": derive, "lung_mode": occlude if occlude in MASK_OCCLUSIONS else None}
+
+
+def _describe(settings: dict) -> str:
+    parts = [f"split seed {settings['split_seed']}", f"grouped by {settings.get('split_by', 'patient')}"]
+    if settings.get("test_sources"):
+        parts.append(f"test sources {', '.join(settings['test_sources'])}")
+    return ", ".join(parts)
+
+
+def evaluation_split(info: dict, store_identity: str, split_seed=None, split_by=None, test_sources=None,
+                     store_path="the store") -> tuple[dict, str]:
+    """The split to evaluate on: the model's own by default, another one only when asked.
+
+    Returns
+    -------
+    settings : dict
+        ``split_seed``, ``split_by``, ``test_sources`` (and the fractions when recorded).
+    note : str
+        Empty for the model's own test set; otherwise why these test images may not be
+        unseen by the model (printed with the results).
+
+    Raises
+    ------
+    ModelError
+        The store is not the one the model was split on and no split was asked for: the
+        model's test set cannot be rebuilt there.
+    """
+    asked = {k: v for k, v in (("split_seed", split_seed), ("split_by", split_by),
+                               ("test_sources", None if test_sources is None else list(test_sources)))
+             if v is not None}
+    recorded = info.get("split")
+    if recorded is None:  # a model of an earlier version
+        settings = {"split_seed": 0, "split_by": "patient", "test_sources": [], **asked}
+        return settings, (f"the model does not record its split (an earlier version): this is the test part of "
+                          f"{_describe(settings)}; make sure it is the split the model was trained with")
+    settings = {**recorded, **asked}
+    if info.get("store_identity") not in (None, store_identity):
+        if not asked:
+            raise ModelError(f"{store_path} is not the store this model was split on (another store, or the same "
+                             "images converted again), so its test set cannot be rebuilt here; pass --split-seed "
+                             "(and --split-by, --test-source) to evaluate on a split of this store")
+        return settings, (f"{store_path} is not the store the model was split on: the test part of "
+                          f"{_describe(settings)} may hold images the model was trained on")
+    other = sorted(k for k, v in asked.items() if v != recorded.get(k))
+    if other:
+        return settings, (f"not the model's own test set ({', '.join(other).replace('_', ' ')} differ from the "
+                          f"model's {_describe(recorded)}): these test images may include ones it was trained on")
+    return settings, ""
