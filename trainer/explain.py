@@ -92,6 +92,12 @@ def _choose(labels, predicted, per_kind: int, seed: int) -> list[tuple[int, str]
     return chosen
 
 
+def _mean(shares) -> float:
+    """Mean of the defined shares; NaN when no map had any mass (a model whose gradients all vanished)."""
+    shares = np.asarray(shares, dtype=np.float64)
+    return float(shares[np.isfinite(shares)].mean()) if np.isfinite(shares).any() else float("nan")
+
+
 def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int = 0, fraction: float = 0.6,
             method: str | None = None, seed: int = 0) -> dict:
     """Heat maps of each model on the test split; writes ``explain.png`` and ``explain.json`` in ``out``."""
@@ -138,9 +144,9 @@ def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int 
                 lungs = np.where(total > 0, (maps * masks).sum(axis=(1, 2)) / np.where(total > 0, total, 1),
                                  np.nan)
         results.append({"model": str(path), "input": what, "method": method, "images": len(picked),
-                         "box_fraction": fraction, "mass_in_box_mean": float(np.nanmean(shares)),
+                         "box_fraction": fraction, "mass_in_box_mean": _mean(shares),
                          "mass_in_box": shares.tolist(),
-                         "mass_in_lungs_mean": None if lungs is None else float(np.nanmean(lungs)),
+                         "mass_in_lungs_mean": None if lungs is None else _mean(lungs),
                          "samples": [{"test_position": int(k), "kind": kind,
                                       "true": data["class_names"][labels[k]],
                                       "predicted": data["class_names"][predicted[k]]}
