@@ -33,6 +33,10 @@ LATER_FIELDS = {"assd_exponent": None, "scaling": "minmax", "scaling_percentile"
 MAX_NSCALE = 16
 MAX_BCCR_ITERATIONS = 64
 MAX_CLOSING_SIZE = 63
+#: The widest ASSD band-pass accepted, in octaves: a filter spanning a frequency ratio of 2**32 is
+#: already flat over any image; far wider ones (hundreds of octaves) put the filter's half-amplitude
+#: points below the smallest double, where its exponent can no longer be solved.
+MAX_ASSD_BANDWIDTH = 32.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,6 +320,14 @@ def _validate(p: PhaseParams) -> None:
     for name in ("min_wavelength", "mult", "assd_alpha", "assd_bandwidth", "kappa",
                  "reg_lambda", "sigma_w", "delta", "eps"):
         _finite_positive(p, name)
+    if p.assd_alpha > 1:
+        raise ValueError(f"assd_alpha must lie in (0, 1] (alpha scale spaces), got {p.assd_alpha!r}")
+    if p.assd_bandwidth > MAX_ASSD_BANDWIDTH:
+        raise ValueError(f"assd_bandwidth must be at most {MAX_ASSD_BANDWIDTH:g} octaves, got {p.assd_bandwidth!r}")
+    if p.filter_family == "assd" and p.assd_exponent is None:
+        from .maths.filters import assd_exponent
+
+        assd_exponent(p.assd_alpha, p.assd_bandwidth)  # refuses a bandwidth this alpha cannot reach
     if p.min_wavelength < 2:
         raise ValueError(f"min_wavelength must be >= 2 pixels (Nyquist), got {p.min_wavelength!r}")
     if not 0 < p.sigma_onf < 1:

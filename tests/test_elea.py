@@ -113,7 +113,7 @@ def test_boundary_constraint_range_and_closing_is_extensive(lpe):
     assert d["iterations"] == 6
 
 
-@pytest.mark.parametrize("size", [2, 3, 4, 5])
+@pytest.mark.parametrize("size", [2, 3, 4, 5, 6, 7, 9, 12, 31])  # beyond 5: the padding grows with the size
 @pytest.mark.parametrize("mode", ["nearest", "wrap"])
 def test_closing_matches_scipy(size, mode):
     ndimage = pytest.importorskip("scipy.ndimage")
@@ -191,3 +191,16 @@ def test_scaled_maximum_is_exactly_255(dtype):
     scaled = minmax_255(x, np)
     assert np.all(scaled.max(axis=(1, 2)) == 255) and np.all(scaled.min(axis=(1, 2)) == 0)
     assert np.all(E.airlight(scaled, PhaseParams(), np) == 179)
+
+
+@pytest.mark.parametrize("top", [0.5, 1.0, 1.5, 200.0])
+def test_fixed_scaling_sets_the_airlight_from_255_for_any_non_zero_map(top):
+    """With scaling="fixed" no pixel sets the airlight: a faint map (max S <= 1 on the 0..255 scale)
+    gets the same rho as a bright one; only an all-zero map falls back to (c0 + 255) / 2."""
+    params = PhaseParams(scaling="fixed")
+    scaled = np.zeros((1, 8, 8))
+    scaled[0, 3, 3] = top
+    expected = np.round(params.kappa * 255 + 1e-10)
+    assert params.c0 < expected < params.c1
+    assert E.airlight(scaled, params, np)[0, 0, 0] == expected
+    assert E.airlight(np.zeros((1, 8, 8)), params, np)[0, 0, 0] == (params.c0 + 255) / 2

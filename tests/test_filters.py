@@ -178,3 +178,25 @@ def test_assd_exponent_gives_the_asked_bandwidth(alpha, bandwidth):
     assert assd_bandwidth_octaves(a, alpha) == pytest.approx(bandwidth, abs=1e-9)
     g = assd(FREQS, 25.0, alpha, a)
     assert half_amplitude_bandwidth(g, FREQS) == pytest.approx(bandwidth, abs=2e-3)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.2, 0.5, 1.0])
+@pytest.mark.parametrize("bandwidth", [0.25, 1.0, 4.0, 8.0, 10.0])
+def test_assd_exponent_round_trips_or_refuses(alpha, bandwidth):
+    """Every bandwidth an ASSD filter with this alpha can have is solved exactly; one it cannot have is
+    refused, never answered with the end of the search bracket."""
+    widest = assd_bandwidth_octaves(1e-6, alpha)
+    if bandwidth < widest:
+        a = assd_exponent(alpha, bandwidth)
+        assert assd_bandwidth_octaves(a, alpha) == pytest.approx(bandwidth, rel=1e-9)
+    else:
+        with pytest.raises(ValueError, match="spans"):
+            assd_exponent(alpha, bandwidth)
+
+
+@pytest.mark.parametrize(("fields", "message"), [({"assd_bandwidth": 600.0}, "at most 32 octaves"),
+                                                 ({"assd_alpha": 1.5}, "assd_alpha must lie in"),
+                                                 ({"assd_alpha": 1.0, "assd_bandwidth": 16.0}, "spans")])
+def test_phase_params_refuse_assd_filters_that_cannot_be_built(fields, message):
+    with pytest.raises(ValueError, match=message):
+        PhaseParams(filter_family="assd", assd_exponent=None, **fields)

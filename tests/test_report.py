@@ -448,3 +448,27 @@ def test_paired_accuracy_intervals_stay_within_what_is_possible(tmp_path):
         low, high = c["test_accuracy"]["ci95"]
         assert -1.0 <= low <= high <= 1.0
     assert any(c["test_accuracy"]["ci95"] == [-1.0, 1.0] for c in results["comparisons"])
+
+
+def test_a_one_run_grid_writes_its_report(tmp_path):
+    """--inputs cxr --losses cce --repeats 1: one run, no comparison, a report all the same."""
+    one = [r for r in _results() if r["run"] == "cxr-cce-r0"]
+    write_report(one, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "1 runs: 1 arms (CXR + CCE) x 1 paired seed(s)" in text and "| normal |" not in text
+    assert _section(text, "Paired comparisons (a - b, same seeds, same model)") == []
+
+
+def test_three_twin_arms_are_one_arm_in_the_comparisons(tmp_path):
+    """cce, scce and cce_ls bit-identical on every seed: CXR vs ENH is compared once, not three times,
+    with the keys as a JSON reader returns them (equal strings, not the same objects)."""
+    results = []
+    for r in _results():
+        if r["loss"] == "cce":
+            extra = json.loads(json.dumps({**r, "loss": "cce_ls", "run": r["run"].replace("cce", "cce_ls")}))
+            results += [r, extra]
+        else:
+            results.append(r)
+    write_report(results, tmp_path)
+    rows = _section((tmp_path / "report.md").read_text(), "Paired comparisons (a - b, same seeds, same model)")
+    assert len(rows) == 1 and "cxr+" in rows[0] and "enh+" in rows[0]

@@ -621,3 +621,35 @@ def test_workers_that_keep_dying_stop_the_conversion_in_one_line(tmp_path):
     assert output.strip().splitlines()[-1].startswith("Error: a worker process died 3 times while converting piece")
     assert "memory" in output and "rerun the same command" in output
     assert not (tmp_path / "s.h5").exists()
+
+
+@pytest.mark.parametrize(("change", "value", "readable"), [
+    ("format_version", 0, False), ("format_version", 1, True),
+    ("label", "n_classes", False), ("label", "n_classes - 1", True), ("label", -1, False), ("label", 0, True),
+])
+def test_the_store_reader_at_each_bound(tmp_path, change, value, readable):
+    from phasefeat.io.store import random_store
+
+    path = random_store(tmp_path / "s.h5", 4, size=16)
+    with h5py.File(path, "r+") as f:
+        if change == "format_version":
+            f.attrs["format_version"] = value
+        else:
+            n = len(f["class_names"])
+            f["labels"][2] = {"n_classes": n, "n_classes - 1": n - 1}.get(value, value)
+    if readable:
+        with open_store(path) as store:
+            assert len(store) == 4
+    else:
+        with pytest.raises(StoreError, match="format_version 0 is not a positive integer|outside 0..2"):
+            open_store(path)
+
+
+def test_the_store_reads_every_valid_index_and_no_other(tmp_path):
+    from phasefeat.io.store import random_store
+
+    with open_store(random_store(tmp_path / "s.h5", 4, size=16)) as store:
+        assert np.array_equal(store.read(-4), store.read(0)) and np.array_equal(store.read(3), store.read(-1))
+        for index in (-5, 4):
+            with pytest.raises(IndexError, match=f"sample {index} out of range for a store of 4"):
+                store.read(index)

@@ -85,3 +85,24 @@ def test_energy_mapping_on_cupy_equals_numpy(cupy_module):
     got = energy_255(cp.asarray(x), 99.0, 6, cp)
     assert np.allclose(cp.asnumpy(got), energy_255(x, 99.0, 6, np), atol=1e-9)
     assert get_backend("cupy").name == "cupy"
+
+
+@pytest.mark.parametrize("margin", [1, 3, 5])
+def test_the_interior_at_its_edge_cases(margin):
+    """A map exactly 2 x margin wide has no interior: all of it is used; one pixel more leaves one row."""
+    whole = np.zeros((1, 2 * margin, 2 * margin))
+    whole[0, 0, 0] = 4.0  # the only energy: on the border
+    assert energy_255(whole, 100.0, margin, np)[0, 0, 0] == 255  # q = 4 from the whole map
+    one = np.zeros((1, 2 * margin + 1, 2 * margin + 1))
+    one[0, 0, 0], one[0, margin, margin] = 4.0, 2.0  # border 4, the single interior pixel 2
+    assert energy_255(one, 100.0, margin, np)[0, margin, margin] == pytest.approx(255.0)  # q = 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", [1e-20, 1e-6, 1.0, 1e20])
+def test_min_max_scaling_ignores_the_image_scale(dtype, c):
+    """ENH(c I) = ENH(I): min-max scaling is scale-free down to the smallest spans a dtype holds;
+    only a constant map (span exactly 0) gives 0."""
+    x = np.random.default_rng(3).random((2, 9, 11)).astype(dtype)
+    assert np.allclose(minmax_255((x * dtype(c)).astype(dtype), np), minmax_255(x, np), atol=1e-3)
+    assert not minmax_255(np.full((1, 4, 4), c, dtype), np).any()

@@ -130,3 +130,50 @@ def test_duplicates_are_reported_by_convert_inspect_and_the_report(tmp_path):
     split = {"train": list(range(len(labels))), "val": [], "test": [], "grouped": False}
     lines = _split_table(split, labels, ["covid", "normal", "pneumonia"], digests)
     assert lines[-1].startswith("Identical files: 1 group(s) of identical files (2 images")
+
+
+def test_partial_patient_ids_still_keep_each_known_patient_together():
+    """Ids known for some images only: the known patients stay in one part; the others are their own group."""
+    labels = np.repeat([0, 1, 2], 60)
+    patients = [f"p{i // 3}" if i % 2 == 0 else "" for i in range(180)]
+    for seed in range(4):
+        s = make_split(labels, patients, seed=seed)
+        assert s.grouped
+        where = {}
+        for part, idx in (("train", s.train), ("val", s.val), ("test", s.test)):
+            for i in idx:
+                if patients[i]:
+                    assert where.setdefault(patients[i], part) == part, (seed, patients[i])
+
+
+@pytest.mark.parametrize(("sizes", "minimum", "ok"), [((10, 10, 10), 1, True), ((10, 10, 10), 2, True),
+                                                      ((10, 10, 10), 3, False)])
+def test_the_minimum_per_class_is_inclusive(sizes, minimum, ok):
+    """A class with exactly ``min_per_class`` samples in a part is accepted; one fewer is refused."""
+    labels = labels_of(sizes)
+    smallest = min(int(np.bincount(labels[getattr(make_split(labels, seed=0), p)]).min())
+                   for p in ("train", "val", "test"))
+    assert smallest == 2  # 10 samples: 3 test, 2 val, 5 train per class
+    if ok:
+        make_split(labels, seed=0, min_per_class=minimum)
+    else:
+        with pytest.raises(SplitError, match=f"fewer than {minimum}"):
+            make_split(labels, seed=0, min_per_class=minimum)
+
+
+def test_ece_weights_each_bin_by_its_share_of_samples():
+    """Two bins: 8 samples at confidence 0.9, all right (gap 0.1); 2 at 0.6, all wrong (gap 0.6).
+    ECE = 0.8 * 0.1 + 0.2 * 0.6 = 0.2 (without the bin weights it would be 0.7)."""
+    p = np.array([[0.9, 0.1]] * 8 + [[0.6, 0.4]] * 2)
+    y = np.array([0] * 8 + [1] * 2)
+    assert expected_calibration_error(y, p) == pytest.approx(0.2)
+
+
+def test_macro_auc_averages_the_classes_present():
+    """A class absent from the test labels has no AUC; the macro mean is over the others, not NaN."""
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.3, 0.6, 0.1], [0.6, 0.3, 0.1]])
+    m = classification_metrics(y, p, ["a", "b", "c"])
+    assert np.isnan(m["per_class"]["c"]["auc_ovr"])
+    assert m["per_class"]["a"]["auc_ovr"] == pytest.approx(0.75) and m["per_class"]["b"]["auc_ovr"] == pytest.approx(0.75)
+    assert m["macro_auc_ovr"] == pytest.approx(0.75)

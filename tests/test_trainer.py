@@ -577,3 +577,14 @@ def test_evaluate_uses_the_split_the_model_was_trained_with(store, tmp_path):
     asked = CliRunner().invoke(cli, ["evaluate", "--model", model, "--store", str(copy), "--split-seed", "3"])
     assert asked.exit_code == 0 and "is not the store the model was split on: the test part of split seed 3" \
         in asked.output
+
+
+def test_weighted_cce_is_the_weighted_mean_of_the_cross_entropies():
+    """Unequal weights 1, 2, 4: the loss is mean_i w[y_i] * -log p_i[y_i] (weights 1, 1, 1 cannot tell)."""
+    from trainer.losses import get_loss
+
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]
+    p = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.2, 0.2, 0.6], [0.5, 0.3, 0.2]], dtype=np.float32)
+    loss = get_loss("weighted_cce").build(weights=[1.0, 2.0, 4.0])
+    by_hand = np.mean([1 * -np.log(0.7), 2 * -np.log(0.6), 4 * -np.log(0.6), 4 * -np.log(0.2)])
+    assert float(loss(y, p)) == pytest.approx(by_hand, rel=1e-5)

@@ -108,6 +108,12 @@ def assd_exponent(alpha: float, bandwidth: float) -> float:
 
     Solved by bisection on :func:`assd_bandwidth_octaves`, which decreases in
     ``a``. For alpha 0.2 and 4 octaves this gives a = 1.8339.
+
+    Raises
+    ------
+    ValueError
+        When no exponent in [1e-6, 1e6] gives that bandwidth (an ASSD filter with alpha 1
+        is at most about 10 octaves wide), instead of returning the end of the bracket.
     """
     lo, hi = 1e-6, 1e6
     for _ in range(200):
@@ -116,7 +122,12 @@ def assd_exponent(alpha: float, bandwidth: float) -> float:
             lo = mid
         else:
             hi = mid
-    return math.sqrt(lo * hi)
+    a = math.sqrt(lo * hi)
+    if abs(assd_bandwidth_octaves(a, alpha) - bandwidth) > 1e-6 * bandwidth:
+        widest, narrowest = assd_bandwidth_octaves(1e-6, alpha), assd_bandwidth_octaves(1e6, alpha)
+        raise ValueError(f"an ASSD filter with alpha {alpha:g} spans {narrowest:.3g} to {widest:.3g} octaves; "
+                         f"assd_bandwidth {bandwidth:g} is outside (or give assd_exponent itself)")
+    return a
 
 
 def assd(rho: np.ndarray, wavelength: float, alpha: float, a: float) -> np.ndarray:
