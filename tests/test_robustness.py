@@ -653,3 +653,33 @@ def test_the_store_reads_every_valid_index_and_no_other(tmp_path):
         for index in (-5, 4):
             with pytest.raises(IndexError, match=f"sample {index} out of range for a store of 4"):
                 store.read(index)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB file system (tmpfs), where the machine lets this process mount one; else skipped."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small file system here (needs privileges)")
+    yield mount
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_a_full_disk_under_the_store_is_one_line_and_exit_1(tmp_path, small_disk, compression):
+    """Pieces elsewhere (--shard-dir), the store on a disk too small for it: checked before HDF5 opens
+    the file (uncompressed), or the write fails (gzip); either way one line, exit 1, never a crash."""
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=30)
+    out = small_disk / "s.h5"
+    command = [sys.executable, "-m", "phasefeat", "convert", str(root), str(out), "--size", "128",
+               "--features-at", "64", "-q", "--workers", "1", "--backend", "numpy",
+               "--shard-dir", str(tmp_path / "pieces"), "--compression", compression]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].startswith("Error: ")
+    assert "free some space" in done.stderr and "rerun the same command" in done.stderr
+    assert list(small_disk.iterdir()) == []  # no partial store
+    assert len(list((tmp_path / "pieces" / "s.h5.parts").glob("piece-*.npz"))) == 2  # kept for the rerun

@@ -45,6 +45,12 @@ class ConvertError(RuntimeError):
     """The conversion cannot start or go on; the message says why and what to do."""
 
 
+class DiskFullError(ConvertError):
+    """The disk filled up; finished pieces are kept. HDF5 may be left in a state where a later
+    garbage collection of the failed file's objects crashes the process: the command line ends
+    at once after saying so (a library caller should do the same)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _RemoteBackend:
     name: str
@@ -253,6 +259,19 @@ def _prepare_work_dir(output: Path, work: Path, identity: dict, overwrite: bool)
             tmp.write_text(json.dumps(identity))
 
 
+def _check_room(output: Path, piece_paths, compression: str) -> None:
+    """Refuse to assemble an uncompressed store that cannot fit on its disk: HDF5 does not recover
+    well from a full disk half-way through a file (checked before it is opened, not after)."""
+    if compression != "none":  # the compressed size is not known in advance
+        return
+    need = sum(p.stat().st_size for p in piece_paths) + 2**20
+    free = shutil.disk_usage(output.parent).free
+    if need > free:
+        raise DiskFullError(f"the store needs about {need / 2**20:.0f} MB next to {output}, {free / 2**20:.0f} MB "
+                            "are free; free some space (or pass --compression gzip) and rerun the same command: "
+                            "it resumes from the finished pieces")
+
+
 def _library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -449,8 +468,8 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
     except OSError as exc:
         _forget(work, work_exists)
         if exc.errno == errno.ENOSPC:
-            raise ConvertError(f"disk full while writing next to {output}; free some space and "
-                               "rerun the same command: it resumes from the finished pieces") from None
+            raise DiskFullError(f"disk full while writing next to {output}; free some space and "
+                                "rerun the same command: it resumes from the finished pieces") from None
         raise
     except BaseException:
         _forget(work, work_exists)
@@ -557,6 +576,7 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
              "compression": compression, "discovered": disc.discovered,
              "engine": f"dask {scheduler}" if scheduler else "local",
              "conversion_identity": identity_digest(identity)}
+    _check_room(output, piece_paths, compression)
     started = time.perf_counter()
     converted = assemble(output, piece_paths, shape=(options.size, options.size),
                          cxr_dtype=options.cxr_dtype, enh_dtype=options.enh_dtype,
