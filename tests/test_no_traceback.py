@@ -111,6 +111,10 @@ STORE_COMMANDS = [
     (phasefeat_cli, lambda s, t: ["inspect", s]),
     (phasefeat_cli, lambda s, t: ["preview", s, "-o", t / "p.png"]),
     (trainer_cli, lambda s, t: ["train", "--store", s, "--out", t / "r", "--epochs", "1", "--width", "0.0625"]),
+    (trainer_cli, lambda s, t: ["compare", "--store", s, "--out", t / "g", "--epochs", "1", "--width", "0.0625",
+                                "--inputs", "cxr", "--losses", "cce", "--repeats", "1"]),
+    (trainer_cli, lambda s, t: ["audit", "--store", s, "--out", t / "a", "--epochs", "1", "--width", "0.0625",
+                                "--inputs", "cxr", "--repeats", "1", "--occlude-fractions", "0.9"]),
 ]
 
 
