@@ -499,6 +499,13 @@ def test_an_out_folder_with_other_files_is_refused_untouched(store, tmp_path, co
     assert result.exit_code == 2 and "holds files this command did not write" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["model.keras", "report.md"]
     assert (out / "report.md").read_text() == "my own notes"
+    (out / "model.keras").unlink()
+    (out / "report.md").rename(out / "notes.md")
+    asked = CliRunner().invoke(cli, [command, "--store", str(store), "--out", str(out), "--epochs", "1",
+                                     "--width", "0.0625", "--allow-other-files"]
+                               + (["--repeats", "1", "--losses", "cce", "--inputs", "cxr"] if command == "compare" else []))
+    assert asked.exit_code == 0, asked.output
+    assert (out / "notes.md").read_text() == "my own notes"
 
 
 def test_train_refuses_a_run_of_other_settings(store, tmp_path):

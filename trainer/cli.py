@@ -257,12 +257,16 @@ def _load_framework(*stores):
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="First training seed.")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Folder for runs, runs.csv, results.json, report.md and figures; reused on rerun.")
+@click.option("--allow-other-files", is_flag=True,
+              help="Write into an --out that holds files this command did not write (refused by default, "
+                   "so that nothing of yours is overwritten: a file of the same name as one the report "
+                   "writes is replaced).")
 @click.option("--audit", "with_audit", is_flag=True,
               help="Also run the shortcut audit (see `trainer audit --help`) into OUT/audit, reusing the "
                    "grid's CCE runs as its reference, and add its verdict, curve and tables to report.md "
                    "and report.html.")
 @OCCLUDE_FRACTIONS
-def compare(inputs, losses, repeats, seed, out, with_audit, occlude_fractions, **kw):
+def compare(inputs, losses, repeats, seed, out, with_audit, occlude_fractions, allow_other_files, **kw):
     """Run the paired grid inputs x losses x repeats and write the report.
 
     With --scheduler every run is a Dask task; a run that fails for a reason of its own is
@@ -279,7 +283,8 @@ def compare(inputs, losses, repeats, seed, out, with_audit, occlude_fractions, *
     base = _base(kw)
     for name in models[1:]:
         _check_model(base, name)
-    _check_out(out, marker=("grid.json",), own=GRID_FILES)
+    if not allow_other_files:
+        _check_out(out, marker=("grid.json",), own=GRID_FILES)
     runner = _runner(kw)
     _load_framework(kw["store"])
     record = None
@@ -419,7 +424,9 @@ def audit(inputs, repeats, seed, occlude_fractions, out, **kw):
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Training seed.")
 @click.option("--out", default="run", show_default=True, type=click.Path(file_okay=False),
               help="Folder for model.keras and result.json.")
-def train(what, loss, seed, out, **kw):
+@click.option("--allow-other-files", is_flag=True,
+              help="Write into an --out that holds files this command did not write (refused by default).")
+def train(what, loss, seed, out, allow_other_files, **kw):
     """Train one model and evaluate it on the test split."""
     import dataclasses
 
@@ -429,7 +436,8 @@ def train(what, loss, seed, out, **kw):
     (loss,) = _pick(loss, tuple(LOSSES), "--loss")
     _models(kw, single=True)
     cfg = dataclasses.replace(_base(kw), input=what, loss=loss, seed=seed)
-    _check_out(out, marker=("result.json", "checkpoint.npz"), own=RUN_FILES)
+    if not allow_other_files:
+        _check_out(out, marker=("result.json", "checkpoint.npz"), own=RUN_FILES)
     _check_run_settings(out, cfg)
     _load_framework(kw["store"])
     existed = Path(out).exists()
