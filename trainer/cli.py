@@ -480,9 +480,9 @@ def evaluate(model_path, store, what, split_seed, split_by, test_sources, batch_
     """
     _load_framework(store)
     from .data import StoreBatches  # a keras.utils.PyDataset: after the framework has loaded
-    from .experiment import GridError, RunConfig, check_values, prepare_split, store_info
+    from .experiment import GridError, check_values, store_info
     from .metrics import classification_metrics
-    from .saved import ModelError, check_fit, evaluation_split, load_model, model_info, model_inputs
+    from .saved import ModelError, check_fit, load_model, model_info, model_inputs, model_test_split
 
     try:
         model = load_model(model_path)
@@ -490,13 +490,8 @@ def evaluate(model_path, store, what, split_seed, split_by, test_sources, batch_
         data = store_info(store, info["input"] or "enh", info["target"])
         what = check_fit(info, data["class_names"], what, data["params_digest"])
         check_values(store, what)
-        settings, note = evaluation_split(info, data["store_identity"], split_seed, split_by,
-                                          _csv(test_sources) if test_sources else None, store_path=store)
-        split = prepare_split(store, RunConfig(input=what, target=info["target"], split_seed=settings["split_seed"],
-                                               split_by=settings["split_by"],
-                                               test_sources=tuple(settings["test_sources"]),
-                                               **{k: settings[k] for k in ("test_fraction", "val_fraction")
-                                                  if k in settings}), data)
+        split, settings, note = model_test_split(store, info, data, what, split_seed, split_by,
+                                                 _csv(test_sources) if test_sources else None)
         inputs = model_inputs(info, what, data)
     except (ModelError, GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -532,8 +527,8 @@ def evaluate(model_path, store, what, split_seed, split_by, test_sources, batch_
 @click.option("--method", type=click.Choice(["grad-cam", "occlusion"]), default=None,
               help="Heat-map method [default: Grad-CAM on the TensorFlow backend, occlusion sensitivity "
                    "(forward passes only) on the others].")
-@click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
-              help="Seed of the split whose test part is used (the one the models were trained with).")
+@click.option("--split-seed", type=click.IntRange(0, 2**32 - 1), default=None,
+              help="Use the test part of another split [default: each model's own, which it records].")
 @click.option("--occlude-fraction", type=click.FloatRange(0.05, 0.95), default=0.6, show_default=True,
               help="Side of the central box whose share of the heat-map mass is reported.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the choice of images.")

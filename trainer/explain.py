@@ -98,14 +98,14 @@ def _mean(shares) -> float:
     return float(shares[np.isfinite(shares)].mean()) if np.isfinite(shares).any() else float("nan")
 
 
-def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int = 0, fraction: float = 0.6,
+def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int | None = None, fraction: float = 0.6,
             method: str | None = None, seed: int = 0) -> dict:
     """Heat maps of each model on the test split; writes ``explain.png`` and ``explain.json`` in ``out``."""
     import keras
 
     from .data import StoreBatches
-    from .experiment import RunConfig, prepare_split, store_info
-    from .saved import check_fit, load_model, model_info, model_inputs
+    from .experiment import store_info
+    from .saved import check_fit, load_model, model_info, model_inputs, model_test_split
 
     method = method or ("grad-cam" if keras.backend.backend() == "tensorflow" else "occlusion")
     if method not in METHODS:
@@ -118,8 +118,7 @@ def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int 
         info = model_info(model)
         data = store_info(store_path, info["input"] or "enh", info["target"])
         what = check_fit(info, data["class_names"], None, data["params_digest"])
-        split = prepare_split(store_path, RunConfig(input=what, split_seed=split_seed, target=info["target"]),
-                              data)
+        split, _, _ = model_test_split(store_path, info, data, what, split_seed)  # the model's own by default
         test = StoreBatches(store_path, split.test, what, data["labels"], len(data["class_names"]), "int",
                             64, image_size=model.input_shape[1], **model_inputs(info, what, data))
         images = np.concatenate([test[i][0] for i in range(len(test))])

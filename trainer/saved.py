@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["ModelError", "load_model", "model_info", "check_fit", "model_inputs", "evaluation_split"]
+__all__ = ["ModelError", "load_model", "model_info", "check_fit", "model_inputs", "evaluation_split", "model_test_split"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -180,3 +180,19 @@ def evaluation_split(info: dict, store_identity: str, split_seed=None, split_by=
         return settings, (f"not the model's own test set ({', '.join(other).replace('_', ' ')} differ from the "
                           f"model's {_describe(recorded)}): these test images may include ones it was trained on")
     return settings, ""
+
+
+def model_test_split(store_path, info: dict, data: dict, what: str, split_seed=None, split_by=None,
+                     test_sources=None):
+    """The split whose test part a model is evaluated (or explained) on: ``(split, settings, note)``.
+
+    See :func:`evaluation_split`; ``data`` is :func:`trainer.experiment.store_info` of the store.
+    """
+    from .experiment import RunConfig, prepare_split
+
+    settings, note = evaluation_split(info, data["store_identity"], split_seed, split_by, test_sources,
+                                      store_path=store_path)
+    cfg = RunConfig(input=what, target=info["target"], split_seed=settings["split_seed"],
+                    split_by=settings["split_by"], test_sources=tuple(settings["test_sources"]),
+                    **{k: settings[k] for k in ("test_fraction", "val_fraction") if k in settings})
+    return prepare_split(store_path, cfg, data), settings, note
