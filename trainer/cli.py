@@ -334,9 +334,9 @@ def _check_out(out, marker: tuple[str, ...], own: set[str]) -> None:
     if not path.is_dir():
         raise click.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
     names = {p.name for p in path.iterdir()}
-    if not names or names & set(marker):
+    foreign = sorted(names - own)
+    if not foreign or names & set(marker):
         return
-    foreign = sorted(names - own) or sorted(names)
     shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
     raise click.BadParameter(f"{out} holds files this command did not write ({shown}); choose an empty or new "
                              "folder", param_hint="--out")
