@@ -243,7 +243,7 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, patient
     import os
 
     from .backend import BackendUnavailableError
-    from .io.convert import ConvertError, ConvertOptions, DiskFullError
+    from .io.convert import ConvertError, ConvertOptions
     from .io.convert import convert as run_convert
     from .io.discover import DiscoveryError
     from .io.distributed import DaskUnavailableError, parse_scheduler
@@ -266,12 +266,6 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, patient
             progress=not quiet, command_line=" ".join(["phasefeat", *sys.argv[1:]]),
             scheduler=scheduler, shard_dir=shard_dir, virtual=virtual, source_pattern=source_pattern,
             patient_pattern=patient_pattern)
-    except DiskFullError as exc:
-        # After a write failed for lack of space, freeing HDF5's objects can crash the process:
-        # say it, then end at once (finished pieces are on disk, the partial store is removed).
-        click.echo(f"Error: {exc}", err=True)
-        sys.stderr.flush()
-        os._exit(1)
     except (ConvertError, DiscoveryError, BackendUnavailableError, DaskUnavailableError,
             ValueError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -323,6 +323,8 @@ def test_an_interrupted_overwrite_keeps_its_promise(tmp_path, monkeypatch):
 
 
 def test_a_failed_virtual_overwrite_leaves_the_old_store_readable(tmp_path, monkeypatch):
+    """The new shards are built beside the old ones and swapped in only when the store is complete."""
+    from phasefeat.io import convert as convert_module
     from phasefeat.io import store as store_module
     from phasefeat.io.convert import ConvertOptions, convert
 
@@ -333,21 +335,28 @@ def test_a_failed_virtual_overwrite_leaves_the_old_store_readable(tmp_path, monk
     options = ConvertOptions(size=32, features_at=32, piece_size=2)
     convert(one, out, options=options, backend="numpy", progress=False, virtual=True)
     with open_store(out) as s:
-        before = s.read_many(list(range(len(s))), "enh")
+        before, attrs = s.read_many(list(range(len(s))), "enh"), s.attrs
+    # the pieces of a second conversion, and its assembly failing half-way (a full disk), in this process
+    monkeypatch.setattr(convert_module, "_assemble_apart", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        convert(two, out, options=options, backend="numpy", progress=False, virtual=True, overwrite=True)
+    pieces = sorted((tmp_path / "s.h5.parts").glob("piece-*.npz"))
     real, shards = store_module._write_shard, []
 
-    def full_disk(path, piece, compression):  # the assembly of the new store fails half-way
+    def full_disk(path, piece, compression):
         if len(shards) == 2:
             raise OSError(28, "No space left on device")
         shards.append(path)
         real(path, piece, compression)
 
     monkeypatch.setattr(store_module, "_write_shard", full_disk)
-    with pytest.raises(Exception, match="disk full"):
-        convert(two, out, options=options, backend="numpy", progress=False, virtual=True, overwrite=True)
+    with pytest.raises(OSError, match="No space left"):
+        store_module.assemble(out, pieces, shape=(32, 32), cxr_dtype="uint8", enh_dtype="uint8",
+                              class_names=["covid", "normal", "pneumonia"], failures=[], attrs=attrs, virtual=True)
     monkeypatch.undo()
     with open_store(out) as s:
         assert np.array_equal(s.read_many(list(range(len(s))), "enh"), before) and len(s) == 6
+    assert not (tmp_path / ".s.h5.shards.partial").exists()
     convert(two, out, options=options, backend="numpy", progress=False, virtual=True, overwrite=True)
     with open_store(out) as s:
         assert len(s) == 9 and s.read(8, "enh").any()
