@@ -49,9 +49,9 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed-test
 
 ## demo: phantoms with a planted site shortcut (or DATA=...) -> convert -> preview -> CXR/ENH x CCE/SCCE
-##       comparison with the shortcut audit -> report (about 4 min on 2 CPU cores; docs/benchmarks.md)
+##       comparison with the shortcut audit -> report (about 5 min on 2 CPU cores after the install)
 demo: $(VENV)/.installed-train
-	@echo "make demo: about 4 minutes on 2 CPU cores (253 s measured; docs/benchmarks.md)"
+	@echo "make demo: about 5 minutes on 2 CPU cores after the install (290 s measured; benchmarks/results/setup-cpu.json)"
 	@set -e; raw="$(DATA)"; set -- $(DEMO_SOURCE_ARGS); \
 	if [ -n "$$raw" ] && [ ! -d "$$raw" ]; then echo "make demo: DATA=$$raw is not a folder" >&2; exit 2; fi; \
 	mkdir -p "$(DEMO_DIR)"; \

@@ -72,17 +72,24 @@ def disk_gb(path: Path) -> float:
     return round(int(done.stdout.split()[0]) / 1e9, 2)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
+    """The command line; ``steps`` is checked and returned as a list."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated: install, test, demo")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "setup-cpu.json")
     parser.add_argument("--cpu", default="2-core Intel Xeon VM (development machine)",
                         help="how to name this machine's CPU in the record")
     args = parser.parse_args(argv)
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    unknown = sorted(set(steps) - set(STEPS))
+    args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    unknown = sorted(set(args.steps) - set(STEPS))
     if unknown:
         parser.error(f"unknown steps {unknown}; choose from {', '.join(STEPS)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    steps = args.steps
     work = Path(tempfile.mkdtemp(prefix="phasefeat-setup-"))
     venv, out = work / "venv", work / "out"
     rows = {}
