@@ -41,6 +41,8 @@ MODULES = {
     "phasefeat/maths/monogenic.py": "tests/test_monogenic.py tests/test_crosscheck.py tests/test_golden.py",
     "phasefeat/maths/features.py": "tests/test_enhance.py tests/test_scaling.py tests/test_golden.py",
     "trainer/report.py": "tests/test_report_stats.py tests/test_report.py",
+    "phasefeat/maths/scaling.py": "tests/test_scaling.py tests/test_golden.py tests/test_elea.py",
+    "trainer/splits.py": "tests/test_splits_metrics.py",
 }
 
 

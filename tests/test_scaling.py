@@ -106,3 +106,37 @@ def test_min_max_scaling_ignores_the_image_scale(dtype, c):
     x = np.random.default_rng(3).random((2, 9, 11)).astype(dtype)
     assert np.allclose(minmax_255((x * dtype(c)).astype(dtype), np), minmax_255(x, np), atol=1e-3)
     assert not minmax_255(np.full((1, 4, 4), c, dtype), np).any()
+
+
+@pytest.mark.parametrize("shape", [(2, 20), (20, 2), (4, 40), (40, 4)])
+def test_a_map_too_narrow_on_one_side_uses_all_of_it(shape):
+    """The border is left out only when both sides leave an interior (margin 1 and 2 here)."""
+    margin = shape[0] // 2 if shape[0] < shape[1] else shape[1] // 2
+    x = np.random.default_rng(5).standard_normal((1, *shape))
+    assert np.array_equal(energy_255(x, 99.0, margin, np), energy_255(x, 99.0, 0, np))
+
+
+def test_min_max_values_by_hand():
+    x = np.array([[[3.0, 5.0, 7.0]]])  # lo 3, span 4
+    assert minmax_255(x, np).tolist() == [[[0.0, 127.5, 255.0]]]
+    assert minmax_255(x.astype(np.float32), np).dtype == np.float32
+
+
+def test_energy_values_by_hand_also_below_one():
+    """q = the 100th percentile of |x| = 0.5 (below 1): (x / q + 1) * 127.5; with the 50th (q = 0.25)
+    the ends are clipped to 0 and 255."""
+    x = np.array([[[-0.5, -0.25, 0.0, 0.25, 0.5]]])
+    assert energy_255(x, 100.0, 0, np).tolist() == [[[0.0, 63.75, 127.5, 191.25, 255.0]]]
+    assert energy_255(x, 50.0, 0, np).tolist() == [[[0.0, 0.0, 127.5, 255.0, 255.0]]]
+
+
+def test_scale_map_picks_the_mapping_of_the_scaling_and_the_kind():
+    from phasefeat.maths.scaling import scale_map
+
+    x = np.random.default_rng(6).standard_normal((1, 12, 12))
+    minmax, fixed = PhaseParams(scaling="minmax"), FIXED
+    for kind in ("angle", "energy"):
+        assert np.array_equal(scale_map(x, kind, minmax, np), minmax_255(x, np))
+    assert np.array_equal(scale_map(x, "angle", fixed, np), angle_255(x, np))
+    assert np.array_equal(scale_map(x, "energy", fixed, np),
+                          energy_255(x, fixed.scaling_percentile, fixed.scaling_margin, np))
