@@ -108,10 +108,10 @@ def test_min_max_scaling_ignores_the_image_scale(dtype, c):
     assert not minmax_255(np.full((1, 4, 4), c, dtype), np).any()
 
 
-@pytest.mark.parametrize("shape", [(2, 20), (20, 2), (4, 40), (40, 4)])
-def test_a_map_too_narrow_on_one_side_uses_all_of_it(shape):
-    """The border is left out only when both sides leave an interior (margin 1 and 2 here)."""
-    margin = shape[0] // 2 if shape[0] < shape[1] else shape[1] // 2
+@pytest.mark.parametrize(("shape", "margin"), [((2, 20), 1), ((20, 2), 1), ((4, 40), 2), ((40, 4), 2),
+                                               ((3, 40), 4), ((40, 3), 4)])
+def test_a_map_too_narrow_on_one_side_uses_all_of_it(shape, margin):
+    """The border is left out only when both sides leave an interior (one side exactly 2 x margin, or less)."""
     x = np.random.default_rng(5).standard_normal((1, *shape))
     assert np.array_equal(energy_255(x, 99.0, margin, np), energy_255(x, 99.0, 0, np))
 
