@@ -31,7 +31,7 @@ from phasefeat.io._atomic import make_dirs, remove_dirs
 
 from .audit_report import audit_markdown, draw_occlusion_curve, occlusion_curve
 from .experiment import GridError, RunConfig, check_values, prepare_split, run_name, store_info
-from .grid import Job, SequentialRunner
+from .grid import Job, SequentialRunner, finished_run
 from .metrics import BOOTSTRAP, MARGIN, above_chance, interval_metrics
 from .report import finite_json
 
@@ -219,7 +219,7 @@ def _dir_name(key: str, what: str, repeat: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', key)}-{what}-r{repeat}"
 
 
-def _reusable(job: Job, runs_dir: Path | None, identity: str) -> Job:
+def _reusable(job: Job, repeat: int, runs_dir: Path | None, identity: str) -> Job:
     """``job``, or the same run finished in ``runs_dir`` (the grid's runs of ``compare --audit``).
 
     The audit's reference experiment is the grid's CCE arm when the settings agree: its
@@ -227,17 +227,12 @@ def _reusable(job: Job, runs_dir: Path | None, identity: str) -> Job:
     """
     if runs_dir is None:
         return job
-    repeat = int(job.run_dir.name.rsplit("-r", 1)[1])
-    candidate = runs_dir / run_name(job.config, repeat)
+    grid_job = dataclasses.replace(job, run_dir=runs_dir / run_name(job.config, repeat))
     try:
-        import json
-
-        done = json.loads((candidate / "result.json").read_text())
-    except (OSError, ValueError):
+        done = finished_run(grid_job, identity)
+    except GridError:  # a grid run of other settings: the audit trains its own
         return job
-    same = done.get("config_digest") == job.config.digest() and done.get("store_identity") == identity
-    return dataclasses.replace(job, run_dir=candidate) if same and (candidate / "predictions.npz").exists() \
-        else job
+    return grid_job if done is not None and (grid_job.run_dir / "predictions.npz").exists() else job
 
 
 def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed: int = 0,
@@ -278,8 +273,8 @@ def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed:
     jobs = [Job(dataclasses.replace(base, input=what, seed=seed + k, **exp.overrides),
                 out / "runs" / _dir_name(exp.key, what, k), splits[exp.key]) for exp, what, k in keys]
     reuse = Path(reuse_runs) if reuse_runs is not None else None
-    jobs = [_reusable(job, reuse, info["store_identity"]) if exp.key == "full" else job
-            for (exp, _, _), job in zip(keys, jobs, strict=True)]
+    jobs = [_reusable(job, k, reuse, info["store_identity"]) if exp.key == "full" else job
+            for (exp, _, k), job in zip(keys, jobs, strict=True)]
     results, failures = runner.run(store_path, jobs, info["store_identity"], workers=workers, desc="audit")
     if failures:
         named = "; ".join(f"{f['run']}: {f['reason']}" for f in failures)

@@ -343,19 +343,19 @@ def _check_out(out, marker: tuple[str, ...], own: set[str]) -> None:
 
 
 def _check_run_settings(out, cfg) -> None:
-    """A folder holding a finished or started run of other settings is not trained over."""
+    """A folder holding a finished run of other settings is not trained over."""
     import json
 
-    for name in ("result.json",):
-        path = Path(out) / name
-        if path.exists():
-            try:
-                digest = json.loads(path.read_text()).get("config_digest")
-            except ValueError:
-                digest = None
-            if digest != cfg.digest():
-                raise click.BadParameter(f"{out} holds a run made with other settings; choose another folder "
-                                         "or delete it", param_hint="--out")
+    path = Path(out) / "result.json"
+    if not path.exists():
+        return
+    try:
+        digest = json.loads(path.read_text()).get("config_digest")
+    except ValueError:
+        digest = None
+    if digest != cfg.digest():
+        raise click.BadParameter(f"{out} holds a run made with other settings; choose another folder or delete it",
+                                 param_hint="--out")
 
 
 def _check_model(base, name):
