@@ -125,7 +125,7 @@ elif stage in ("decode", "features"):
         else:
             count = sum(len(x) for x in pool.imap_unordered(decode_files, [(c, args["size"]) for c in chunks]))
 elif stage == "write":
-    from phasefeat.io.store import random_store
+    from phasefeat.io.assemble import random_store
     count = args["n"]
     random_store(args["out"], count, args["size"])
 seconds = time.perf_counter() - start

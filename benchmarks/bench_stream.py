@@ -38,7 +38,7 @@ def parse_args(argv=None):
 
 
 def synthetic_store(folder: Path, n: int, size: int = 299) -> Path:
-    from phasefeat.io.store import random_store
+    from phasefeat.io.assemble import random_store
 
     path = folder / f"stream-{n}-{size}.h5"
     if not path.exists():

@@ -42,7 +42,10 @@ MODULES = {
     "phasefeat/maths/features.py": "tests/test_enhance.py tests/test_scaling.py tests/test_golden.py",
     "trainer/report.py": "tests/test_report_stats.py tests/test_report.py",
     "phasefeat/maths/scaling.py": "tests/test_scaling.py tests/test_golden.py tests/test_elea.py",
-    "trainer/splits.py": "tests/test_splits_metrics.py",
+    "trainer/splits.py": "tests/test_splits.py",
+    "trainer/metrics.py": "tests/test_metrics.py",
+    "trainer/losses.py": "tests/test_losses.py",
+    "phasefeat/io/store.py": "tests/test_store.py",
 }
 
 

@@ -324,8 +324,8 @@ def test_an_interrupted_overwrite_keeps_its_promise(tmp_path, monkeypatch):
 
 def test_a_failed_virtual_overwrite_leaves_the_old_store_readable(tmp_path, monkeypatch):
     """The new shards are built beside the old ones and swapped in only when the store is complete."""
+    from phasefeat.io import assemble as assemble_module
     from phasefeat.io import convert as convert_module
-    from phasefeat.io import store as store_module
     from phasefeat.io.convert import ConvertOptions, convert
 
     one, two = tmp_path / "one", tmp_path / "two"
@@ -341,7 +341,7 @@ def test_a_failed_virtual_overwrite_leaves_the_old_store_readable(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         convert(two, out, options=options, backend="numpy", progress=False, virtual=True, overwrite=True)
     pieces = sorted((tmp_path / "s.h5.parts").glob("piece-*.npz"))
-    real, shards = store_module._write_shard, []
+    real, shards = assemble_module._write_shard, []
 
     def full_disk(path, piece, compression):
         if len(shards) == 2:
@@ -349,9 +349,9 @@ def test_a_failed_virtual_overwrite_leaves_the_old_store_readable(tmp_path, monk
         shards.append(path)
         real(path, piece, compression)
 
-    monkeypatch.setattr(store_module, "_write_shard", full_disk)
+    monkeypatch.setattr(assemble_module, "_write_shard", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        store_module.assemble(out, pieces, shape=(32, 32), cxr_dtype="uint8", enh_dtype="uint8",
+        assemble_module.assemble(out, pieces, shape=(32, 32), cxr_dtype="uint8", enh_dtype="uint8",
                               class_names=["covid", "normal", "pneumonia"], failures=[], attrs=attrs, virtual=True)
     monkeypatch.undo()
     with open_store(out) as s:
@@ -630,38 +630,6 @@ def test_workers_that_keep_dying_stop_the_conversion_in_one_line(tmp_path):
     assert output.strip().splitlines()[-1].startswith("Error: a worker process died 3 times while converting piece")
     assert "memory" in output and "rerun the same command" in output
     assert not (tmp_path / "s.h5").exists()
-
-
-@pytest.mark.parametrize(("change", "value", "readable"), [
-    ("format_version", 0, False), ("format_version", 1, True),
-    ("label", "n_classes", False), ("label", "n_classes - 1", True), ("label", -1, False), ("label", 0, True),
-])
-def test_the_store_reader_at_each_bound(tmp_path, change, value, readable):
-    from phasefeat.io.store import random_store
-
-    path = random_store(tmp_path / "s.h5", 4, size=16)
-    with h5py.File(path, "r+") as f:
-        if change == "format_version":
-            f.attrs["format_version"] = value
-        else:
-            n = len(f["class_names"])
-            f["labels"][2] = {"n_classes": n, "n_classes - 1": n - 1}.get(value, value)
-    if readable:
-        with open_store(path) as store:
-            assert len(store) == 4
-    else:
-        with pytest.raises(StoreError, match="format_version 0 is not a positive integer|outside 0..2"):
-            open_store(path)
-
-
-def test_the_store_reads_every_valid_index_and_no_other(tmp_path):
-    from phasefeat.io.store import random_store
-
-    with open_store(random_store(tmp_path / "s.h5", 4, size=16)) as store:
-        assert np.array_equal(store.read(-4), store.read(0)) and np.array_equal(store.read(3), store.read(-1))
-        for index in (-5, 4):
-            with pytest.raises(IndexError, match=f"sample {index} out of range for a store of 4"):
-                store.read(index)
 
 
 @pytest.fixture

@@ -14,25 +14,7 @@ from datasets import class_folder_dataset  # noqa: E402
 
 from trainer.cli import cli  # noqa: E402
 from trainer.data import StoreBatches, channel_stats  # noqa: E402
-from trainer.losses import LOSSES, class_weights, get_loss  # noqa: E402
 from trainer.model import vgg16_classifier  # noqa: E402
-
-
-def test_loss_registry():
-    assert set(LOSSES) == {"cce", "scce", "focal", "weighted_cce", "cce_ls"}
-    with pytest.raises(ValueError, match="valid: cce, scce"):
-        get_loss("hinge")
-    y = np.array([0, 2, 1])
-    p = np.array([[.7, .2, .1], [.1, .3, .6], [.2, .5, .3]], dtype=np.float32)
-    onehot = np.eye(3, dtype=np.float32)[y]
-    cce = float(get_loss("cce").build()(onehot, p))
-    scce = float(get_loss("scce").build()(y, p))
-    assert cce == pytest.approx(scce, rel=1e-6) and cce == pytest.approx(-np.log([.7, .6, .5]).mean(), rel=1e-5)
-    w = class_weights([0, 0, 0, 1], 2)
-    assert w == pytest.approx([4 / 6, 2.0])
-    weighted = float(get_loss("weighted_cce").build(weights=[1.0, 1.0, 1.0])(onehot, p))
-    assert weighted == pytest.approx(cce, rel=1e-5)
-    assert float(get_loss("cce_ls").build()(onehot, p)) > cce
 
 
 def test_model_standardises_inside():
@@ -266,7 +248,7 @@ def test_streaming_never_holds_the_whole_store(tmp_path):
 
     code = textwrap.dedent(f"""
         import numpy as np, sys
-        from phasefeat.io.store import random_store
+        from phasefeat.io.assemble import random_store
         from trainer.data import StoreBatches
         def status(key):
             for line in open("/proc/self/status"):
@@ -584,14 +566,3 @@ def test_evaluate_uses_the_split_the_model_was_trained_with(store, tmp_path):
     asked = CliRunner().invoke(cli, ["evaluate", "--model", model, "--store", str(copy), "--split-seed", "3"])
     assert asked.exit_code == 0 and "is not the store the model was split on: the test part of split seed 3" \
         in asked.output
-
-
-def test_weighted_cce_is_the_weighted_mean_of_the_cross_entropies():
-    """Unequal weights 1, 2, 4: the loss is mean_i w[y_i] * -log p_i[y_i] (weights 1, 1, 1 cannot tell)."""
-    from trainer.losses import get_loss
-
-    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]
-    p = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.2, 0.2, 0.6], [0.5, 0.3, 0.2]], dtype=np.float32)
-    loss = get_loss("weighted_cce").build(weights=[1.0, 2.0, 4.0])
-    by_hand = np.mean([1 * -np.log(0.7), 2 * -np.log(0.6), 4 * -np.log(0.6), 4 * -np.log(0.2)])
-    assert float(loss(y, p)) == pytest.approx(by_hand, rel=1e-5)

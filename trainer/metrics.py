@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["confusion_matrix", "classification_metrics", "roc_auc_ovr", "expected_calibration_error",
-           "MARGIN", "BOOTSTRAP", "interval_metrics", "above_chance"]
+           "MARGIN", "BOOTSTRAP", "interval_metrics", "bootstrap_draws", "percentile_interval",
+           "above_chance"]
 
 #: A model counts as above chance (it learned something) when its accuracy's 95 % interval lies
 #: entirely more than this far above chance, or its macro AUC's interval entirely more than twice
@@ -144,30 +145,54 @@ def interval_metrics(labels, runs_probabilities, seed: int = 0, resamples: int =
     y = np.asarray(labels)
     probs = [np.asarray(p, dtype=np.float64) for p in runs_probabilities]
     classes = sorted(set(y.tolist()))
-    n, n_runs = len(y), len(probs)
     correct = np.stack([p.argmax(axis=1) == y for p in probs])  # (R, n)
     seed_auc = [_macro_auc(y, p, classes) for p in probs]
-    rng = np.random.default_rng(seed)
-    runs = rng.integers(0, n_runs, size=(resamples, n_runs))
-    images = rng.integers(0, n, size=(resamples, n))
-    acc_boot = np.array([correct[r][:, d].mean() for r, d in zip(runs, images, strict=True)])
     auc = float(np.mean(seed_auc))
-    if np.isnan(auc):
-        auc_ci = [float("nan")] * 2
-    else:
-        auc_boot = []
-        for r, d in zip(runs, images, strict=True):
-            picked, counts = np.unique(r, return_counts=True)
-            values = np.array([_macro_auc(y[d], probs[k][d], classes) for k in picked])
-            keep = ~np.isnan(values)
-            if keep.any():
-                auc_boot.append(float(np.average(values[keep], weights=counts[keep])))
-        auc_ci = np.percentile(auc_boot, [2.5, 97.5]).tolist()
-    chance = max(np.bincount(y).tolist()) / n
-    return {"n": n, "classes_present": classes, "accuracy": float(correct.mean()),
-            "accuracy_ci": np.percentile(acc_boot, [2.5, 97.5]).tolist(),
-            "macro_auc": auc, "macro_auc_ci": auc_ci, "chance": chance,
+    acc_draws, auc_draws = bootstrap_draws(y, probs, seed=seed, resamples=resamples,
+                                           with_auc=not np.isnan(auc))
+    return {"n": len(y), "classes_present": classes, "accuracy": float(correct.mean()),
+            "accuracy_ci": percentile_interval(acc_draws), "macro_auc": auc,
+            "macro_auc_ci": [float("nan")] * 2 if np.isnan(auc) else percentile_interval(auc_draws),
+            "chance": max(np.bincount(y).tolist()) / len(y),
             "seed_accuracy": correct.mean(axis=1).tolist(), "seed_macro_auc": seed_auc}
+
+
+def bootstrap_draws(labels, runs_probabilities, *, seed: int = 0, resamples: int = BOOTSTRAP,
+                    with_auc: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and macro AUC of each hierarchical bootstrap resample.
+
+    A resample draws the runs with replacement, then the test images with replacement; its
+    accuracy is the mean over the drawn runs, its AUC the mean of the drawn runs' AUCs with a
+    run drawn twice counted twice (so the draws centre on the mean over runs).
+
+    Returns
+    -------
+    acc_draws : array, shape (resamples,)
+    auc_draws : array, shape (m,)
+        ``m <= resamples``: resamples whose images hold a single class have no AUC. Empty
+        without ``with_auc``.
+    """
+    y = np.asarray(labels)
+    probs = [np.asarray(p, dtype=np.float64) for p in runs_probabilities]
+    classes = sorted(set(y.tolist()))
+    correct = np.stack([p.argmax(axis=1) == y for p in probs])
+    rng = np.random.default_rng(seed)
+    runs = rng.integers(0, len(probs), size=(resamples, len(probs)))
+    images = rng.integers(0, len(y), size=(resamples, len(y)))
+    acc_draws = np.array([correct[r][:, d].mean() for r, d in zip(runs, images, strict=True)])
+    auc_draws = []
+    for r, d in zip(runs, images, strict=True) if with_auc else []:
+        picked, counts = np.unique(r, return_counts=True)
+        values = np.array([_macro_auc(y[d], probs[k][d], classes) for k in picked])
+        keep = ~np.isnan(values)
+        if keep.any():
+            auc_draws.append(float(np.average(values[keep], weights=counts[keep])))
+    return acc_draws, np.array(auc_draws)
+
+
+def percentile_interval(draws) -> list[float]:
+    """The central 95 % of bootstrap draws: their 2.5th and 97.5th percentiles."""
+    return np.percentile(draws, [2.5, 97.5]).tolist()
 
 
 def above_chance(m: dict) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..params import PhaseParams
 from ._atomic import atomic_path
+from .assemble import assemble, read_piece_failures, write_piece
 from .discover import Discovery, discover
 from .pieces import (
     ConvertOptions,
@@ -34,7 +35,7 @@ from .pieces import (
     process_piece,
     report_progress_to,
 )
-from .store import COMPRESSIONS, FORMAT_VERSION, assemble, read_piece_failures, write_piece
+from .store import COMPRESSIONS, FORMAT_VERSION
 
 __all__ = ["ConvertOptions", "ConvertError", "ConvertSummary", "available_memory", "convert", "work_dir"]
 
@@ -258,7 +259,7 @@ def _prepare_work_dir(output: Path, work: Path, identity: dict, overwrite: bool)
 
 
 def _assemble_apart(output: Path, piece_paths, **kwargs) -> int:
-    """:func:`~phasefeat.io.store.assemble` in a process of its own.
+    """:func:`~phasefeat.io.assemble.assemble` in a process of its own.
 
     HDF5 does not survive a full disk: once a write has failed, freeing the file's objects can
     crash the process (h5py 3, measured here on a 3 MB tmpfs: a segmentation fault after the

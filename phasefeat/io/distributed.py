@@ -32,8 +32,8 @@ def dask_piece(task: dict, out_path: str, backend: str) -> tuple[int, int, str]:
     says what computed the features (``"cupy on NVIDIA H100 ..."``).
     """
     from ..backend import get_backend
+    from .assemble import write_piece
     from .pieces import finish_piece, process_piece
-    from .store import write_piece
 
     resolved = get_backend(backend)
     task = {**task, "enhance_here": resolved.name == "numpy"}

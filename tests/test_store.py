@@ -1,0 +1,230 @@
+"""The store reader: every rule of the layout at its bound, on stores built in place (fast)."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from phasefeat.io.assemble import assemble, write_piece
+from phasefeat.io.store import FORMAT_VERSION, StoreError, open_store
+
+CLASSES = ["covid", "normal", "pneumonia"]
+
+
+def tiny_store(path, n=4, size=8, *, enh_dtype="uint8", virtual=False, masks=False, enh=None):
+    """A store of ``n`` samples (labels 0, 1, 2, 0, ...) written by the product's own assembly."""
+    rng = np.random.default_rng(0)
+    piece = {"labels": (np.arange(n) % 3).astype(np.int32), "source_path": np.array([f"f{i}.png" for i in range(n)]),
+             "patient_id": np.array(["p1", ""] * (n // 2) + [""] * (n % 2)),
+             "source": np.array(["a"] * n), "sha256": np.array([f"{i:064d}" for i in range(n)]),
+             "orig_width": np.full(n, 20, np.int32), "orig_height": np.full(n, 30, np.int32),
+             "orig_mode": np.array(["L"] * n),
+             "cxr": rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8),
+             "enh": enh if enh is not None else rng.integers(0, 256, (n, size, size, 3)).astype(enh_dtype)}
+    if masks:
+        piece["mask"] = np.ones((n, size, size, 1), np.uint8)
+        piece["has_mask"] = np.arange(n) % 2 == 0
+    pieces = path.with_name(path.name + ".piece.npz")
+    write_piece(pieces, piece)
+    assemble(path, [pieces], shape=(size, size), cxr_dtype="uint8", enh_dtype=enh_dtype, class_names=CLASSES,
+             failures=[("bad.png", "not an image")], virtual=virtual,
+             attrs={"params_json": json.dumps({"preset": "default"}), "library_versions": '{"numpy": "2"}'})
+    pieces.unlink()
+    return path
+
+
+@pytest.mark.parametrize(("version", "readable"), [(0, False), (-1, False), (1, True), (FORMAT_VERSION, True),
+                                                   (FORMAT_VERSION + 1, False), (1.5, False), ("2", True),
+                                                   ("two", False)])
+def test_the_format_version_at_each_bound(tmp_path, version, readable):
+    path = tiny_store(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = version
+    if readable:
+        with open_store(path) as store:
+            assert len(store) == 4
+    else:
+        message = "newer than this phasefeat reads" if version == FORMAT_VERSION + 1 else "not a positive integer"
+        with pytest.raises(StoreError, match=message):
+            open_store(path)
+
+
+@pytest.mark.parametrize(("label", "readable"), [(3, False), (2, True), (-1, False), (0, True)])
+def test_labels_at_each_bound(tmp_path, label, readable):
+    """Three classes: labels 0..2 are indices into the class names; 3 and -1 are not."""
+    path = tiny_store(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        f["labels"][2] = label
+    if readable:
+        with open_store(path) as store:
+            assert store.labels[2] == label
+    else:
+        with pytest.raises(StoreError, match=r"/labels holds values outside 0\.\.2"):
+            open_store(path)
+
+
+def test_the_store_reads_every_valid_index_and_no_other(tmp_path):
+    with open_store(tiny_store(tmp_path / "s.h5")) as store:
+        assert np.array_equal(store.read(-4), store.read(0)) and np.array_equal(store.read(3), store.read(-1))
+        for index in (-5, 4):
+            with pytest.raises(IndexError, match=f"sample {index} out of range for a store of 4"):
+                store.read(index)
+        assert np.array_equal(store.read_many([3, 0], "cxr"), np.stack([store.read(3, "cxr"), store.read(0, "cxr")]))
+        assert store.read_many([], "enh").shape == (0, 8, 8, 3)
+
+
+def _damage(f, what):
+    n = len(f["labels"])
+    if what == "missing enh":
+        del f["enh"]
+    elif what == "no version":
+        del f.attrs["format_version"]
+    elif what == "float labels":
+        del f["labels"]
+        f["labels"] = np.zeros(n, np.float32)
+    elif what == "2-d labels":
+        del f["labels"]
+        f["labels"] = np.zeros((n, 1), np.int32)
+    elif what in ("cxr 3 channels", "enh 1 channel", "enh one short", "cxr 3-d", "enh other size"):
+        name = "cxr" if what.startswith("cxr") else "enh"
+        shape = {"cxr 3 channels": (n, 8, 8, 3), "enh 1 channel": (n, 8, 8, 1), "enh one short": (n - 1, 8, 8, 3),
+                 "cxr 3-d": (n, 8, 8), "enh other size": (n, 8, 9, 3)}[what]
+        del f[name]
+        f[name] = np.zeros(shape, np.uint8)
+    elif what == "mask other size":
+        f["mask"] = np.zeros((n, 8, 9, 1), np.uint8)
+    elif what.startswith("short "):  # a /meta column one entry short
+        key = f"meta/{what[6:]}"
+        values = f[key][()]
+        del f[key]
+        f[key] = values[:-1]
+    elif what == "unmatched reasons":
+        del f["failures/reason"]
+        f["failures/reason"] = np.array(["a", "b"], dtype=object).astype(h5py.string_dtype())
+    elif what in ("params not an object", "versions unreadable"):
+        key = "params_json" if what.startswith("params") else "library_versions"
+        f.attrs[key] = "[1, 2]" if what.endswith("object") else "{nope"
+    elif what == "class names not text":
+        del f["class_names"]
+        f["class_names"] = np.array([b"\xff\xfe", b"b", b"c"])
+    elif what == "meta link":
+        f["meta/extra"] = h5py.SoftLink("/labels")
+    elif what == "failures link":
+        f["failures/extra"] = h5py.ExternalLink("other.h5", "x")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("missing enh", "not a phasefeat store \\(missing enh\\)"),
+    ("no version", "missing format_version"),
+    ("float labels", "/labels has shape \\(4,\\) and dtype float32"),
+    ("2-d labels", "/labels has shape \\(4, 1\\)"),
+    ("cxr 3 channels", "/cxr has shape \\(4, 8, 8, 3\\), expected \\(4, H, W, 1\\)"),
+    ("enh 1 channel", "/enh has shape \\(4, 8, 8, 1\\), expected \\(4, H, W, 3\\)"),
+    ("enh one short", "/enh has shape \\(3, 8, 8, 3\\)"),
+    ("cxr 3-d", "/cxr has shape \\(4, 8, 8\\)"),
+    ("enh other size", "/cxr and /enh images differ in size"),
+    ("mask other size", "/mask has shape \\(4, 8, 9, 1\\), /cxr \\(4, 8, 8, 1\\)"),
+    *[(f"short {c}", f"/meta/{c} has 3 entries for 4 samples")
+      for c in ("source_path", "sha256", "orig_width", "orig_height", "orig_mode", "patient_id", "source")],
+    ("unmatched reasons", "/failures/reason is missing or does not match"),
+    ("params not an object", "attribute params_json is not a JSON object"),
+    ("versions unreadable", "attribute library_versions is not readable JSON"),
+    ("class names not text", "/class_names are not UTF-8 text"),
+    ("meta link", "/meta/extra is a link to elsewhere"),
+    ("failures link", "/failures/extra is a link"),
+])
+def test_a_store_that_breaks_a_rule_is_refused_saying_which(tmp_path, damage, message):
+    path = tiny_store(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        _damage(f, damage)
+    with pytest.raises(StoreError, match=message):
+        open_store(path)
+
+
+def test_a_short_mask_column_is_refused(tmp_path):
+    path = tiny_store(tmp_path / "s.h5", masks=True)
+    with h5py.File(path, "r+") as f:
+        values = f["meta/has_mask"][()]
+        del f["meta/has_mask"]
+        f["meta/has_mask"] = values[:-1]
+    with pytest.raises(StoreError, match="/meta/has_mask has 3 entries for 4 samples"):
+        open_store(path)
+
+
+def test_what_is_not_a_store_is_named(tmp_path):
+    with pytest.raises(StoreError, match="no such file"):
+        open_store(tmp_path / "none.h5")
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(StoreError, match="not an HDF5 file or unreadable"):
+        open_store(tmp_path / "text.h5")
+    with h5py.File(tmp_path / "empty.h5", "w"):
+        pass
+    with pytest.raises(StoreError, match="missing cxr, enh, labels, class_names, meta/source_path, failures/path"):
+        open_store(tmp_path / "empty.h5")
+
+
+def test_the_columns_read_back_as_written(tmp_path):
+    with open_store(tiny_store(tmp_path / "s.h5", masks=True)) as store:
+        assert store.class_names == CLASSES and store.labels.tolist() == [0, 1, 2, 0]
+        assert store.source_paths == ["f0.png", "f1.png", "f2.png", "f3.png"]
+        assert store.patient_ids == ["p1", "", "p1", ""] and store.sources == ["a"] * 4
+        assert store.sha256[1] == f"{1:064d}" and store.orig_modes == ["L"] * 4
+        assert store.meta("orig_height").tolist() == [30] * 4
+        assert store.has_masks.tolist() == [True, False, True, False] and store.read(0, "mask").all()
+        assert store.failures == [("bad.png", "not an image")]
+        assert store.shape("cxr") == (4, 8, 8, 1) and store.dtype("enh") == np.uint8
+        assert store.attrs["format_version"] == FORMAT_VERSION
+        assert store.provenance["params_json"] == {"preset": "default"}
+        assert store.provenance["library_versions"] == {"numpy": "2"}
+
+
+def test_optional_columns_read_as_empty_where_absent(tmp_path):
+    path = tiny_store(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        for key in ("patient_id", "source", "sha256", "orig_mode"):
+            del f[f"meta/{key}"]
+    with open_store(path) as store:
+        assert store.patient_ids == store.sources == store.sha256 == store.orig_modes == [""] * 4
+        assert store.has_masks.tolist() == [False] * 4
+
+
+def test_an_unreadable_parameter_record_is_named(tmp_path):
+    path = tiny_store(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        del f.attrs["params_json"]
+    with open_store(path) as store, pytest.raises(StoreError, match="unreadable parameter record params_json"):
+        store.params
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 64])
+def test_invalid_float_samples_are_found_in_every_batch(tmp_path, batch_size):
+    enh = np.full((5, 8, 8, 3), 0.5, np.float32)
+    enh[1, 0, 0, 0], enh[2, 3, 3, 2], enh[3, 7, 7, 1], enh[4, 1, 2, 0] = np.nan, -0.01, 1.01, np.inf
+    with open_store(tiny_store(tmp_path / "s.h5", n=5, enh_dtype="float32", enh=enh)) as store:
+        assert store.invalid_samples("enh", batch_size=batch_size) == [1, 2, 3, 4]
+        assert store.invalid_samples("cxr") == []  # uint8 cannot hold such values
+    edges = np.zeros((2, 8, 8, 3), np.float32)
+    edges[1] = 1.0
+    with open_store(tiny_store(tmp_path / "e.h5", n=2, enh_dtype="float32", enh=edges)) as store:
+        assert store.invalid_samples("enh") == []
+
+
+def test_a_virtual_store_reads_its_shards_and_refuses_without_them(tmp_path):
+    plain = tiny_store(tmp_path / "p.h5")
+    virtual = tiny_store(tmp_path / "v.h5", virtual=True)
+    with open_store(plain) as a, open_store(virtual) as b:
+        assert np.array_equal(a.read_many(range(4)), b.read_many(range(4)))
+    (tmp_path / "v.h5.shards").rename(tmp_path / "elsewhere")
+    with pytest.raises(StoreError, match=r"shard v\.h5\.shards/shard-000000\.h5 of /cxr is missing"):
+        open_store(virtual)
+
+
+def test_image_links_are_refused(tmp_path):
+    path = tiny_store(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        f["elsewhere"] = f["cxr"][()]
+        del f["cxr"]
+        f["cxr"] = h5py.SoftLink("/elsewhere")
+    with pytest.raises(StoreError, match="/cxr is a link to elsewhere"):
+        open_store(path)
