@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from PIL import Image
 
@@ -153,3 +155,31 @@ def write_hostile_files(folder, big_bytes: int) -> tuple[list[str], dict[str, st
     bad["sub/up/"] = "symbolic link loop"
     (folder / "notes.txt").write_text("not an image and not named like one: ignored\n")
     return good, bad
+
+
+CLASSES = ["covid", "normal", "pneumonia"]  # the class names of tiny_store
+
+
+def tiny_store(path, n=4, size=8, *, enh_dtype="uint8", virtual=False, masks=False, enh=None, seed=0):
+    """A store of ``n`` random samples (labels 0, 1, 2, 0, ...) written by the product's own assembly,
+    without converting images (fast)."""
+    from phasefeat.io.assemble import assemble, write_piece
+
+    rng = np.random.default_rng(seed)
+    piece = {"labels": (np.arange(n) % 3).astype(np.int32), "source_path": np.array([f"f{i}.png" for i in range(n)]),
+             "patient_id": np.array([f"p{i}" if i % 2 == 0 else "" for i in range(n)]),
+             "source": np.array(["a"] * n), "sha256": np.array([f"{i:064d}" for i in range(n)]),
+             "orig_width": np.full(n, 20, np.int32), "orig_height": np.full(n, 30, np.int32),
+             "orig_mode": np.array(["L"] * n),
+             "cxr": rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8),
+             "enh": enh if enh is not None else rng.integers(0, 256, (n, size, size, 3)).astype(enh_dtype)}
+    if masks:
+        piece["mask"] = np.ones((n, size, size, 1), np.uint8)
+        piece["has_mask"] = np.arange(n) % 2 == 0
+    pieces = path.with_name(path.name + ".piece.npz")
+    write_piece(pieces, piece)
+    assemble(path, [pieces], shape=(size, size), cxr_dtype="uint8", enh_dtype=enh_dtype, class_names=CLASSES,
+             failures=[("bad.png", "not an image")], virtual=virtual,
+             attrs={"params_json": json.dumps({"preset": "default"}), "library_versions": '{"numpy": "2"}'})
+    pieces.unlink()
+    return path

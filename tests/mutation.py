@@ -46,6 +46,7 @@ MODULES = {
     "trainer/metrics.py": "tests/test_metrics.py",
     "trainer/losses.py": "tests/test_losses.py",
     "phasefeat/io/store.py": "tests/test_store.py",
+    "trainer/experiment.py": "tests/test_experiment.py",
 }
 
 
