@@ -1,4 +1,5 @@
-"""trainer audit: occlusion, source probes, external validation, intervals and the computed verdict."""
+"""trainer audit, trained for real: occlusion of the stored and derived features, the audit on phantoms, lung masks
+(the verdicts without training: tests/test_audit_verdicts.py)."""
 
 import json
 
@@ -9,10 +10,8 @@ from click.testing import CliRunner
 from phasefeat import PhaseParams, enhance
 from phasefeat.cli import cli as phasefeat_cli
 from phasefeat.tools.demo_data import SOURCE_PATTERN, write_demo_data
-from trainer.audit import center_key, external_candidates, parse_fractions, verdicts
 from trainer.cli import cli
 from trainer.data import OccludedFeatures
-from trainer.metrics import MARGIN
 from trainer.model import occlusion_mask
 
 TRAIN = ["--width", "0.125", "--epochs", "15", "--patience", "5", "--learning-rate", "0.0003",
@@ -62,87 +61,6 @@ def test_stored_enh_carries_the_centre_into_the_border_and_derived_enh_does_not(
     assert stored.mean(axis=0).max() > 20  # grey levels, on average over the border pixels
     derived = [enhance(x * border, out="uint8") for x in (a, b)]
     assert np.array_equal(derived[0][border], derived[1][border])
-
-
-def test_external_candidates_share_their_classes_with_another_source():
-    # The shared radiographs: ieee (covid, pneumonia), mhh (covid), nih (normal, pneumonia).
-    labels = [0] * 20 + [0] * 20 + [1] * 40 + [2] * 8 + [2] * 32
-    sources = ["ieee"] * 20 + ["mhh"] * 20 + ["nih"] * 40 + ["ieee"] * 8 + ["nih"] * 32
-    assert external_candidates(labels, sources) == ["ieee", "mhh"]
-
-
-def _result(acc, low, auc_low, chance=1 / 3, box=None):
-    m = {"accuracy": acc, "accuracy_ci": [low, acc + 0.05], "chance": chance,
-         "macro_auc": auc_low + 0.05, "macro_auc_ci": [auc_low, auc_low + 0.1]}
-    return m if box is None else {**m, "box_fraction": box}
-
-
-LEARNED, GUESS = _result(0.9, 0.85, 0.9), _result(0.35, 0.2, 0.45)
-
-
-def _curve(*above, sizes=(0.5, 0.7, 0.9)):
-    return {center_key(f): (_result(0.7, 0.6, 0.8, box=f) if f in above else _result(0.35, 0.2, 0.45, box=f))
-            for f in sizes}
-
-
-def test_verdict_is_inconclusive_when_the_reference_did_not_learn():
-    v = verdicts({"cxr": {"full": GUESS, **_curve(0.5, 0.7, 0.9), "source": LEARNED}}, ["cxr"], 0.9, 2)["cxr"]
-    assert v["inconclusive"] and not v["flagged"] and v["findings"] == []
-    assert v["headline"].startswith("inconclusive: the reference model did not learn")
-    assert "confounded" not in v["headline"] and "do not transfer" not in v["headline"]
-
-
-def test_verdict_from_the_occlusion_curve():
-    edges = verdicts({"cxr": {"full": LEARNED, **_curve(0.5)}}, ["cxr"], 0.9, 3)["cxr"]
-    assert not edges["flagged"] and not edges["findings"] and not edges["inconclusive"]
-    assert "classifies only while the lung edges are visible (above chance up to the 50% box, not from " \
-           "the 70% box on): not a source finding" in edges["headline"]
-    source = verdicts({"cxr": {"full": LEARNED, **_curve(0.5, 0.7, 0.9)}}, ["cxr"], 0.9, 2)["cxr"]
-    assert source["flagged"] and "confounded by source" in source["headline"]
-    assert "81% of the image blacked out (the central 90% of each side), where no lung is visible" in \
-        source["headline"]
-    for n_sources, recorded in ((1, "one source"), (0, "no sources")):
-        single = verdicts({"cxr": {"full": LEARNED, **_curve(0.5, 0.7, 0.9)}}, ["cxr"], float("nan"),
-                          n_sources)["cxr"]
-        assert not single["flagged"] and "confounded" not in single["headline"]
-        assert [f["kind"] for f in single["findings"]] == ["outside_lungs"]
-        assert f"the store records {recorded}, so this experiment alone says nothing about sources" in \
-            single["headline"]
-    short = verdicts({"cxr": {"full": LEARNED, **_curve(0.5, 0.8, sizes=(0.5, 0.8))}}, ["cxr"], 0.9, 2)["cxr"]
-    assert not short["flagged"] and "at the largest box tried (80% of each side" in short["headline"]
-    blind = verdicts({"cxr": {"full": LEARNED, **_curve()}}, ["cxr"], 0.9, 2)["cxr"]
-    assert not blind["flagged"] and "it needs what the box hides" in blind["headline"]
-    assert blind["headline"].startswith("no shortcut found by these checks")
-
-
-def test_verdicts_follow_the_documented_thresholds():
-    by_accuracy = {"cxr": {"full": LEARNED, center_key(0.9): _result(0.6, 1 / 3 + MARGIN + 0.01, 0.5, box=0.9)}}
-    assert verdicts(by_accuracy, ["cxr"], 0.9, 2)["cxr"]["flagged"]
-    at_margin = {"cxr": {"full": LEARNED, center_key(0.9): _result(0.6, 1 / 3 + MARGIN, 0.5, box=0.9)}}
-    assert not verdicts(at_margin, ["cxr"], 0.9, 2)["cxr"]["flagged"]
-    by_auc = {"cxr": {"full": LEARNED, center_key(0.9): _result(0.34, 0.2, 0.5 + 2 * MARGIN + 0.01, box=0.9)}}
-    assert verdicts(by_auc, ["cxr"], 0.9, 2)["cxr"]["flagged"]
-    probe = {"cxr": {"full": LEARNED, **_curve(), "source": _result(0.9, 0.8, 0.9, chance=0.5)}}
-    v = verdicts(probe, ["cxr"], 0.8, 2)["cxr"]
-    assert not v["flagged"] and "tells the image source apart" in v["headline"]
-    assert "Cramér's V 0.80" in v["headline"]
-    assert "nearly decides" not in verdicts(probe, ["cxr"], 0.49, 2)["cxr"]["headline"]
-    assert "nearly decides" in verdicts(probe, ["cxr"], 0.5, 2)["cxr"]["headline"]
-    for drop, found in ((MARGIN + 0.01, True), (MARGIN - 0.01, False)):
-        external = {"cxr": {"full": LEARNED, **_curve(),
-                            "external:b": {"internal_sensitivity": 0.9, "external_sensitivity": 0.9 - drop,
-                                           "class_names_present": ["pneumonia"]}}}
-        assert ("do not transfer" in verdicts(external, ["cxr"], 0.3, 2)["cxr"]["headline"]) is found
-
-
-@pytest.mark.parametrize(("text", "message"), [("0.5,x", "numbers separated by commas"), ("", "at least one"),
-                                               ("0.5,0.99", "must lie in [0.05, 0.95]"), ("0.5,0.5", "twice")])
-def test_occlude_fractions_are_checked(text, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        parse_fractions(text)
-    assert parse_fractions("0.9, 0.5,0.7") == (0.5, 0.7, 0.9)
-    result = CliRunner().invoke(cli, ["audit", "--store", "s.h5", "--occlude-fractions", text or ","])
-    assert result.exit_code == 2 and "--occlude-fractions" in result.output and "Traceback" not in result.output
 
 
 def _phantom_store(root, shortcut):
