@@ -89,3 +89,28 @@ def test_class_weights_are_inverse_frequencies_of_mean_one():
 def test_class_weights_refuse_a_class_without_samples(labels):
     with pytest.raises(ValueError, match="a class has no training samples"):
         class_weights(labels, 3)
+
+
+def test_weighted_cce_sums_over_the_last_axis_whatever_the_rank():
+    """Classes are the last axis (as in Keras' losses): a batch of 2 x 2 predictions of 3 classes."""
+    y = ONEHOT.reshape(2, 2, 3)
+    p = P.reshape(2, 2, 3)
+    weighted = float(get_loss("weighted_cce").build(weights=[1.0, 2.0, 4.0])(y, p))
+    assert weighted == pytest.approx(np.mean(np.array([1.0, 2.0, 4.0])[Y] * -np.log(P_TRUE)), rel=1e-5)
+
+
+def test_the_registry_entries_cannot_be_changed():
+    """One registry serves every run of a grid: no run may change an entry under the others."""
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_loss("cce").label_mode = "int"
+
+
+def test_every_weighted_cce_loss_is_of_the_one_registered_class():
+    """Keras finds a saved loss's class by its registered name: one class, defined once per process."""
+    from trainer.losses import weighted_cce_class
+
+    first, second = (get_loss("weighted_cce").build(weights=[1, 2, 3]) for _ in range(2))
+    assert type(first) is type(second) is weighted_cce_class()
+    assert keras.saving.get_registered_object("trainer>WeightedCategoricalCrossentropy") is weighted_cce_class()

@@ -41,7 +41,7 @@ def test_labels_at_each_bound(tmp_path, label, readable):
 def test_the_store_reads_every_valid_index_and_no_other(tmp_path):
     with open_store(tiny_store(tmp_path / "s.h5")) as store:
         assert np.array_equal(store.read(-4), store.read(0)) and np.array_equal(store.read(3), store.read(-1))
-        for index in (-5, 4):
+        for index in (-6, -5, 4, 5):
             with pytest.raises(IndexError, match=f"sample {index} out of range for a store of 4"):
                 store.read(index)
         assert np.array_equal(store.read_many([3, 0], "cxr"), np.stack([store.read(3, "cxr"), store.read(0, "cxr")]))
@@ -82,6 +82,27 @@ def _damage(f, what):
     elif what == "class names not text":
         del f["class_names"]
         f["class_names"] = np.array([b"\xff\xfe", b"b", b"c"])
+    elif what == "0-d labels":
+        del f["labels"]
+        f["labels"] = np.int32(0)
+    elif what in ("enh int16", "cxr float32", "mask uint16"):
+        name, dtype = what.split()
+        shape = f["cxr" if name == "mask" else name].shape
+        if name in f:
+            del f[name]
+        f[name] = np.zeros(shape, dtype)
+    elif what in ("2-d meta", "0-d meta"):
+        del f["meta/sha256"]
+        f["meta/sha256"] = np.zeros((n, 2), np.int32) if what == "2-d meta" else np.int32(0)
+    elif what == "mask smaller":
+        f["mask"] = np.zeros((n, 8, 7, 1), np.uint8)
+    elif what == "no reasons":
+        del f["failures/reason"]
+        f["failures/reason"] = np.array([], dtype=object).astype(h5py.string_dtype())
+    elif what in ("cxr group", "meta group"):
+        name = "cxr" if what == "cxr group" else "meta/source"
+        del f[name]
+        f.create_group(name)
     elif what == "meta link":
         f["meta/extra"] = h5py.SoftLink("/labels")
     elif what == "failures link":
@@ -106,6 +127,16 @@ def _damage(f, what):
     ("versions unreadable", "attribute library_versions is not readable JSON"),
     ("class names not text", "/class_names are not UTF-8 text"),
     ("meta link", "/meta/extra is a link to elsewhere"),
+    ("0-d labels", "/labels has shape \\(\\) and dtype int32, expected one integer per sample"),
+    ("enh int16", "/enh has dtype int16, expected uint8 or float16 or float32"),
+    ("cxr float32", "/cxr has dtype float32, expected uint8 or uint16"),
+    ("mask uint16", "/mask has dtype uint16, expected uint8"),
+    ("2-d meta", "/meta/sha256 has shape \\(4, 2\\), expected \\(4,\\)"),
+    ("0-d meta", "/meta/sha256 has shape \\(\\), expected \\(4,\\)"),
+    ("mask smaller", "/mask has shape \\(4, 8, 7, 1\\), /cxr \\(4, 8, 8, 1\\)"),
+    ("no reasons", "/failures/reason is missing or does not match"),
+    ("cxr group", "/cxr should hold data but is a group"),
+    ("meta group", "/meta/source should hold data but is a group"),
     ("failures link", "/failures/extra is a link"),
 ])
 def test_a_store_that_breaks_a_rule_is_refused_saying_which(tmp_path, damage, message):
@@ -173,10 +204,11 @@ def test_an_unreadable_parameter_record_is_named(tmp_path):
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 64])
 def test_invalid_float_samples_are_found_in_every_batch(tmp_path, batch_size):
-    enh = np.full((5, 8, 8, 3), 0.5, np.float32)
-    enh[1, 0, 0, 0], enh[2, 3, 3, 2], enh[3, 7, 7, 1], enh[4, 1, 2, 0] = np.nan, -0.01, 1.01, np.inf
-    with open_store(tiny_store(tmp_path / "s.h5", n=5, enh_dtype="float32", enh=enh)) as store:
-        assert store.invalid_samples("enh", batch_size=batch_size) == [1, 2, 3, 4]
+    enh = np.full((6, 8, 8, 3), 0.5, np.float32)
+    enh[1, 0, 0, 0], enh[2, 3, 3, 2], enh[3, 7, 7, 1], enh[4, 1, 2, 0], enh[5, 5, 5, 1] = \
+        np.nan, -0.01, 1.01, np.inf, -np.inf
+    with open_store(tiny_store(tmp_path / "s.h5", n=6, enh_dtype="float32", enh=enh)) as store:
+        assert store.invalid_samples("enh", batch_size=batch_size) == [1, 2, 3, 4, 5]
         assert store.invalid_samples("cxr") == []  # uint8 cannot hold such values
     edges = np.zeros((2, 8, 8, 3), np.float32)
     edges[1] = 1.0
@@ -202,3 +234,34 @@ def test_image_links_are_refused(tmp_path):
         f["cxr"] = h5py.SoftLink("/elsewhere")
     with pytest.raises(StoreError, match="/cxr is a link to elsewhere"):
         open_store(path)
+
+
+def test_labels_need_not_use_every_class(tmp_path):
+    """A store without a sample of class 0 (or of the last class) is readable."""
+    path = tiny_store(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        f["labels"][...] = [1, 1, 2, 1]
+    with open_store(path) as store:
+        assert store.labels.tolist() == [1, 1, 2, 1]
+
+
+def test_a_two_class_store_names_its_label_range(tmp_path):
+    path = tiny_store(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        del f["class_names"]
+        f["class_names"] = np.array(["normal", "pneumonia"], dtype=object).astype(h5py.string_dtype())
+        f["labels"][...] = [0, 1, 2, 1]
+    with pytest.raises(StoreError, match=r"/labels holds values outside 0\.\.1$"):
+        open_store(path)
+
+
+@pytest.mark.parametrize(("cxr", "enh"), [("uint16", "float16"), ("uint8", "float32"), ("uint16", "uint8")])
+def test_every_documented_image_dtype_reads(tmp_path, cxr, enh):
+    path = tiny_store(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        for name, dtype in (("cxr", cxr), ("enh", enh)):
+            data = f[name][()].astype(dtype)
+            del f[name]
+            f[name] = data / 255 if dtype.startswith("float") else data
+    with open_store(path) as store:
+        assert str(store.dtype("cxr")) == cxr and str(store.dtype("enh")) == enh

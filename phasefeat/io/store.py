@@ -31,6 +31,8 @@ __all__ = ["FORMAT_VERSION", "COMPRESSIONS", "StoreError", "Store", "open_store"
 #: version up to their own; a version-1 store reads with empty sources.
 FORMAT_VERSION = 2
 COMPRESSIONS = ("none", "lzf", "gzip")
+#: The dtypes a store's images may have (``--cxr-dtype``, ``--enh-dtype``; masks are 0/1).
+IMAGE_DTYPES = {"cxr": ("uint8", "uint16"), "enh": ("uint8", "float16", "float32"), "mask": ("uint8",)}
 
 
 class StoreError(ValueError):
@@ -93,6 +95,10 @@ class Store:
                 are = "is a link" if len(links) == 1 else "are links"
                 raise StoreError(f"{self.path}: {', '.join('/' + n for n in links)} {are} to elsewhere; "
                                  "a store holds its own data")
+            groups = self._groups_for_data()
+            if groups:  # reading one as an array would fail somewhere later, far from the cause
+                raise StoreError(f"{self.path}: {', '.join('/' + n for n in groups)} should hold data but "
+                                 f"{'is a group' if len(groups) == 1 else 'are groups'}")
             self._images = {what: self._open_images(what) for what in ("cxr", "enh")}
             if "mask" in self._file:
                 self._images["mask"] = self._file["mask"]
@@ -130,17 +136,21 @@ class Store:
 
     def _check_invariants(self) -> None:
         """The shape rules every command relies on, checked once for every reader."""
-        f, n = self._file, len(self._labels)
-        problems = []
-        if self._labels.ndim != 1 or self._labels.dtype.kind not in "iu":
-            problems.append(f"/labels has shape {self._labels.shape} and dtype {self._labels.dtype}")
+        f, labels = self._file, self._labels
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise StoreError(f"{self.path}: inconsistent store: /labels has shape {labels.shape} and dtype "
+                             f"{labels.dtype}, expected one integer per sample")
+        n, problems = len(labels), []
         n_classes = len(f["class_names"])
-        if n and (self._labels.min() < 0 or self._labels.max() >= n_classes):
+        if n and (labels.min() < 0 or labels.max() >= n_classes):
             problems.append(f"/labels holds values outside 0..{n_classes - 1}")
         for name, channels in (("cxr", 1), ("enh", 3)):
             shape = self._images[name].shape
             if len(shape) != 4 or shape[0] != n or shape[3] != channels:
                 problems.append(f"/{name} has shape {shape}, expected ({n}, H, W, {channels})")
+        for name, dataset in self._images.items():
+            if str(dataset.dtype) not in IMAGE_DTYPES[name]:
+                problems.append(f"/{name} has dtype {dataset.dtype}, expected {' or '.join(IMAGE_DTYPES[name])}")
         if "mask" in self._images and self._images["mask"].shape != self._images["cxr"].shape:
             problems.append(f"/mask has shape {self._images['mask'].shape}, /cxr {self._images['cxr'].shape}")
         if self._images["cxr"].shape[1:3] != self._images["enh"].shape[1:3]:
@@ -149,8 +159,10 @@ class Store:
         for name in ("source_path", "sha256", "orig_width", "orig_height", "orig_mode", "patient_id",
                      "source", "has_mask"):
             key = f"meta/{name}"
-            if key in f and f[key].shape != (n,):
-                problems.append(f"/{key} has {f[key].shape[0] if f[key].shape else 0} entries for {n} samples")
+            shape = f[key].shape if key in f else (n,)
+            if shape != (n,):
+                problems.append(f"/{key} has {shape[0]} entries for {n} samples" if len(shape) == 1 else
+                                f"/{key} has shape {shape}, expected ({n},)")
         if "failures/reason" not in f or f["failures/reason"].shape != f["failures/path"].shape:
             problems.append("/failures/reason is missing or does not match /failures/path")
         for key in ("params_json", "library_versions"):
@@ -166,6 +178,14 @@ class Store:
             problems.append("/class_names are not UTF-8 text")
         if problems:
             raise StoreError(f"{self.path}: inconsistent store: {'; '.join(problems)}")
+
+    def _groups_for_data(self) -> list[str]:
+        """Members that must be arrays (the required ones, /mask, every /meta and /failures column) but are
+        groups."""
+        h5py = _h5py()
+        names = [*self.REQUIRED, "failures/reason", "mask",
+                 *(f"meta/{k}" for k in self._file["meta"]), *(f"failures/{k}" for k in self._file["failures"])]
+        return sorted({n for n in names if n in self._file and not isinstance(self._file[n], h5py.Dataset)})
 
     def _links(self) -> list[str]:
         """Members (top level, /meta, /failures) that are soft or external links, not data of this file."""
@@ -299,12 +319,9 @@ class Store:
     def provenance(self) -> dict:
         """Creation attributes, with JSON-valued ones decoded."""
         out = self.attrs
-        for key in ("library_versions", "params_json"):
+        for key in ("library_versions", "params_json"):  # both checked to be JSON objects on opening
             if key in out:
-                try:
-                    out[key] = json.loads(out[key])
-                except (TypeError, ValueError):
-                    raise StoreError(f"{self.path}: attribute {key} is not readable JSON") from None
+                out[key] = json.loads(out[key])
         return out
 
 
