@@ -70,26 +70,8 @@ class Store:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
             raise StoreError(f"{self.path}: not an HDF5 file or unreadable ({exc})") from None
-        missing = [name for name in self.REQUIRED if name not in self._file]
-        version = self._file.attrs.get("format_version")
-        if missing or version is None:
-            self._file.close()
-            raise StoreError(f"{self.path}: not a phasefeat store (missing {', '.join(missing) or 'format_version'})")
-        raw = version
         try:
-            version = int(raw)
-            if version != float(raw) or version < 1:
-                raise ValueError
-        except (TypeError, ValueError):
-            self._file.close()
-            shown = raw.decode(errors="replace") if isinstance(raw, bytes) else np.asarray(raw).tolist()
-            raise StoreError(f"{self.path}: format_version {shown!r} is not a positive integer; "
-                             "not a store this phasefeat wrote") from None
-        if version > FORMAT_VERSION:
-            self._file.close()
-            raise StoreError(f"{self.path}: store format {version} is newer than this phasefeat "
-                             f"reads ({FORMAT_VERSION}); upgrade phasefeat")
-        try:
+            self._check_version()
             links = self._links()
             if links:  # read nothing through them: an external link can point at any file
                 are = "is a link" if len(links) == 1 else "are links"
@@ -102,14 +84,33 @@ class Store:
             self._images = {what: self._open_images(what) for what in ("cxr", "enh")}
             if "mask" in self._file:
                 self._images["mask"] = self._file["mask"]
-            self._labels = self._file["labels"][()]
+            self._labels = np.asarray(self._file["labels"][()])
             self._check_invariants()
         except StoreError:
             self._file.close()
             raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        # What HDF5 raises on a damaged file (tests/test_store.py damages bytes until each has shown up).
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
             self._file.close()
             raise StoreError(f"{self.path}: unreadable store ({exc})") from None
+
+    def _check_version(self) -> None:
+        """The required members and a ``format_version`` this reader reads."""
+        missing = [name for name in self.REQUIRED if name not in self._file]
+        raw = self._file.attrs.get("format_version")
+        if missing or raw is None:
+            raise StoreError(f"{self.path}: not a phasefeat store (missing {', '.join(missing) or 'format_version'})")
+        try:
+            version = int(raw)
+            if version != float(raw) or version < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            shown = raw.decode(errors="replace") if isinstance(raw, bytes) else np.asarray(raw).tolist()
+            raise StoreError(f"{self.path}: format_version {shown!r} is not a positive integer; "
+                             "not a store this phasefeat wrote") from None
+        if version > FORMAT_VERSION:
+            raise StoreError(f"{self.path}: store format {version} is newer than this phasefeat "
+                             f"reads ({FORMAT_VERSION}); upgrade phasefeat")
 
     def _open_images(self, what: str):
         """``/cxr`` or ``/enh``; a virtual one with its shards looked up beside the store file.
@@ -172,10 +173,13 @@ class Store:
                         problems.append(f"attribute {key} is not a JSON object")
                 except (TypeError, ValueError):
                     problems.append(f"attribute {key} is not readable JSON")
+        names = f["class_names"]
         try:
-            [s.decode() if isinstance(s, bytes) else str(s) for s in f["class_names"][()]]
-        except (UnicodeDecodeError, TypeError, ValueError):
-            problems.append("/class_names are not UTF-8 text")
+            if names.ndim != 1 or names.dtype.kind not in "OSU":
+                raise TypeError
+            [s.decode() if isinstance(s, bytes) else str(s) for s in names[()]]
+        except (UnicodeDecodeError, TypeError):
+            problems.append("/class_names are not UTF-8 text, one name per class")
         if problems:
             raise StoreError(f"{self.path}: inconsistent store: {'; '.join(problems)}")
 
@@ -191,10 +195,8 @@ class Store:
         """Members (top level, /meta, /failures) that are soft or external links, not data of this file."""
         h5py = _h5py()
         found = []
-        for group in ("", "meta", "failures"):
+        for group in ("", "meta", "failures"):  # /meta and /failures are groups: they hold required members
             node = self._file[group] if group else self._file
-            if not isinstance(node, h5py.Group):
-                continue
             for name in node:
                 if not isinstance(node.get(name, getlink=True), h5py.HardLink):
                     found.append(f"{group}/{name}" if group else name)
