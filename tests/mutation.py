@@ -47,6 +47,7 @@ MODULES = {
     "trainer/losses.py": "tests/test_losses.py",
     "phasefeat/io/store.py": "tests/test_store.py",
     "trainer/experiment.py": "tests/test_experiment.py",
+    "trainer/audit.py": "tests/test_audit_verdicts.py",
 }
 
 

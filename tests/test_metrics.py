@@ -200,3 +200,77 @@ def test_tied_scores_share_their_mean_rank():
     s = np.array([0.1, 0.5, 0.5, 0.9])
     assert roc_auc_ovr(y, np.stack([1 - s, s], axis=1)) == [pytest.approx(0.875), pytest.approx(0.875)]
     assert roc_auc_ovr(y, np.stack([s, 1 - s], axis=1)) == [pytest.approx(0.125), pytest.approx(0.125)]
+
+
+def _ece_by_definition(y, p, bins):
+    """Equal-width bins [k/B, (k+1)/B) (the last one closed): sum of share x |accuracy - confidence|."""
+    confidence, right = p.max(axis=1), p.argmax(axis=1) == y
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return sum((which == k).mean() * abs(right[which == k].mean() - confidence[which == k].mean())
+               for k in range(bins) if (which == k).any())
+
+
+@pytest.mark.parametrize("classes", [3, 20])
+def test_ece_equals_its_definition_for_any_bin_count(classes):
+    rng = np.random.default_rng(classes)
+    p = rng.dirichlet(np.full(classes, 0.3), 400)
+    y = rng.integers(0, classes, 400)
+    assert expected_calibration_error(y, p) == pytest.approx(_ece_by_definition(y, p, 15))
+    for bins in (5, 7, 10, 16):
+        assert expected_calibration_error(y, p, bins=bins) == pytest.approx(_ece_by_definition(y, p, bins))
+
+
+def test_ece_keeps_the_two_lowest_bins_apart():
+    """Confidence about 0.06 (bin 0 of 15), right, and 0.10 (bin 1), wrong: 0.5 (1 - 0.06) + 0.5 0.10;
+    one bin would give |0.5 - 0.08|."""
+    p = np.full((2, 20), 0.0)
+    p[0, 0], p[0, 1:] = 0.05, 0.95 / 19
+    p[1, 0], p[1, 1:] = 0.10, 0.90 / 19
+    p[0, 1:] *= 0.99  # keep class 0 the top class of sample 0
+    p[0, 0] = 1 - p[0, 1:].sum()
+    conf = p.max(axis=1)
+    assert expected_calibration_error(np.array([0, 1]), p) == pytest.approx(0.5 * (1 - conf[0]) + 0.5 * conf[1])
+
+
+def test_auc_of_constant_scores_is_one_half_and_large_sets_end():
+    y = np.array([0, 1, 0, 1, 1])
+    assert roc_auc_ovr(y, np.full((5, 2), 0.5)) == [0.5, 0.5]
+    rng = np.random.default_rng(3)  # 300 samples: more than CPython's cached small integers
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.random(300), 1)
+    pos, neg = s[y == 1], s[y == 0]
+    brute = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
+    assert roc_auc_ovr(y, np.stack([1 - s, s], axis=1))[1] == pytest.approx(brute)
+
+
+def test_sensitivity_specificity_and_f1_on_small_counts():
+    """Four samples; class 0: tp 1, fn 0, fp 2, tn 1 -> precision 1/3, F1 0.5; class 1: one sample,
+    never predicted; class 2: tp 1, fn 1, fp 0 -> precision 1, sensitivity 0.5, F1 2/3."""
+    y = np.array([0, 1, 2, 2])
+    p = np.eye(3)[[0, 0, 2, 0]]
+    m = classification_metrics(y, p, ["a", "b", "c"])["per_class"]
+    assert m["a"]["sensitivity"] == 1.0 and m["a"]["specificity"] == pytest.approx(1 / 3)
+    assert m["a"]["f1"] == pytest.approx(0.5)
+    assert m["b"]["sensitivity"] == 0.0 and m["b"]["specificity"] == 1.0 and m["b"]["f1"] == 0.0
+    assert m["c"]["sensitivity"] == 0.5 and m["c"]["specificity"] == 1.0 and m["c"]["f1"] == pytest.approx(2 / 3)
+    # every other sample predicted as class 0: its specificity is 0 (tn 0), not undefined
+    z = classification_metrics(np.array([0, 1]), np.eye(2)[[0, 0]], ["a", "b"])["per_class"]
+    assert z["a"]["specificity"] == 0.0 and z["b"]["specificity"] == 1.0
+    # precision 1/4, sensitivity 1/2: F1 = 2 (1/8) / (3/4) = 1/3
+    q = classification_metrics(np.array([0, 0, 1, 1, 1]), np.eye(2)[[0, 1, 0, 0, 0]], ["a", "b"])["per_class"]
+    assert q["a"]["f1"] == pytest.approx(1 / 3)
+
+
+def test_above_chance_is_ten_points_above_chance_in_absolute_terms():
+    """The documented threshold (docs/shortcut-audit.md): the interval's low end more than 0.10 above chance,
+    or the AUC interval's above 0.70."""
+    m = {"accuracy_ci": [0.44, 0.6], "chance": 1 / 3, "macro_auc_ci": [0.69, 0.8]}
+    assert above_chance(m) and not above_chance({**m, "accuracy_ci": [0.43, 0.6]})
+    assert above_chance({**m, "accuracy_ci": [0.2, 0.6], "macro_auc_ci": [0.71, 0.8]})
+
+
+def test_one_class_intervals_are_two_nans_and_options_are_keywords():
+    m = interval_metrics(np.zeros(6, int), [np.eye(2)[np.zeros(6, int)]], resamples=20)
+    assert len(m["macro_auc_ci"]) == 2 and all(np.isnan(v) for v in m["macro_auc_ci"])
+    with pytest.raises(TypeError):
+        bootstrap_draws(np.zeros(6, int), [np.eye(2)[np.zeros(6, int)]], 0)

@@ -197,6 +197,5 @@ def percentile_interval(draws) -> list[float]:
 
 def above_chance(m: dict) -> bool:
     """Accuracy's interval wholly above chance + :data:`MARGIN`, or macro AUC's above 0.5 + 2 MARGIN."""
-    auc_low = m["macro_auc_ci"][0]
-    return bool(m["accuracy_ci"][0] > m["chance"] + MARGIN
-                or (auc_low is not None and auc_low == auc_low and auc_low > 0.5 + 2 * MARGIN))
+    auc_low = m["macro_auc_ci"][0]  # NaN (one class) or None (read back from JSON): never above
+    return bool(m["accuracy_ci"][0] > m["chance"] + MARGIN or (auc_low is not None and auc_low > 0.5 + 2 * MARGIN))
