@@ -41,6 +41,7 @@ DEFAULT_DIGEST = "c3855b5dc69d27dd4a2907a1f71015ac3a603363f44c1ee4a3cffbfdd82d1a
     ("width", float("nan"), "--width must be"), ("width", "0.5", "--width must be"),
     ("image_size", 31, "--image-size must lie in \\[32, 2048\\]"), ("image_size", 2049, "--image-size"),
     ("occlude_fraction", 0, "occlude_fraction must lie in \\(0, 1\\)"), ("occlude_fraction", 1, "occlude_fraction"),
+    ("occlude_fraction", -0.5, "occlude_fraction"),
     ("learning_rate", 0, "learning rate must be a positive finite number"), ("learning_rate", -1e-4, "learning"),
     ("learning_rate", float("inf"), "learning rate"), ("learning_rate", float("nan"), "learning rate"),
     ("learning_rate", "1e-4", "learning rate"), ("weights", "no-such-file.weights.h5", "no such file"),
@@ -262,6 +263,18 @@ def test_a_run_writes_what_defines_it(small_store, uninterrupted):
         3 * (split.test % 3) + probabilities.argmax(1), minlength=9).reshape(3, 3).tolist()
     assert not (out / "checkpoint.npz").exists() and (out / "model.keras").is_file()
     assert len(result["train_mean"]) == 3 == len(result["train_std"])
+
+
+def test_a_run_trains_in_float32_deterministically_on_values_scaled_to_one(small_store, uninterrupted):
+    import keras
+
+    model = keras.saving.load_model(uninterrupted[0] / "model.keras", compile=False)
+    assert model.get_layer("scale").scale == pytest.approx(1 / 255)  # uint8 images: 0..255 -> 0..1
+    assert keras.config.dtype_policy().name == "float32" and model.dtype_policy.name == "float32"
+    if keras.backend.backend() == "tensorflow":
+        from tensorflow.python.framework import config  # the public API can only turn it on
+
+        assert config.is_op_determinism_enabled()
 
 
 class Interrupted(Exception):
