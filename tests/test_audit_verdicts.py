@@ -33,6 +33,8 @@ def test_external_candidates_share_their_classes_with_another_source():
     labels = [0] * 20 + [0] * 20 + [1] * 40 + [2] * 8 + [2] * 32
     sources = ["ieee"] * 20 + ["mhh"] * 20 + ["nih"] * 40 + ["ieee"] * 8 + ["nih"] * 32
     assert external_candidates(labels, sources) == ["ieee", "mhh"]
+    # without a source, exactly two classes are left: still enough to train on
+    assert external_candidates([0, 1, 0, 1, 1, 1], ["a", "a", "b", "b", "c", "c"]) == ["a", "b", "c"]
 
 
 def _result(acc, low, auc_low, chance=1 / 3, box=None):
@@ -57,6 +59,8 @@ def test_verdict_is_inconclusive_when_the_reference_did_not_learn():
 
 
 def test_verdict_from_the_occlusion_curve():
+    two = verdicts({"cxr": {"full": LEARNED, **_curve(0.5, 0.7)}}, ["cxr"], 0.9, 3)["cxr"]
+    assert "above chance up to the 70% box, not from the 90% box on" in two["headline"]
     edges = verdicts({"cxr": {"full": LEARNED, **_curve(0.5)}}, ["cxr"], 0.9, 3)["cxr"]
     assert not edges["flagged"] and not edges["findings"] and not edges["inconclusive"]
     assert "classifies only while the lung edges are visible (above chance up to the 50% box, not from " \
@@ -105,6 +109,7 @@ def test_occlude_fractions_are_checked(text, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_fractions(text)
     assert parse_fractions("0.9, 0.5,0.7") == (0.5, 0.7, 0.9)
+    assert parse_fractions("0.95,0.05") == (0.05, 0.95)  # both ends are allowed
     result = CliRunner().invoke(cli, ["audit", "--store", "s.h5", "--occlude-fractions", text or ","])
     assert result.exit_code == 2 and "--occlude-fractions" in result.output and "Traceback" not in result.output
 
@@ -183,6 +188,7 @@ def test_the_plan_asks_what_the_store_allows():
         "full", "center-0.60", "source", "external:a", "external:b", "external:c"]
     assert [e.key for e in plan(_info([], ["a"] * 12))] == ["full", "center-0.50", "center-0.70", "center-0.90"]
     assert "source" not in [e.key for e in plan(_info([], ["a"] * 6 + [""] * 6))]  # unknown sources: no probe
+    assert "source" in [e.key for e in plan(_info([], ["a"] * 6 + ["b"] * 6))]  # two sources are enough
     exps = {e.key: e for e in plan(_info([True] * 12, sources), (0.7,))}
     assert exps["center-0.70"].overrides == {"occlude": "center", "occlude_fraction": 0.7}
     assert exps["center-0.70"].question == "class, central 70% box blacked out (49% of the image)"

@@ -193,7 +193,7 @@ def verdicts(results: dict, inputs, cramers_v: float, sources: int = 2) -> dict:
             if above_chance(probe):
                 text = (f"the {what.upper()} model tells the image source apart at {probe['accuracy']:.2f} "
                         f"accuracy (chance {probe['chance']:.2f})")
-                if cramers_v == cramers_v and cramers_v >= 0.5:
+                if cramers_v >= 0.5:  # NaN (one source) is never
                     text += (f", and the source nearly decides the class (Cramér's V {cramers_v:.2f}): "
                              "class results can be source results")
                 findings.append(("source", text))
