@@ -105,9 +105,14 @@ def _damage(f, what):
         name = "cxr" if what == "cxr group" else "meta/source"
         del f[name]
         f.create_group(name)
-    elif what in ("names 2-d", "names numbers"):
+    elif what in ("names 2-d", "names numbers", "names 0-d"):
         del f["class_names"]
-        f["class_names"] = np.zeros((3, 2) if what == "names 2-d" else 3, np.int32)
+        f["class_names"] = {"names 2-d": np.zeros((3, 2), np.int32), "names numbers": np.zeros(3, np.int32),
+                            "names 0-d": np.array("covid", dtype=object)}[what]
+    elif what == "two groups":
+        for name in ("cxr", "meta/source"):
+            del f[name]
+            f.create_group(name)
     elif what == "meta link":
         f["meta/extra"] = h5py.SoftLink("/labels")
     elif what == "two links":
@@ -140,6 +145,8 @@ def _damage(f, what):
     ("class names not text", "/class_names are not UTF-8 text, one name per class"),
     ("names 2-d", "/class_names are not UTF-8 text, one name per class"),
     ("names numbers", "/class_names are not UTF-8 text, one name per class"),
+    ("names 0-d", "/class_names are not UTF-8 text, one name per class"),
+    ("two groups", "/cxr, /meta/source should hold data but are groups"),
     ("meta link", "/meta/extra is a link to elsewhere"),
     ("two links", "/meta/extra, /failures/extra are links to elsewhere"),
     ("0-d labels", "/labels has shape \\(\\) and dtype int32, expected one integer per sample"),
@@ -282,12 +289,12 @@ def test_every_documented_image_dtype_reads(tmp_path, cxr, enh):
         assert str(store.dtype("cxr")) == cxr and str(store.dtype("enh")) == enh
 
 
-def test_a_damaged_class_names_dataset_is_unreadable_not_a_traceback(tmp_path):
+def test_an_image_dataset_without_a_shape_is_unreadable_not_a_traceback(tmp_path):
     path = tiny_store(tmp_path / "s.h5")
     with h5py.File(path, "r+") as f:
-        del f["class_names"]
-        f["class_names"] = np.int32(3)  # a scalar: HDF5 refuses its length
-    with pytest.raises(StoreError, match="unreadable store \\(Attempt to take len\\(\\) of scalar dataset\\)"):
+        del f["cxr"]
+        f["cxr"] = h5py.Empty("u1")  # a null dataspace: no shape at all
+    with pytest.raises(StoreError, match="unreadable store \\(object of type 'NoneType' has no len\\(\\)\\)"):
         open_store(path)
 
 

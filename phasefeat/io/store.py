@@ -141,8 +141,15 @@ class Store:
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise StoreError(f"{self.path}: inconsistent store: /labels has shape {labels.shape} and dtype "
                              f"{labels.dtype}, expected one integer per sample")
-        n, problems = len(labels), []
-        n_classes = len(f["class_names"])
+        names = f["class_names"]
+        try:
+            if names.ndim != 1 or names.dtype.kind not in "OSU":
+                raise TypeError
+            [s.decode() if isinstance(s, bytes) else str(s) for s in names[()]]
+        except (UnicodeDecodeError, TypeError):
+            raise StoreError(f"{self.path}: inconsistent store: /class_names are not UTF-8 text, one name per "
+                             "class") from None
+        n, problems, n_classes = len(labels), [], len(names)
         if n and (labels.min() < 0 or labels.max() >= n_classes):
             problems.append(f"/labels holds values outside 0..{n_classes - 1}")
         for name, channels in (("cxr", 1), ("enh", 3)):
@@ -173,13 +180,6 @@ class Store:
                         problems.append(f"attribute {key} is not a JSON object")
                 except (TypeError, ValueError):
                     problems.append(f"attribute {key} is not readable JSON")
-        names = f["class_names"]
-        try:
-            if names.ndim != 1 or names.dtype.kind not in "OSU":
-                raise TypeError
-            [s.decode() if isinstance(s, bytes) else str(s) for s in names[()]]
-        except (UnicodeDecodeError, TypeError):
-            problems.append("/class_names are not UTF-8 text, one name per class")
         if problems:
             raise StoreError(f"{self.path}: inconsistent store: {'; '.join(problems)}")
 
