@@ -313,6 +313,19 @@ def test_a_run_on_another_store_than_planned_fails_before_training(small_store, 
     pytest.importorskip("keras")
     from trainer.experiment import train_run
 
-    with pytest.raises(RunFailed, match="is not the store this grid was planned on"):
-        train_run(small_store, CFG, tmp_path / "run", progress=False, expected_identity="0" * 64)
+    for other in ("0" * 64, "f" * 64):  # an identity before or after this store's, in any order
+        with pytest.raises(RunFailed, match="is not the store this grid was planned on"):
+            train_run(small_store, CFG, tmp_path / "run", progress=False, expected_identity=other)
     assert not (tmp_path / "run").exists()
+
+
+def test_seeding_on_another_backend_leaves_tensorflow_alone(monkeypatch):
+    """Only the TensorFlow backend is asked for op determinism: another backend may run without TensorFlow."""
+    keras = pytest.importorskip("keras")
+    import sys
+
+    from trainer.experiment import _seed_everything
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # importing it now raises ImportError
+    _seed_everything(3, deterministic=True)
