@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 from PIL import Image
 
@@ -163,6 +161,7 @@ CLASSES = ["covid", "normal", "pneumonia"]  # the class names of tiny_store
 def tiny_store(path, n=4, size=8, *, enh_dtype="uint8", virtual=False, masks=False, enh=None, seed=0):
     """A store of ``n`` random samples (labels 0, 1, 2, 0, ...) written by the product's own assembly,
     without converting images (fast)."""
+    from phasefeat import PhaseParams
     from phasefeat.io.assemble import assemble, write_piece
 
     rng = np.random.default_rng(seed)
@@ -180,6 +179,6 @@ def tiny_store(path, n=4, size=8, *, enh_dtype="uint8", virtual=False, masks=Fal
     write_piece(pieces, piece)
     assemble(path, [pieces], shape=(size, size), cxr_dtype="uint8", enh_dtype=enh_dtype, class_names=CLASSES,
              failures=[("bad.png", "not an image")], virtual=virtual,
-             attrs={"params_json": json.dumps({"preset": "default"}), "library_versions": '{"numpy": "2"}'})
+             attrs={"params_json": PhaseParams().to_json(), "library_versions": '{"numpy": "2"}'})
     pieces.unlink()
     return path

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from datasets import CLASSES, tiny_store
 
+from phasefeat import PhaseParams
 from trainer.experiment import (
     LATER_FIELDS,
     GridError,
@@ -156,7 +157,7 @@ def test_store_info_reads_what_a_run_needs(tmp_path):
     info = store_info(path, "cxr")
     assert info["labels"].tolist() == [0, 1, 2, 0, 1, 2] and info["class_names"] == CLASSES
     assert info["shape"] == (6, 8, 8, 1) and info["dtype"] == np.uint8 and info["sources"] == ["a"] * 6
-    assert info["params_json"] == json.dumps({"preset": "default"}) and info["params_digest"] == ""
+    assert PhaseParams.from_json(info["params_json"]) == PhaseParams() and info["params_digest"] == ""
     assert info["has_masks"].tolist() == [True, False] * 3 and info["store_identity"] == _identity(path)
     assert info["patient_ids"] == ["p0", "", "p2", "", "p4", ""] and info["sha256"][5] == f"{5:064d}"
     with pytest.raises(GridError, match="input must be cxr or enh, got 'mask'"):
@@ -329,3 +330,23 @@ def test_seeding_on_another_backend_leaves_tensorflow_alone(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # importing it now raises ImportError
     _seed_everything(3, deterministic=True)
+
+
+def test_an_occluded_enh_run_derives_enh_from_the_occluded_radiograph(small_store, tmp_path):
+    """Box 0.5 on ENH: the normalisation statistics are those of ENH recomputed from the blacked-out
+    radiograph of the training images, not of the stored ENH."""
+    pytest.importorskip("keras")
+    from trainer.data import OccludedFeatures, channel_stats
+    from trainer.experiment import train_run
+    from trainer.model import occlusion_mask
+
+    cfg = dataclasses.replace(CFG, occlude="center", occlude_fraction=0.5, epochs=1)
+    result = train_run(small_store, cfg, tmp_path / "run", progress=False)
+    split = prepare_split(small_store, cfg)
+    info = store_info(small_store, "enh")
+    mask = occlusion_mask(32, 32, "center", 0.5)
+    derived = channel_stats(small_store, split.train, "enh", mask=mask,
+                            derive=OccludedFeatures("center", 0.5, info["params_json"], info["dtype"]))
+    stored = channel_stats(small_store, split.train, "enh", mask=mask)
+    assert result["train_mean"] == pytest.approx(derived[0].tolist(), rel=1e-5)
+    assert result["train_mean"] != pytest.approx(stored[0].tolist(), rel=1e-3)

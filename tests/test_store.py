@@ -1,10 +1,13 @@
 """The store reader: every rule of the layout at its bound, on stores built in place (fast)."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
 from datasets import CLASSES, tiny_store
 
+from phasefeat import PhaseParams
 from phasefeat.io.store import FORMAT_VERSION, StoreError, open_store
 
 
@@ -202,7 +205,8 @@ def test_the_columns_read_back_as_written(tmp_path):
         assert store.failures == [("bad.png", "not an image")]
         assert store.shape("cxr") == (4, 8, 8, 1) and store.dtype("enh") == np.uint8
         assert store.attrs["format_version"] == FORMAT_VERSION
-        assert store.provenance["params_json"] == {"preset": "default"}
+        assert store.provenance["params_json"] == json.loads(PhaseParams().to_json())
+        assert store.params == PhaseParams()
         assert store.provenance["library_versions"] == {"numpy": "2"}
 
 
