@@ -35,6 +35,7 @@ def test_external_candidates_share_their_classes_with_another_source():
     assert external_candidates(labels, sources) == ["ieee", "mhh"]
     # without a source, exactly two classes are left: still enough to train on
     assert external_candidates([0, 1, 0, 1, 1, 1], ["a", "a", "b", "b", "c", "c"]) == ["a", "b", "c"]
+    assert external_candidates([1, 1, 1, 1], ["a", "a", "b", "b"]) == []  # one class left: nothing to learn
 
 
 def _result(acc, low, auc_low, chance=1 / 3, box=None):
@@ -104,12 +105,15 @@ def test_verdicts_follow_the_documented_thresholds():
 
 
 @pytest.mark.parametrize(("text", "message"), [("0.5,x", "numbers separated by commas"), ("", "at least one"),
+                                               ("-0.5", "must lie in [0.05, 0.95]"), ("0.04", "must lie in"),
                                                ("0.5,0.99", "must lie in [0.05, 0.95]"), ("0.5,0.5", "twice")])
 def test_occlude_fractions_are_checked(text, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_fractions(text)
     assert parse_fractions("0.9, 0.5,0.7") == (0.5, 0.7, 0.9)
     assert parse_fractions("0.95,0.05") == (0.05, 0.95)  # both ends are allowed
+    many = parse_fractions(",".join(f"{0.05 + k * 0.003:.3f}" for k in range(300)))  # distinct, however many
+    assert len(many) == 300
     result = CliRunner().invoke(cli, ["audit", "--store", "s.h5", "--occlude-fractions", text or ","])
     assert result.exit_code == 2 and "--occlude-fractions" in result.output and "Traceback" not in result.output
 
@@ -126,6 +130,30 @@ def test_a_lung_free_box_is_one_of_at_least_the_documented_side():
     assert "add 0.9 to --occlude-fractions" in below["headline"]
 
 
+def test_a_box_larger_than_the_lung_free_side_is_lung_free_too():
+    v = verdicts({"cxr": {"full": LEARNED, **_curve(0.95, sizes=(0.95,))}}, ["cxr"], 0.9, 2)["cxr"]
+    assert v["flagged"] and "(the central 95% of each side), where no lung is visible" in v["headline"]
+
+
+def test_a_curve_below_chance_is_reported_with_its_smallest_box():
+    per = {"full": LEARNED, center_key(0.5): _result(0.36, 0.21, 0.46, box=0.5),
+           center_key(0.9): _result(0.31, 0.2, 0.4, box=0.9)}
+    v = verdicts({"cxr": per}, ["cxr"], 0.9, 2)["cxr"]
+    assert "with the central 50% box or more blacked out the CXR model is not clearly above chance (accuracy 0.36" \
+        in v["headline"]
+
+
+def test_a_source_name_may_hold_a_colon():
+    per = {"full": LEARNED, **_curve(), "external:site:2": {"internal_sensitivity": 0.9, "external_sensitivity": 0.3,
+                                                             "class_names_present": ["covid"]}}
+    assert "on the unseen source site:2 the sensitivity" in verdicts({"cxr": per}, ["cxr"], 0.3, 2)["cxr"]["headline"]
+
+
+def test_experiments_cannot_be_changed():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan(_info([], ["a"] * 12))[0].key = "other"
+
+
 def test_a_model_that_classifies_without_the_lungs_is_a_finding_whatever_the_box():
     lungs = verdicts({"cxr": {"full": LEARNED, **_curve(), "lungs": LEARNED}}, ["cxr"], 0.9, 2)["cxr"]
     assert lungs["flagged"] and "still classifies with each image's lungs blacked out (accuracy 0.90" \
@@ -139,9 +167,10 @@ def test_a_model_that_classifies_without_the_lungs_is_a_finding_whatever_the_box
 def test_the_source_probe_counts_only_above_chance_and_the_transfer_drop_only_above_the_margin():
     guess = verdicts({"cxr": {"full": LEARNED, **_curve(), "source": GUESS}}, ["cxr"], 0.9, 2)["cxr"]
     assert guess["findings"] == []
-    for drop, found in ((MARGIN, False), (MARGIN + 1e-9, True)):
+    assert 0.1 - 0.0 == MARGIN  # a drop of exactly the margin does not count
+    for internal, drop, found in ((0.1, MARGIN, False), (0.8, MARGIN + 1e-9, True)):
         external = {"cxr": {"full": LEARNED, **_curve(),
-                            "external:b": {"internal_sensitivity": 0.8, "external_sensitivity": 0.8 - drop,
+                            "external:b": {"internal_sensitivity": internal, "external_sensitivity": internal - drop,
                                            "class_names_present": ["covid", "normal"]}}}
         v = verdicts(external, ["cxr"], 0.3, 2)["cxr"]
         assert ([f["kind"] for f in v["findings"]] == ["transfer"]) is found
@@ -305,6 +334,19 @@ def test_the_audit_needs_every_run(audit_store, tmp_path):
                                         "out of memory\\); the audit needs every run"):
         _audit(audit_store, tmp_path / "audit", runner)
     assert not (tmp_path / "audit" / "audit.json").exists()
+
+
+def test_the_audit_of_one_run_per_experiment(audit_store, tmp_path):
+    """The study's three runs per arm are the default; one run per experiment works as well."""
+    import inspect
+
+    assert inspect.signature(run_audit).parameters["repeats"].default == 3
+    runner = ScriptedRunner(lambda job: True)
+    record = run_audit(audit_store, tmp_path / "audit", inputs=("cxr",), repeats=1, base=RunConfig(epochs=1),
+                       progress=False, occlude_fractions=(0.9,), runner=runner)
+    assert len(runner.jobs) == 6 and record["results"]["cxr"]["external:site0"]["internal_sensitivity"] == 1.0
+    with pytest.raises(TypeError):
+        run_audit(audit_store, tmp_path / "other", ("cxr",))  # the options are keywords
 
 
 def test_the_audit_leaves_nothing_where_the_workers_cannot_write(audit_store, tmp_path):
