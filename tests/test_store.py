@@ -110,7 +110,8 @@ def _damage(f, what):
         f.create_group(name)
     elif what in ("names 2-d", "names numbers", "names 0-d"):
         del f["class_names"]
-        f["class_names"] = {"names 2-d": np.zeros((3, 2), np.int32), "names numbers": np.zeros(3, np.int32),
+        f["class_names"] = {"names 2-d": np.array([["covid", "normal"]] * 3, dtype=object).astype(h5py.string_dtype()),
+                            "names numbers": np.zeros(3, np.int32),
                             "names 0-d": np.array("covid", dtype=object)}[what]
     elif what == "two groups":
         for name in ("cxr", "meta/source"):
