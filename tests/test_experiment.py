@@ -202,7 +202,9 @@ def test_prepare_split_follows_the_settings(tmp_path):
     for part in (by_source.train, by_source.val, by_source.test):
         for s in set(sources[part]):
             assert (sources == s).sum() == (sources[part] == s).sum()  # a source lies in one part
-    with pytest.raises(GridError, match="--occlude lungs needs a lung mask for every image; 30 of 60 have none"):
+    with h5py.File(path, "r+") as f:
+        f["meta/has_mask"][:40] = True  # 10 of 60 without a mask (the odd ones from 41)
+    with pytest.raises(GridError, match="--occlude lungs needs a lung mask for every image; 10 of 60 have none"):
         prepare_split(path, RunConfig(occlude="lungs"))
     with h5py.File(path, "r+") as f:
         f["meta/source"][0] = ""
@@ -320,6 +322,19 @@ def test_a_run_on_another_store_than_planned_fails_before_training(small_store, 
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_outside_a_grid_checks_the_values_first(tmp_path):
+    """A grid checks a float store's values once when it plans; a run on its own checks them itself."""
+    pytest.importorskip("keras")
+    from trainer.experiment import train_run
+
+    enh = np.full((30, 32, 32, 3), 0.5, np.float32)
+    enh[4, 0, 0, 0] = np.nan
+    path = tiny_store(tmp_path / "s.h5", n=30, size=32, enh_dtype="float32", enh=enh)
+    with pytest.raises(GridError, match=r"holds NaN.* in 1 sample\(s\): #4 \(f4.png\)"):
+        train_run(path, CFG, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_seeding_on_another_backend_leaves_tensorflow_alone(monkeypatch):
     """Only the TensorFlow backend is asked for op determinism: another backend may run without TensorFlow."""
     keras = pytest.importorskip("keras")
@@ -332,7 +347,7 @@ def test_seeding_on_another_backend_leaves_tensorflow_alone(monkeypatch):
     _seed_everything(3, deterministic=True)
 
 
-def test_an_occluded_enh_run_derives_enh_from_the_occluded_radiograph(small_store, tmp_path):
+def test_an_occluded_enh_run_derives_enh_from_the_occluded_radiograph(small_store, tmp_path, capsys):
     """Box 0.5 on ENH: the normalisation statistics are those of ENH recomputed from the blacked-out
     radiograph of the training images, not of the stored ENH."""
     pytest.importorskip("keras")
@@ -341,7 +356,11 @@ def test_an_occluded_enh_run_derives_enh_from_the_occluded_radiograph(small_stor
     from trainer.model import occlusion_mask
 
     cfg = dataclasses.replace(CFG, occlude="center", occlude_fraction=0.5, epochs=1)
-    result = train_run(small_store, cfg, tmp_path / "run", progress=False)
+    result = train_run(small_store, cfg, tmp_path / "run")  # with its progress bar
+    shown = capsys.readouterr()
+    assert "None" not in (shown.out + shown.err).split()  # no empty CPU warning
+    assert "━" not in shown.out + shown.err  # Keras' own progress bar stays off (verbose 0)
+    assert "run(s) after it" not in shown.out + shown.err  # a run on its own has no grid to estimate
     split = prepare_split(small_store, cfg)
     info = store_info(small_store, "enh")
     mask = occlusion_mask(32, 32, "center", 0.5)
