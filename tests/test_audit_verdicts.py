@@ -243,7 +243,7 @@ class ScriptedRunner:
             raise GridError("the workers cannot write there")
 
     def run(self, store_path, jobs, identity, workers=1, desc="grid"):
-        self.jobs = list(jobs)
+        self.jobs, self.workers = list(jobs), workers
         results, failures = [], []
         for job in jobs:
             if job.run_dir.name in self.fail:
@@ -345,8 +345,19 @@ def test_the_audit_of_one_run_per_experiment(audit_store, tmp_path):
     record = run_audit(audit_store, tmp_path / "audit", inputs=("cxr",), repeats=1, base=RunConfig(epochs=1),
                        progress=False, occlude_fractions=(0.9,), runner=runner)
     assert len(runner.jobs) == 6 and record["results"]["cxr"]["external:site0"]["internal_sensitivity"] == 1.0
+    assert {j.config.seed for j in runner.jobs} == {0} and record["seed"] == 0 and runner.workers == 1
     with pytest.raises(TypeError):
         run_audit(audit_store, tmp_path / "other", ("cxr",))  # the options are keywords
+
+
+def test_the_audit_checks_every_input_for_invalid_values_first(tmp_path):
+    enh = np.full((90, 8, 8, 3), 0.5, np.float32)
+    enh[7, 0, 0, 0] = np.nan
+    path = tiny_store(tmp_path / "s.h5", n=90, enh_dtype="float32", enh=enh)
+    runner = ScriptedRunner(lambda job: True)
+    with pytest.raises(GridError, match=r"/enh holds NaN.* #7 \(f7.png\)"):
+        run_audit(path, tmp_path / "audit", inputs=("cxr", "enh"), runner=runner, progress=False)
+    assert runner.jobs == [] and not (tmp_path / "audit").exists()
 
 
 def test_the_audit_leaves_nothing_where_the_workers_cannot_write(audit_store, tmp_path):
@@ -355,7 +366,8 @@ def test_the_audit_leaves_nothing_where_the_workers_cannot_write(audit_store, tm
     assert not (tmp_path / "new").exists()
 
 
-@pytest.mark.parametrize("change", [{"target": "source"}, {"occlude": "center"}, {"test_sources": ("site0",)}])
+@pytest.mark.parametrize("change", [{"target": "source"}, {"occlude": "center"}, {"occlude": "outside"},
+                                    {"occlude": "lungs"}, {"test_sources": ("site0",)}])
 def test_the_audit_sets_target_occlusion_and_test_sources_itself(audit_store, tmp_path, change):
     with pytest.raises(GridError, match="leave --target, --occlude and --test-source at their defaults"):
         run_audit(audit_store, tmp_path / "a", base=RunConfig(**change), runner=ScriptedRunner(lambda j: True))
