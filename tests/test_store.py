@@ -323,22 +323,42 @@ def test_a_corrupted_chunk_or_object_header_is_unreadable_not_a_traceback(tmp_pa
         open_store(path)
 
 
-def test_damaged_bytes_anywhere_are_refused_in_one_line_or_read(tmp_path):
-    """600 stores, each with 4 random bytes overwritten: HDF5 raises OSError, KeyError, RuntimeError or
-    UnicodeDecodeError for some (all seen with this seed); every one must be a StoreError or a store."""
-    raw = tiny_store(tmp_path / "s.h5").read_bytes()
-    rng = np.random.default_rng(0)
-    refused = 0
-    for _ in range(600):
-        data = bytearray(raw)
-        at = int(rng.integers(0, len(data) - 4))
-        data[at:at + 4] = rng.integers(0, 256, 4, dtype=np.uint8).tobytes()
-        (tmp_path / "x.h5").write_bytes(bytes(data))
+def _damage_runs(store, work, trials, seed=0, patience=20):
+    """Outcome of each damaged copy (``tests/_damage_stores.py`` in a child process); a copy on
+    which HDF5 does not return within ``patience`` seconds is ``"hangs"``, and the child restarts after it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("_damage_stores.py")
+    outcomes, first = {}, 0
+    while first < trials:
         try:
-            open_store(tmp_path / "x.h5").close()
-        except StoreError:
-            refused += 1
-    assert refused > 50  # the damage hit the structure often enough to mean something
+            done = subprocess.run([sys.executable, str(script), str(store), str(work), str(seed), str(first),
+                                   str(trials - first)], capture_output=True, text=True, timeout=patience)
+            lines = done.stdout.splitlines()
+        except subprocess.TimeoutExpired as exc:
+            lines = (exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or "").splitlines()
+        for line in lines:
+            trial, outcome = line.split(" ", 1)
+            outcomes[int(trial)] = outcome
+        first = max(outcomes, default=-1) + 1
+        if first < trials and first not in outcomes:
+            outcomes[first] = "hangs"
+            first += 1
+    return outcomes
+
+
+def test_damaged_bytes_anywhere_are_refused_in_one_line_or_read(tmp_path):
+    """600 copies of a store, each with 4 random bytes overwritten: HDF5 raises OSError, KeyError, RuntimeError
+    or UnicodeDecodeError on some of them; each must read or be refused in one line, never a traceback.
+    HDF5 itself loops on a few (a corrupted length in a string heap): those are counted, not caught."""
+    outcomes = _damage_runs(tiny_store(tmp_path / "s.h5"), tmp_path, 600)
+    assert len(outcomes) == 600
+    tracebacks = {t: o for t, o in outcomes.items() if o.startswith("traceback")}
+    assert not tracebacks
+    assert sum(o == "refused" for o in outcomes.values()) > 50  # the damage hit the structure often enough
+    assert sum(o == "hangs" for o in outcomes.values()) <= 3
 
 
 def test_a_store_of_more_samples_than_small_integers_reads(tmp_path):
