@@ -186,6 +186,8 @@ def test_each_input_gets_its_own_verdict():
     both = verdicts({"cxr": {"full": LEARNED, **_curve(0.9)}, "enh": {"full": GUESS}}, ["cxr", "enh"], 0.9, 2)
     assert both["cxr"]["flagged"] and not both["enh"]["flagged"] and both["enh"]["inconclusive"]
     assert "the ENH model on the whole image" in both["enh"]["headline"]
+    first = verdicts({"enh": {"full": GUESS}, "cxr": {"full": LEARNED, **_curve(0.9)}}, ["enh", "cxr"], 0.9, 2)
+    assert list(first) == ["enh", "cxr"] and first["cxr"]["flagged"]  # an inconclusive input ends nothing
 
 
 def test_numbers_read_as_the_report_prints_them():
@@ -202,6 +204,7 @@ def test_sensitivity_is_the_mean_over_runs_of_the_macro_over_the_classes_asked()
     assert _sensitivity(y, [half], [0, 1]) == 0.5 and _sensitivity(y, [half], [2]) == 0.0
     assert _sensitivity(y, [right, half], [0, 1, 2]) == pytest.approx((1 + 1 / 3) / 2)
     assert _sensitivity(y, [half], [0, 1, 3]) == 0.5  # a class absent from the labels is left out
+    assert _sensitivity(np.array([0, 0, 2, 2]), [np.eye(3)[[0, 0, 2, 0]]], [0, 1, 2]) == 0.75  # so is one between
 
 
 def _info(masks, sources, labels=(0, 1, 2) * 4):

@@ -165,7 +165,7 @@ def _curve_finding(what: str, per: dict, sources: int) -> tuple[str | None, str]
                              f"store records {recorded}, so this experiment alone says nothing about sources")
 
 
-def verdicts(results: dict, inputs, cramers_v: float, sources: int = 2) -> dict:
+def verdicts(results: dict, inputs, cramers_v: float, sources: int) -> dict:
     """One computed verdict per input.
 
     Returns ``{input: {"flagged", "inconclusive", "findings", "headline", "occlusion"}}``:
