@@ -42,7 +42,8 @@ DEFAULT_DIGEST = "c3855b5dc69d27dd4a2907a1f71015ac3a603363f44c1ee4a3cffbfdd82d1a
     ("width", float("nan"), "--width must be"), ("width", "0.5", "--width must be"),
     ("image_size", 31, "--image-size must lie in \\[32, 2048\\]"), ("image_size", 2049, "--image-size"),
     ("occlude_fraction", 0, "occlude_fraction must lie in \\(0, 1\\)"), ("occlude_fraction", 1, "occlude_fraction"),
-    ("occlude_fraction", -0.5, "occlude_fraction"),
+    ("occlude_fraction", -0.5, "occlude_fraction"), ("occlude_fraction", 1.5, "occlude_fraction"),
+    ("width", -0.5, "--width must be"),
     ("learning_rate", 0, "learning rate must be a positive finite number"), ("learning_rate", -1e-4, "learning"),
     ("learning_rate", float("inf"), "learning rate"), ("learning_rate", float("nan"), "learning rate"),
     ("learning_rate", "1e-4", "learning rate"), ("weights", "no-such-file.weights.h5", "no such file"),
@@ -143,8 +144,10 @@ def _float_store(path, bad):
 def test_check_values_names_the_first_three_bad_samples_and_counts_the_rest(tmp_path):
     with pytest.raises(GridError, match=r"holds NaN.* in 2 sample\(s\): #1 \(f1.png\), #4 \(f4.png\); convert"):
         check_values(_float_store(tmp_path / "a.h5", [1, 4]), "enh")
-    with pytest.raises(GridError, match=r"in 5 sample\(s\): #0 \(f0.png\), #1 \(f1.png\), #2 \(f2.png\) and 2 more"):
-        check_values(_float_store(tmp_path / "b.h5", [0, 1, 2, 3, 5]), "enh")
+    with pytest.raises(GridError, match=r"in 6 sample\(s\): #0 \(f0.png\), #1 \(f1.png\), #2 \(f2.png\) and 3 more"):
+        check_values(_float_store(tmp_path / "b.h5", [0, 1, 2, 3, 4, 5]), "enh")
+    with pytest.raises(GridError, match=r"in 4 sample\(s\): #0 \(f0.png\), #1 \(f1.png\), #2 \(f2.png\) and 1 more"):
+        check_values(_float_store(tmp_path / "e.h5", [0, 1, 2, 5]), "enh")
     with pytest.raises(GridError, match=r"in 3 sample\(s\): #0 \(f0.png\), #1 \(f1.png\), #2 \(f2.png\); convert"):
         check_values(_float_store(tmp_path / "c.h5", [0, 1, 2]), "enh")
     check_values(_float_store(tmp_path / "d.h5", []), "enh")
@@ -272,6 +275,8 @@ def test_a_run_trains_in_float32_deterministically_on_values_scaled_to_one(small
     import keras
 
     model = keras.saving.load_model(uninterrupted[0] / "model.keras", compile=False)
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in model.get_weights()))
+    assert uninterrupted[1]["weights_sha256"] == digest.hexdigest()  # the twin check of the report uses it
     assert model.get_layer("scale").scale == pytest.approx(1 / 255)  # uint8 images: 0..255 -> 0..1
     assert keras.config.dtype_policy().name == "float32" and model.dtype_policy.name == "float32"
     if keras.backend.backend() == "tensorflow":
@@ -303,7 +308,8 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(small_store, un
     assert (tmp_path / "run" / "checkpoint.npz").exists() and not (tmp_path / "run" / "result.json").exists()
     (tmp_path / "other").mkdir()
     shutil.copy(tmp_path / "run" / "checkpoint.npz", tmp_path / "other" / "checkpoint.npz")
-    resumed = train_run(small_store, CFG, tmp_path / "run", progress=False)
+    resumed = train_run(small_store, CFG, tmp_path / "run", progress=False,
+                        expected_identity=_identity(small_store))  # as a grid runs it: the same store
     whole = uninterrupted[1]
     assert resumed["resumed_at_epochs"] == [1] and resumed["history"] == whole["history"]
     assert resumed["weights_sha256"] == whole["weights_sha256"] and resumed["test_loss"] == whole["test_loss"]
@@ -335,14 +341,16 @@ def test_a_run_outside_a_grid_checks_the_values_first(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_seeding_on_another_backend_leaves_tensorflow_alone(monkeypatch):
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_seeding_on_another_backend_leaves_tensorflow_alone(monkeypatch, backend):
     """Only the TensorFlow backend is asked for op determinism: another backend may run without TensorFlow."""
     keras = pytest.importorskip("keras")
     import sys
 
     from trainer.experiment import _seed_everything
 
-    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    pytest.importorskip(backend)  # keras seeds the backend's own generator
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # importing it now raises ImportError
     _seed_everything(3, deterministic=True)
 
