@@ -62,8 +62,9 @@ def test_settings_at_their_bounds_are_accepted(field, value):
 
 
 def test_other_backbones_refuse_a_width_and_weights_must_exist(tmp_path):
-    with pytest.raises(ValueError, match="--width scales VGG16 only"):
-        RunConfig(model="resnet50", width=0.5)
+    for width in (0.5, 1.5):  # either side of 1: the backbone's rule is said first
+        with pytest.raises(ValueError, match="--width scales VGG16 only"):
+            RunConfig(model="resnet50", width=width)
     weights = tmp_path / "w.weights.h5"
     weights.write_bytes(b"")
     assert RunConfig(weights=str(weights)).weights == str(weights)
