@@ -397,6 +397,24 @@ def _result_of(pool, result, workers_at_start: set[int]):
     return result.get()
 
 
+def _unjam(pool) -> None:
+    """Make ``pool.terminate()`` safe after a worker was killed: kill every worker, then free the task
+    queue's read lock and the result queue's write lock if a killed worker held one (it never releases
+    it, and ``terminate`` would wait for it forever)."""
+    pool._worker_handler._state = "TERMINATE"  # no replacements for the workers killed below
+    for process in pool._pool:
+        process.kill()
+    for process in pool._pool:
+        process.join()
+    for lock in (pool._inqueue._rlock, getattr(pool._outqueue, "_wlock", None)):
+        if lock is None:
+            continue
+        if lock.acquire(timeout=0.2):
+            lock.release()
+        else:  # held by a dead process: nobody else can release it
+            lock.release()
+
+
 def _pool_pieces(tasks, workers, on_result, progress, context, ticks):
     """The pieces on a process pool; a worker that dies (the kernel's OOM killer, ``kill -9``) costs
     the pieces it had in flight, which start again, each at most :data:`PIECE_ATTEMPTS` times."""
@@ -407,7 +425,7 @@ def _pool_pieces(tasks, workers, on_result, progress, context, ticks):
         # spawn: children never inherit a CUDA context or h5py handles from the parent.
         # Workers ignore Ctrl-C; the parent stops them, so an interrupt prints one line.
         pool = context.Pool(workers, initializer=_init_worker, initargs=(ticks,))
-        pending = deque()
+        pending, died = deque(), False
         try:
             workers_at_start = _worker_pids(pool)
             # At most two pieces per worker in flight, so memory stays flat however many
@@ -421,6 +439,7 @@ def _pool_pieces(tasks, workers, on_result, progress, context, ticks):
                 pending.popleft()
                 on_result(piece)
         except _WorkerDied:
+            died = True
             lost = [task for task, result in pending if not result.ready()]
             for _, result in pending:
                 if result.ready():  # finished before the loss was seen
@@ -438,6 +457,8 @@ def _pool_pieces(tasks, workers, on_result, progress, context, ticks):
             logger.warning("a worker process died; %d piece(s) start again", len(lost))
             todo.extendleft(reversed(lost))
         finally:
+            if died:
+                _unjam(pool)
             pool.terminate()
             pool.join()
 
