@@ -660,3 +660,29 @@ def test_a_full_disk_under_the_store_is_one_line_and_exit_1(tmp_path, small_disk
     assert "free some space" in done.stderr and "rerun the same command" in done.stderr
     assert list(small_disk.iterdir()) == []  # no partial store
     assert len(list((tmp_path / "pieces" / "s.h5.parts").glob("piece-*.npz"))) == 2  # kept for the rerun
+
+
+_KILL_IDLE_WORKERS = """
+import multiprocessing, os, signal, time
+from phasefeat.io.convert import _unjam
+
+if __name__ == "__main__":
+    pool = multiprocessing.get_context("spawn").Pool(2)
+    pool.apply(int, ("1",))
+    time.sleep(1)  # both workers idle: one of them holds the task queue's read lock while it waits
+    for process in pool._pool:
+        os.kill(process.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    _unjam(pool)
+    pool.terminate()
+    pool.join()
+    print("stopped")
+"""
+
+
+def test_a_pool_whose_workers_were_killed_still_stops(tmp_path):
+    """Pool.terminate waits forever for a lock a killed worker held; the conversion frees it first."""
+    script = tmp_path / "kill_idle_workers.py"
+    script.write_text(_KILL_IDLE_WORKERS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "stopped", done.stderr[-2000:]
