@@ -268,16 +268,17 @@ def _assemble_apart(output: Path, piece_paths, **kwargs) -> int:
     import multiprocessing
 
     pool = multiprocessing.get_context("spawn").Pool(1, initializer=_init_worker, initargs=(None,))
+    died = False
     try:
         return _result_of(pool, pool.apply_async(assemble, (output, piece_paths), kwargs), _worker_pids(pool))
     except _WorkerDied:
+        died = True
         if shutil.disk_usage(output.parent).free < 2**20:
             raise OSError(errno.ENOSPC, "No space left on device") from None
         raise ConvertError(f"the process assembling {output} ended unexpectedly (killed, or out of memory); "
                            "the finished pieces are kept: rerun the same command") from None
     finally:
-        pool.terminate()
-        pool.join()
+        _stop_pool(pool, died)
 
 
 def _check_room(output: Path, piece_paths, compression: str) -> None:
@@ -407,12 +408,17 @@ def _unjam(pool) -> None:
     for process in pool._pool:
         process.join()
     for lock in (pool._inqueue._rlock, getattr(pool._outqueue, "_wlock", None)):
-        if lock is None:
-            continue
-        if lock.acquire(timeout=0.2):
+        if lock is not None:
+            lock.acquire(timeout=0.2)  # free: now ours; held by a dead worker: nobody else will release it
             lock.release()
-        else:  # held by a dead process: nobody else can release it
-            lock.release()
+
+
+def _stop_pool(pool, worker_died: bool) -> None:
+    """Stop ``pool`` now (its workers must not finish their work first), also after a worker died."""
+    if worker_died:
+        _unjam(pool)
+    pool.terminate()
+    pool.join()
 
 
 def _pool_pieces(tasks, workers, on_result, progress, context, ticks):
@@ -457,10 +463,7 @@ def _pool_pieces(tasks, workers, on_result, progress, context, ticks):
             logger.warning("a worker process died; %d piece(s) start again", len(lost))
             todo.extendleft(reversed(lost))
         finally:
-            if died:
-                _unjam(pool)
-            pool.terminate()
-            pool.join()
+            _stop_pool(pool, died)
 
 
 def convert(input_root, output, *, params: PhaseParams | None = None,
