@@ -158,26 +158,29 @@ def write_hostile_files(folder, big_bytes: int) -> tuple[list[str], dict[str, st
 CLASSES = ["covid", "normal", "pneumonia"]  # the class names of tiny_store
 
 
-def tiny_store(path, n=4, size=8, *, enh_dtype="uint8", virtual=False, masks=False, enh=None, seed=0):
-    """A store of ``n`` random samples (labels 0, 1, 2, 0, ...) written by the product's own assembly,
-    without converting images (fast)."""
+def tiny_store(path, n=4, size=8, *, enh_dtype="uint8", virtual=False, masks=False, enh=None, seed=0,
+               labels=None):
+    """A store of ``n`` random samples (labels 0, 1, 2, 0, ... unless given) written by the product's own
+    assembly, without converting images (fast). ``size``: a side, or ``(height, width)``."""
     from phasefeat import PhaseParams
     from phasefeat.io.assemble import assemble, write_piece
 
+    height, width = (size, size) if np.isscalar(size) else size
+    labels = np.arange(n) % 3 if labels is None else np.asarray(labels)
     rng = np.random.default_rng(seed)
-    piece = {"labels": (np.arange(n) % 3).astype(np.int32), "source_path": np.array([f"f{i}.png" for i in range(n)]),
+    piece = {"labels": labels.astype(np.int32), "source_path": np.array([f"f{i}.png" for i in range(n)]),
              "patient_id": np.array([f"p{i}" if i % 2 == 0 else "" for i in range(n)]),
              "source": np.array(["a"] * n), "sha256": np.array([f"{i:064d}" for i in range(n)]),
              "orig_width": np.full(n, 20, np.int32), "orig_height": np.full(n, 30, np.int32),
              "orig_mode": np.array(["L"] * n),
-             "cxr": rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8),
-             "enh": enh if enh is not None else rng.integers(0, 256, (n, size, size, 3)).astype(enh_dtype)}
+             "cxr": rng.integers(0, 256, (n, height, width, 1), dtype=np.uint8),
+             "enh": enh if enh is not None else rng.integers(0, 256, (n, height, width, 3)).astype(enh_dtype)}
     if masks:
-        piece["mask"] = np.ones((n, size, size, 1), np.uint8)
+        piece["mask"] = np.ones((n, height, width, 1), np.uint8)
         piece["has_mask"] = np.arange(n) % 2 == 0
     pieces = path.with_name(path.name + ".piece.npz")
     write_piece(pieces, piece)
-    assemble(path, [pieces], shape=(size, size), cxr_dtype="uint8", enh_dtype=enh_dtype, class_names=CLASSES,
+    assemble(path, [pieces], shape=(height, width), cxr_dtype="uint8", enh_dtype=enh_dtype, class_names=CLASSES,
              failures=[("bad.png", "not an image")], virtual=virtual,
              attrs={"params_json": PhaseParams().to_json(), "library_versions": '{"numpy": "2"}'})
     pieces.unlink()

@@ -229,11 +229,15 @@ def test_cross_entropy_by_hand_and_clipped():
     p = np.array([[0.5, 0.5], [0.0, 1.0], [0.9, 0.1]])
     assert _cross_entropy(p, np.array([0, 1, 0])) == pytest.approx(-(np.log(0.5) + np.log(0.9)) / 3)
     assert _cross_entropy(p, np.array([1, 0, 0])) == pytest.approx(-(np.log(0.5) + np.log(1e-7) + np.log(0.9)) / 3)
+    # a probability a rounding step above 1 counts as certainty: a loss is never negative
+    assert _cross_entropy(np.array([[1.0000001, 0.0]]), np.array([0])) == 0.0
 
 
 # ---- training (a few seconds each) ---------------------------------------------------------------
 
-CFG = RunConfig(input="enh", width=0.0625, epochs=2, patience=3, batch_size=8, learning_rate=1e-2, augment=True)
+# Four training batches: a batch order drawn from Python's global generator (Keras' own shuffle, which a
+# checkpoint cannot restore) would make the resumed run differ from the uninterrupted one.
+CFG = RunConfig(input="enh", width=0.0625, epochs=2, patience=3, batch_size=4, learning_rate=1e-2, augment=True)
 
 
 @pytest.fixture(scope="module")
@@ -378,3 +382,210 @@ def test_an_occluded_enh_run_derives_enh_from_the_occluded_radiograph(small_stor
     stored = channel_stats(small_store, split.train, "enh", mask=mask)
     assert result["train_mean"] == pytest.approx(derived[0].tolist(), rel=1e-5)
     assert result["train_mean"] != pytest.approx(stored[0].tolist(), rel=1e-3)
+
+
+# ---- a run up to its training, or around it (no training: a second or two each) ------------------
+
+class Stopped(Exception):
+    pass
+
+
+def _stop_at_fit(monkeypatch) -> dict:
+    """Make ``train_run`` stop where it would train; returns what it had built by then: the model,
+    the normalisation statistics and the mask they were computed with."""
+    from trainer import data, experiment
+
+    seen = {}
+    real_stats = data.channel_stats
+
+    def stats(*args, **kwargs):
+        seen["mask"] = kwargs.get("mask")
+        seen["stats"] = real_stats(*args, **kwargs)
+        return seen["stats"]
+
+    def stop(model, *args):
+        seen["model"] = model
+        raise Stopped
+
+    monkeypatch.setattr(data, "channel_stats", stats)
+    monkeypatch.setattr(experiment, "_fit", stop)
+    return seen
+
+
+def _run_to_fit(monkeypatch, store, cfg, out, **kwargs) -> dict:
+    pytest.importorskip("keras")
+    from trainer.experiment import train_run
+
+    seen = _stop_at_fit(monkeypatch)
+    with pytest.raises(Stopped):
+        train_run(store, cfg, out, **kwargs)
+    return seen
+
+
+@pytest.mark.parametrize(("image_size", "shape"), [(None, (32, 40)), (48, (48, 48))])
+def test_a_run_keeps_a_non_square_store_s_shape_unless_resized(tmp_path, monkeypatch, image_size, shape):
+    store = tiny_store(tmp_path / "s.h5", n=30, size=(32, 40))
+    cfg = dataclasses.replace(CFG, image_size=image_size)
+    seen = _run_to_fit(monkeypatch, store, cfg, tmp_path / "run", progress=False)
+    assert tuple(seen["model"].input_shape) == (None, *shape, 3)
+
+
+@pytest.mark.parametrize("what", ["cxr", "enh"])
+def test_a_box_occluded_run_on_a_non_square_store_normalises_what_the_model_sees(tmp_path, monkeypatch, what):
+    """``outside`` keeps only the central box; CXR statistics are those of the masked radiographs, ENH
+    statistics those of ENH recomputed from them (not of the stored ENH, masked or not)."""
+    from trainer.data import OccludedFeatures, channel_stats
+    from trainer.model import occlusion_mask
+
+    store = tiny_store(tmp_path / "s.h5", n=30, size=(32, 40))
+    cfg = dataclasses.replace(CFG, input=what, occlude="outside", occlude_fraction=0.5)
+    seen = _run_to_fit(monkeypatch, store, cfg, tmp_path / "run", progress=False)
+    mask = occlusion_mask(32, 40, "outside", 0.5)
+    assert np.array_equal(seen["mask"], mask)
+    train = prepare_split(store, cfg).train
+    info = store_info(store, what)
+    derive = OccludedFeatures("outside", 0.5, info["params_json"], info["dtype"]) if what == "enh" else None
+    expected = channel_stats(store, train, what, mask=mask, derive=derive)
+    assert seen["stats"][0].tolist() == pytest.approx(expected[0].tolist(), rel=1e-6)
+    assert seen["stats"][0].tolist() != pytest.approx(channel_stats(store, train, what)[0].tolist(), rel=1e-3)
+    if what == "enh":
+        stored = channel_stats(store, train, what, mask=mask)
+        assert seen["stats"][0].tolist() != pytest.approx(stored[0].tolist(), rel=1e-3)
+
+
+def test_a_weighted_cce_run_weighs_by_the_training_split_s_classes(tmp_path, monkeypatch):
+    from trainer.losses import class_weights
+
+    labels = np.array([0] * 20 + [1] * 7 + [2] * 6)  # weights far from 1
+    store = tiny_store(tmp_path / "s.h5", n=33, size=32, labels=labels)
+    cfg = dataclasses.replace(CFG, loss="weighted_cce")
+    seen = _run_to_fit(monkeypatch, store, cfg, tmp_path / "run", progress=False)
+    weights = class_weights(labels[prepare_split(store, cfg).train], 3)
+    assert seen["model"].loss.weights == pytest.approx(weights) and max(weights) > 1.5 * min(weights)
+
+
+def test_full_width_vgg16_on_a_cpu_warns_with_the_image_size(tmp_path, monkeypatch, capsys):
+    """With the defaults (progress shown) the warning names the model's input size, height x width."""
+    from trainer import experiment
+
+    monkeypatch.setattr(experiment, "training_device", lambda: "CPU")  # also on a GPU machine
+    store = tiny_store(tmp_path / "s.h5", n=30, size=(32, 40))
+    _run_to_fit(monkeypatch, store, dataclasses.replace(CFG, width=1.0), tmp_path / "run")
+    shown = capsys.readouterr()
+    assert "warning: full-width VGG16 at 32x40 is training on a CPU" in shown.out + shown.err
+    _run_to_fit(monkeypatch, store, dataclasses.replace(CFG, width=1.0), tmp_path / "run", progress=False)
+    assert "warning" not in "".join(capsys.readouterr())
+
+
+def test_a_run_reads_in_threads_shuffles_its_training_batches_and_closes_the_store(small_store, tmp_path,
+                                                                                  monkeypatch):
+    """Training skipped (the evaluation of the untrained model follows): the batch readers are threads
+    of this process (h5py handles must not cross processes), the training reader serves a new order
+    of the training split each epoch, val and test read in index order (the predictions follow
+    ``split.test``), and all of them are closed when the run ends, which also finishes when its
+    checkpoint is already gone (another worker finished the same run)."""
+    pytest.importorskip("keras")
+    from trainer import data, experiment
+
+    readers = []
+
+    class Recorded(data.StoreBatches):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            readers.append(self)
+
+    monkeypatch.setattr(data, "StoreBatches", Recorded)
+    monkeypatch.setattr(experiment, "_fit", lambda *args: ({"loss": [1.0], "val_loss": [1.0]}, 0.0, []))
+    result = experiment.train_run(small_store, CFG, tmp_path / "run", progress=False)
+    split = prepare_split(small_store, CFG)
+    train, val, test = readers
+    assert result["epochs_run"] == 1 and (tmp_path / "run" / "result.json").is_file()
+    assert not any(r.use_multiprocessing for r in readers) and {r.workers for r in readers} == {1}
+    assert all(r._store is None for r in readers)
+    assert val._order.tolist() == split.val.tolist() and test._order.tolist() == split.test.tolist()
+    orders = []
+    for epoch in (0, 1):
+        train.set_epoch(epoch)
+        orders.append(train._order.tolist())
+    assert sorted(orders[0]) == sorted(split.train.tolist()) and orders[0] != orders[1]
+
+
+def test_a_run_killed_after_its_last_epoch_finishes_without_training_again(small_store, uninterrupted, tmp_path,
+                                                                          monkeypatch, capsys):
+    """Killed between its last checkpoint and its result: the resumed run trains no epoch and ends
+    with the weights of the uninterrupted run. With the defaults, Keras prints nothing of its own."""
+    from trainer import checkpoint
+    from trainer.experiment import train_run
+
+    real = checkpoint.save_checkpoint
+
+    def save_then_stop(path, model, identity, state):
+        real(path, model, identity, state)
+        if state["epochs_done"] == CFG.epochs:
+            raise Interrupted
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop)
+    with pytest.raises(Interrupted):
+        train_run(small_store, CFG, tmp_path / "run")
+    assert "Epoch 1/" not in capsys.readouterr().out  # verbose 0: no Keras epoch lines
+    monkeypatch.undo()
+    import keras
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a run with all its epochs done trained again")
+
+    monkeypatch.setattr(keras.Model, "fit", no_fit)
+    resumed = train_run(small_store, CFG, tmp_path / "run", progress=False)
+    whole = uninterrupted[1]
+    assert resumed["resumed_at_epochs"] == [CFG.epochs] and resumed["history"] == whole["history"]
+    assert resumed["weights_sha256"] == whole["weights_sha256"] and resumed["test_loss"] == whole["test_loss"]
+
+
+def _as_if_of(checkpoint_path, cfg, epochs_done: int, out) -> None:
+    """The checkpoint at ``checkpoint_path`` rewritten as one of ``cfg`` after ``epochs_done`` epochs."""
+    with np.load(checkpoint_path) as data:
+        arrays = {key: data[key] for key in data.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["identity"]["config_digest"] = cfg.digest()
+    meta["state"]["epochs_done"] = epochs_done
+    out.mkdir()
+    np.savez(out / "checkpoint.npz", meta=np.array(json.dumps(meta)), **arrays)
+
+
+def test_a_long_run_killed_after_its_last_epoch_does_not_train_again(small_store, tmp_path, monkeypatch):
+    """300 epochs, all done: the epoch count read from the checkpoint is another int object than the
+    setting's (CPython shares only -5..256), and the run still sees that it has finished."""
+    import keras
+
+    from trainer import checkpoint
+    from trainer.experiment import train_run
+
+    real = checkpoint.save_checkpoint
+
+    def save_then_stop(path, model, identity, state):
+        real(path, model, identity, state)
+        raise Interrupted
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop)
+    with pytest.raises(Interrupted):
+        train_run(small_store, CFG, tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    long = dataclasses.replace(CFG, epochs=300)
+    _as_if_of(tmp_path / "cut" / "checkpoint.npz", long, 300, tmp_path / "run")
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a run with all its epochs done trained again")
+
+    monkeypatch.setattr(keras.Model, "fit", no_fit)
+    resumed = train_run(small_store, long, tmp_path / "run", progress=False)
+    assert resumed["resumed_at_epochs"] == [300] and resumed["epochs_run"] == 1
+
+
+def test_a_run_s_data_workers_do_not_change_its_result(small_store, uninterrupted, tmp_path):
+    """Two reader threads (``--workers 2``) train the same weights as one: each batch's order and
+    augmentation are drawn from (seed, epoch, batch), not from a shared generator."""
+    from trainer.experiment import train_run
+
+    result = train_run(small_store, CFG, tmp_path / "run", progress=False, workers=2)
+    assert result["weights_sha256"] == uninterrupted[1]["weights_sha256"]
+    assert result["history"] == uninterrupted[1]["history"]
