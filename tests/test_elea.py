@@ -176,6 +176,18 @@ def test_constant_source_gives_zero_without_warnings():
     assert np.all(out == 0)
 
 
+@pytest.mark.parametrize("scaling", ["minmax", "fixed"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(20, 30), (127, 131), (37, 211)])
+def test_a_source_without_structure_gives_zeros_at_any_size(shape, dtype, scaling):
+    """S = 0 everywhere. Where the FFT sizes have large prime factors the transmission comes back a
+    rounding step above 1 at some pixels, so ELEA computed through would reach 255 there (checked:
+    127 x 131 and 37 x 211 do, 20 x 30 does not); the short-circuit of a map without structure keeps
+    it at 0."""
+    for source in (np.zeros((1, *shape), dtype), np.full((1, *shape), -2.0, dtype)):
+        assert np.all(E.elea(source, PhaseParams(scaling=scaling), NUMPY) == 0)
+
+
 def test_airlight_fallback_when_out_of_bounds():
     params = PhaseParams(c0=200.0)
     scaled = np.full((1, 4, 4), 255.0)
