@@ -216,3 +216,11 @@ def test_fixed_scaling_sets_the_airlight_from_255_for_any_non_zero_map(top):
     assert params.c0 < expected < params.c1
     assert E.airlight(scaled, params, np)[0, 0, 0] == expected
     assert E.airlight(np.zeros((1, 8, 8)), params, np)[0, 0, 0] == (params.c0 + 255) / 2
+
+
+def test_elea_takes_every_argument_by_keyword():
+    source = np.random.default_rng(5).standard_normal((1, 24, 28))
+    by_keyword = E.elea(source=source, params=PhaseParams(), backend=NUMPY, return_details=False)
+    assert np.array_equal(by_keyword, E.elea(source, PhaseParams(), NUMPY))
+    with pytest.raises(TypeError):
+        E.elea(source, PhaseParams(), NUMPY, True)  # return_details is keyword-only
