@@ -48,6 +48,7 @@ MODULES = {
     "phasefeat/io/store.py": "tests/test_store.py",
     "trainer/experiment.py": "tests/test_experiment.py",
     "trainer/audit.py": "tests/test_audit_verdicts.py",
+    "trainer/data.py": "tests/test_data.py",
 }
 
 
