@@ -240,3 +240,18 @@ def test_batches_refuse_an_unknown_input_and_pass_keras_options_on(store):
         _batches(store, np.arange(3), what="mask")
     ds = _batches(store, np.arange(3), workers=2, use_multiprocessing=False, max_queue_size=5)
     assert (ds.workers, ds.use_multiprocessing, ds.max_queue_size) == (2, False, 5)
+
+
+def test_a_batch_already_at_the_model_s_size_is_served_as_stored(tmp_path):
+    """No resize, no float32 copy: a quarter of the bytes through the reader queue."""
+    path = tiny_store(tmp_path / "square.h5", n=4, size=8)
+    ds = StoreBatches(path, np.arange(4), "enh", np.arange(4) % 3, 3, "int", 4, image_size=8)
+    x = ds[0][0]
+    assert x.dtype == np.uint8 and np.array_equal(x, _stored(path, "enh"))
+    ds.close()
+
+
+def test_without_a_seed_batches_shuffle_and_augment_as_with_seed_0(store):
+    default = _batches(store, np.arange(9), shuffle=True, augment=True)
+    zero = _batches(store, np.arange(9), shuffle=True, augment=True, seed=0)
+    assert np.array_equal(default._order, zero._order) and np.array_equal(default[1][0], zero[1][0])
