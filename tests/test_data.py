@@ -28,9 +28,13 @@ from trainer.model import occlusion_mask
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """20 samples of 12 x 16, labels 0, 1, 2, 0, ..., lung masks on the even samples."""
-    path = tmp_path_factory.mktemp("data") / "s.h5"
-    return tiny_store(path, n=20, size=(12, 16), masks=True, seed=3)
+    """20 samples of 12 x 16, labels 0, 1, 2, 0, ..., random 0/1 lung masks on the even samples."""
+    import h5py
+
+    path = tiny_store(tmp_path_factory.mktemp("data") / "s.h5", n=20, size=(12, 16), masks=True, seed=3)
+    with h5py.File(path, "r+") as f:
+        f["mask"][...] = np.random.default_rng(3).integers(0, 2, f["mask"].shape, dtype=np.uint8)
+    return path
 
 
 def _stored(path, what, indices=None):
@@ -255,3 +259,19 @@ def test_without_a_seed_batches_shuffle_and_augment_as_with_seed_0(store):
     default = _batches(store, np.arange(9), shuffle=True, augment=True)
     zero = _batches(store, np.arange(9), shuffle=True, augment=True, seed=0)
     assert np.array_equal(default._order, zero._order) and np.array_equal(default[1][0], zero[1][0])
+
+
+def test_masks_stored_as_0_and_255_black_out_the_same_pixels(store, tmp_path):
+    import shutil
+
+    import h5py
+
+    copy = tmp_path / "255.h5"
+    shutil.copy(store, copy)
+    with h5py.File(copy, "r+") as f:
+        f["mask"][...] = f["mask"][...] * 255
+    indices = [0, 2, 4]
+    with open_store(store) as a, open_store(copy) as b:
+        for mode in ("lungs", "non-lungs"):
+            assert np.array_equal(read_inputs(a, indices, "cxr", lung_mode=mode),
+                                  read_inputs(b, indices, "cxr", lung_mode=mode))

@@ -91,8 +91,9 @@ def read_inputs(store, indices, what: str, derive: OccludedFeatures | None = Non
     """
     keep = None
     if lung_mode is not None:
-        masks = store.read_many(indices, "mask")
-        keep = masks if lung_mode == "non-lungs" else 1 - masks
+        # The format's masks are 0/1; a store written elsewhere with 0/255 masks means the same.
+        lungs = store.read_many(indices, "mask") != 0
+        keep = (lungs if lung_mode == "non-lungs" else ~lungs).astype(np.uint8)
     if derive is not None:
         return derive(store.read_many(indices, "cxr"), keep)
     x = store.read_many(indices, what)
