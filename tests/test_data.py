@@ -58,6 +58,8 @@ def test_resize_keeps_a_batch_of_the_size_and_resizes_others_antialiased():
     constant = np.full((2, 12, 16, 1), 0.25, np.float32)
     out = _resize(constant, 6)
     assert out.shape == (2, 6, 6, 1) and out.dtype == np.float32 and np.allclose(out, 0.25)
+    for size in (14, 20):  # between the sides, and up
+        assert _resize(constant, size).shape == (2, size, size, 1)
     stripes = np.zeros((1, 12, 12, 1), np.float32)
     stripes[:, :, ::3] = 1.0
     # antialiased: a 3:1 reduction of every third column averages it (1/3 inside); plain bilinear
