@@ -192,7 +192,7 @@ def test_training_batches_reshuffle_every_epoch_from_the_seed(store):
         ds.on_epoch_end()
     assert not np.array_equal(orders[0], orders[1])
     ds.set_epoch(1)
-    assert np.array_equal(ds._order, orders[1])
+    assert np.array_equal(ds._order, orders[1]) and len(ds) == 7  # 20 samples in batches of 3
     assert np.array_equal(_batches(store, indices, seed=4)._order, indices)  # no shuffle: index order
 
 
@@ -217,9 +217,10 @@ def test_augmentation_flips_and_shifts_by_the_seed_epoch_and_batch(store):
 
 def test_batches_resize_derive_and_black_out_like_the_statistics(store):
     indices = np.array([0, 2, 4, 6])
-    resized = _batches(store, indices, what="cxr", batch_size=4, image_size=8)[0][0]
-    want = _resize(_stored(store, "cxr", indices).astype(np.float32), 8)
-    assert resized.shape == (4, 8, 8, 1) and np.allclose(resized, want) and resized.max() > 1  # stored scale
+    for size in (8, 14, 20):  # down, between the sides (12 x 16), up
+        resized = _batches(store, indices, what="cxr", batch_size=4, image_size=size)[0][0]
+        want = _resize(_stored(store, "cxr", indices).astype(np.float32), size)
+        assert resized.shape == (4, size, size, 1) and np.allclose(resized, want) and resized.max() > 1  # stored scale
     lungs = _batches(store, indices, what="cxr", batch_size=4, lung_mode="lungs")[0][0]
     assert np.array_equal(lungs, _stored(store, "cxr", indices) * (1 - _stored(store, "mask", indices)))
     derive = OccludedFeatures("center", 0.5, PhaseParams().to_json(), "uint8")
@@ -277,3 +278,13 @@ def test_masks_stored_as_0_and_255_black_out_the_same_pixels(store, tmp_path):
         for mode in ("lungs", "non-lungs"):
             assert np.array_equal(read_inputs(a, indices, "cxr", lung_mode=mode),
                                   read_inputs(b, indices, "cxr", lung_mode=mode))
+
+
+def test_batches_take_their_arguments_by_keyword_as_a_run_passes_them(store):
+    """``trainer.experiment`` builds its readers from one dict of keyword arguments."""
+    common = {"store_path": store, "what": "enh", "labels": np.arange(20) % 3, "n_classes": 3,
+              "label_mode": "int", "batch_size": 4}
+    ds = StoreBatches(indices=np.arange(8), shuffle=True, seed=1, **common)
+    assert len(ds) == 2 and ds.shuffle and ds.seed == 1
+    with pytest.raises(TypeError):
+        StoreBatches(store, np.arange(8), "enh", np.arange(20) % 3, 3, "int", 4, True)  # shuffle by keyword only
