@@ -26,6 +26,7 @@ CHAINS = {
     "trainer/losses.py": ["losses-run", "losses-rerun"],
     "phasefeat/maths/scaling.py": ["scaling-run", "scaling-rerun", "scaling-rerun2"],
     "phasefeat/maths/elea.py": ["elea-run", "elea-rerun", "elea-rerun2"],
+    "trainer/data.py": ["data-run2", "data-rerun"],
 }
 
 
