@@ -294,19 +294,34 @@ class Interrupted(Exception):
     pass
 
 
-def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(small_store, uninterrupted, tmp_path,
-                                                                  monkeypatch):
+def _interrupt_after(monkeypatch, epochs_done: int) -> None:
+    """Make a run stop right after writing the checkpoint of epoch ``epochs_done``, as a kill would."""
     from trainer import checkpoint
-    from trainer.experiment import train_run
 
     real = checkpoint.save_checkpoint
 
     def save_then_stop(path, model, identity, state):
         real(path, model, identity, state)
-        if state["epochs_done"] == 1:
+        if state["epochs_done"] == epochs_done:
             raise Interrupted
 
     monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop)
+
+
+def _forbid_training(monkeypatch) -> None:
+    import keras
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a run with all its epochs done trained again")
+
+    monkeypatch.setattr(keras.Model, "fit", no_fit)
+
+
+def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(small_store, uninterrupted, tmp_path,
+                                                                  monkeypatch):
+    from trainer.experiment import train_run
+
+    _interrupt_after(monkeypatch, 1)
     with pytest.raises(Interrupted):
         train_run(small_store, CFG, tmp_path / "run", progress=False)
     monkeypatch.undo()
@@ -514,27 +529,14 @@ def test_a_run_killed_after_its_last_epoch_finishes_without_training_again(small
                                                                           monkeypatch, capsys):
     """Killed between its last checkpoint and its result: the resumed run trains no epoch and ends
     with the weights of the uninterrupted run. With the defaults, Keras prints nothing of its own."""
-    from trainer import checkpoint
     from trainer.experiment import train_run
 
-    real = checkpoint.save_checkpoint
-
-    def save_then_stop(path, model, identity, state):
-        real(path, model, identity, state)
-        if state["epochs_done"] == CFG.epochs:
-            raise Interrupted
-
-    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop)
+    _interrupt_after(monkeypatch, CFG.epochs)
     with pytest.raises(Interrupted):
         train_run(small_store, CFG, tmp_path / "run")
     assert "Epoch 1/" not in capsys.readouterr().out  # verbose 0: no Keras epoch lines
     monkeypatch.undo()
-    import keras
-
-    def no_fit(*args, **kwargs):
-        raise AssertionError("a run with all its epochs done trained again")
-
-    monkeypatch.setattr(keras.Model, "fit", no_fit)
+    _forbid_training(monkeypatch)
     resumed = train_run(small_store, CFG, tmp_path / "run", progress=False)
     whole = uninterrupted[1]
     assert resumed["resumed_at_epochs"] == [CFG.epochs] and resumed["history"] == whole["history"]
@@ -555,28 +557,15 @@ def _as_if_of(checkpoint_path, cfg, epochs_done: int, out) -> None:
 def test_a_long_run_killed_after_its_last_epoch_does_not_train_again(small_store, tmp_path, monkeypatch):
     """300 epochs, all done: the epoch count read from the checkpoint is another int object than the
     setting's (CPython shares only -5..256), and the run still sees that it has finished."""
-    import keras
-
-    from trainer import checkpoint
     from trainer.experiment import train_run
 
-    real = checkpoint.save_checkpoint
-
-    def save_then_stop(path, model, identity, state):
-        real(path, model, identity, state)
-        raise Interrupted
-
-    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop)
+    _interrupt_after(monkeypatch, 1)
     with pytest.raises(Interrupted):
         train_run(small_store, CFG, tmp_path / "cut", progress=False)
     monkeypatch.undo()
     long = dataclasses.replace(CFG, epochs=300)
     _as_if_of(tmp_path / "cut" / "checkpoint.npz", long, 300, tmp_path / "run")
-
-    def no_fit(*args, **kwargs):
-        raise AssertionError("a run with all its epochs done trained again")
-
-    monkeypatch.setattr(keras.Model, "fit", no_fit)
+    _forbid_training(monkeypatch)
     resumed = train_run(small_store, long, tmp_path / "run", progress=False)
     assert resumed["resumed_at_epochs"] == [300] and resumed["epochs_run"] == 1
 

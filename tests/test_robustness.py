@@ -664,7 +664,7 @@ def test_a_full_disk_under_the_store_is_one_line_and_exit_1(tmp_path, small_disk
 
 _KILL_IDLE_WORKERS = """
 import multiprocessing, os, signal, time
-from phasefeat.io.convert import _unjam
+from phasefeat.io.convert import _stop_pool
 
 if __name__ == "__main__":
     pool = multiprocessing.get_context("spawn").Pool(2)
@@ -673,9 +673,7 @@ if __name__ == "__main__":
     for process in pool._pool:
         os.kill(process.pid, signal.SIGKILL)
     time.sleep(0.5)
-    _unjam(pool)
-    pool.terminate()
-    pool.join()
+    _stop_pool(pool, worker_died=True)
     print("stopped")
 """
 
