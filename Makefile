@@ -6,6 +6,8 @@ OUT ?= out
 # make demo DATA=path/to/raw uses your own radiographs (class folders) instead of phantoms, in a folder
 # of its own (named after DATA's name and full path): another DATA never reuses another input's store.
 DATA ?=
+# Extra pytest options for make test, e.g. PYTEST_ARGS="-x -k checkpoint".
+PYTEST_ARGS ?=
 # With DATA: a regular expression whose first group is each file's source (hospital, archive), e.g.
 # DEMO_SOURCES='^[^/]+/([a-z]+)_' for names like covid/ieee_1.png; without it the audit cannot probe or
 # hold out a source.
@@ -22,7 +24,7 @@ SITES := '^[^/]+/(site[a-z])_'
 DEMO_SOURCE_ARGS = $(if $(DATA),$(if $(DEMO_SOURCES),--source-pattern '$(DEMO_SOURCES)'),--source-pattern $(SITES))
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench gpu-check mutate clean distclean
+.PHONY: help install demo test test-phantoms lint bench gpu-check mutate clean distclean
 
 ## help: list the targets (this text)
 help:
@@ -75,10 +77,22 @@ demo: $(VENV)/.installed-train
 
 ## test: lint, then the whole test suite (GPU tests are skipped without a GPU; installs TensorFlow CPU,
 ##       torch CPU, MONAI and JAX CPU)
+# Both pytest steps always run (test_torch.py in a process of its own: torch's Triton and TensorFlow cannot
+# share one); the target fails if either failed.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check phasefeat trainer benchmarks tests docs
-	$(BIN)/python -m pytest --ignore=tests/test_torch.py
-	$(BIN)/python -m pytest tests/test_torch.py  # its own process: torch's Triton and TensorFlow cannot share one
+	@failed=""; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS) --ignore=tests/test_torch.py || failed="$$failed main"; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/test_torch.py || failed="$$failed test_torch.py"; \
+	if [ -n "$$failed" ]; then echo "make test: failed:$$failed" >&2; exit 1; fi
+
+## test-phantoms: the tests whose data switch on ../shared/data/cxr-real, run as in a clone without it
+##                (generated phantoms instead of the shared radiographs; CI runs both ways)
+test-phantoms: $(VENV)/.installed-test
+	@failed=""; export PHASEFEAT_CXR_REAL="$(CURDIR)/.no-shared-radiographs"; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m real_data --ignore=tests/test_torch.py || failed="$$failed main"; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m real_data tests/test_torch.py || failed="$$failed test_torch.py"; \
+	if [ -n "$$failed" ]; then echo "make test-phantoms: failed:$$failed" >&2; exit 1; fi
 
 ## lint: style checks only
 lint: $(VENV)/.installed-test

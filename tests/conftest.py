@@ -34,6 +34,17 @@ _GPU_SKIPS: list[str] = []
 _STANDIN_RUNS: list[str] = []
 
 
+#: Fixtures whose data switch between the shared radiographs and generated phantoms.
+REAL_OR_PHANTOM_FIXTURES = {"store", "radiograph", "real_images"}
+
+
+def pytest_itemcollected(item):
+    """Mark ``real_data`` every test that sees other data where the shared radiographs are absent
+    (as each is collected: before ``-m`` selects on the mark)."""
+    if REAL_OR_PHANTOM_FIXTURES & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.real_data)
+
+
 @pytest.hookimpl(trylast=True)  # after -m has deselected what it deselects
 def pytest_collection_modifyitems(config, items):
     if gpu_available():

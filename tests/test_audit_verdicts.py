@@ -238,8 +238,11 @@ class ScriptedRunner:
     def __init__(self, learns, fail=(), refuse_out=False):
         self.learns, self.fail, self.refuse_out, self.jobs = learns, fail, refuse_out, []
 
-    def prepare(self, store_path, identity):
-        self.identity = identity
+    def prepare(self, store_path, store_id):
+        from trainer.grid import planned_identity
+
+        self.identity = planned_identity(store_id, None, "tensorflow")
+        return self.identity
 
     def check_out(self, out):
         if self.refuse_out:
@@ -260,7 +263,8 @@ class ScriptedRunner:
             np.savez(job.run_dir / "predictions.npz", indices=job.split.test, labels=labels,
                      probabilities=np.eye(n, dtype=np.float32)[guesses])
             result = {"class_names": info["class_names"], "config_digest": job.config.digest(),
-                      "store_identity": identity}
+                      "store_identity": identity["store"], "threads": identity["threads"],
+                      "backend": identity["backend"]}
             (job.run_dir / "result.json").write_text(json.dumps(result))
             results.append(result)
         return results, failures

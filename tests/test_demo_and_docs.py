@@ -109,6 +109,7 @@ def test_demo_pipeline_at_its_smallest(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.real_data
 def test_make_demo_on_own_data_twice(tmp_path):
     """``make demo DATA=...`` (the README's first command on your own radiographs), run twice:
     the second run reuses the store and every finished run."""

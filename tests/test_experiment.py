@@ -16,6 +16,8 @@ import pytest
 from datasets import CLASSES, tiny_store
 
 from phasefeat import PhaseParams
+from phasefeat.io.identity import describe_difference, identity_digest, legacy_identity
+from phasefeat.io.store import open_store
 from trainer.experiment import (
     LATER_FIELDS,
     GridError,
@@ -115,12 +117,35 @@ def _identity(path):
         return store_identity(store)
 
 
-@pytest.mark.parametrize("change", ["label", "sha256", "class name", "params digest", "features at", "size"])
+def _replace_images(f, what: str, values) -> None:
+    """``/what`` rewritten with ``values`` (another dtype), as a conversion with that dtype writes it."""
+    del f[what]
+    f.create_dataset(what, data=values, chunks=(1, *values.shape[1:]))
+
+
+# What each change reads as in one line: (part, how the identity's description names it).
+IDENTITY_CHANGES = {
+    "label": ("samples", "labels differ"), "sha256": ("samples", "image files differ"),
+    "class name": ("samples", "class names differ"), "patient id": ("samples", "patient ids differ"),
+    "source": ("samples", "sources differ"), "mask": ("samples", "lung masks differ"),
+    "params digest": ("pixels", "feature parameters differ"), "preset": ("pixels", "preset qi2021 -> kovesi"),
+    "features at": ("pixels", "features at (none) -> native"), "fit": ("pixels", "fit (none) -> pad"),
+    "size": ("pixels", "CXR 8x8x1 uint8 -> 9x9x1 uint8; ENH 8x8x3 uint8 -> 9x9x3 uint8"),
+    "cxr dtype": ("pixels", "CXR 8x8x1 uint8 -> 8x8x1 uint16"),
+    "enh dtype": ("pixels", "ENH 8x8x3 uint8 -> 8x8x3 float32"),
+}
+
+
+@pytest.mark.parametrize("change", list(IDENTITY_CHANGES))
 def test_the_store_identity_follows_the_content_not_the_path(tmp_path, change):
-    a, b = tiny_store(tmp_path / "a.h5"), tiny_store(tmp_path / "b.h5")
+    """Everything that decides what a model sees is in the identity: the samples a split is made of,
+    and how their pixels were made (a store converted again with --fit, --cxr-dtype, --enh-dtype or
+    --patient-pattern had the same identity before)."""
+    a, b = tiny_store(tmp_path / "a.h5", masks=True), tiny_store(tmp_path / "b.h5", masks=True)
     assert _identity(a) == _identity(b)
     if change == "size":
-        b = tiny_store(tmp_path / "c.h5", size=9)
+        a = tiny_store(tmp_path / "c.h5", masks=True, size=8)
+        b = tiny_store(tmp_path / "d.h5", masks=True, size=9)
     with h5py.File(b, "r+") as f:
         if change == "label":
             f["labels"][1] = 2
@@ -128,11 +153,64 @@ def test_the_store_identity_follows_the_content_not_the_path(tmp_path, change):
             f["meta/sha256"][0] = "f" * 64
         elif change == "class name":
             f["class_names"][0] = "covid19"
+        elif change == "patient id":
+            f["meta/patient_id"][1] = "p0"  # grouped with sample 0: another split
+        elif change == "source":
+            f["meta/source"][0] = "b"
+        elif change == "mask":
+            f["meta/has_mask"][1] = True
         elif change == "params digest":
             f.attrs["params_digest"] = "0" * 64
+        elif change == "preset":
+            f.attrs["preset"] = "kovesi"
         elif change == "features at":
             f.attrs["features_at"] = "native"
-    assert _identity(a) != _identity(b)
+        elif change == "fit":
+            f.attrs["fit"] = "pad"
+        elif change == "cxr dtype":
+            _replace_images(f, "cxr", f["cxr"][()].astype(np.uint16) * 257)
+        elif change == "enh dtype":
+            _replace_images(f, "enh", f["enh"][()].astype(np.float32) / 255)
+    if change == "preset":
+        with h5py.File(a, "r+") as f:
+            f.attrs["preset"] = "qi2021"
+    old, new = _identity(a), _identity(b)
+    part, said = IDENTITY_CHANGES[change]
+    assert old != new and identity_digest(old) != identity_digest(new)
+    assert [k for k in old if old[k] != new[k]] == [part]
+    assert describe_difference(old, new) == said
+
+
+def test_an_identity_of_an_earlier_version_is_said_to_be_one(tmp_path):
+    path = tiny_store(tmp_path / "a.h5")
+    with open_store(path) as store:
+        legacy = legacy_identity(store)
+    assert describe_difference(legacy, _identity(path)).startswith("one of them was recorded by an earlier version")
+    assert identity_digest(legacy) == legacy and len(legacy) == 64
+    assert describe_difference(_identity(path), _identity(path)) == ""
+
+
+@pytest.mark.parametrize("empty", ["covid", "pneumonia"])
+def test_a_class_without_images_is_refused_first_or_last(tmp_path, empty):
+    """An empty last class trained a 3-class model and averaged the empty class into macro F1;
+    an empty first class was refused by the split. Both are refused alike, by name."""
+    labels = [CLASSES.index(c) for c in CLASSES if c != empty] * 4
+    path = tiny_store(tmp_path / "s.h5", n=len(labels), labels=labels)
+    with pytest.raises(GridError, match=rf"class '{empty}' holds no image \(its files failed to convert"):
+        store_info(path, "enh")
+    with pytest.raises(GridError, match=rf"class '{empty}' holds no image"):
+        prepare_split(path, RunConfig(input="enh"))
+
+
+def test_the_split_counts_every_class_of_the_store():
+    """The split's class count comes from the store's class list, not from the largest label."""
+    from trainer.splits import SplitError, make_split
+
+    labels = np.array([0, 1] * 10)
+    make_split(labels, seed=0)  # two classes seen: two checked
+    with pytest.raises(SplitError, match=r"class\(es\) \[2\] have fewer than 1 sample\(s\) in the train part "
+                                         r"\(class sizes \[10, 10, 0\]\)"):
+        make_split(labels, seed=0, n_classes=3)
 
 
 def _float_store(path, bad):

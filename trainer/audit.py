@@ -219,7 +219,7 @@ def _dir_name(key: str, what: str, repeat: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', key)}-{what}-r{repeat}"
 
 
-def _reusable(job: Job, repeat: int, runs_dir: Path | None, identity: str) -> Job:
+def _reusable(job: Job, repeat: int, runs_dir: Path | None, identity: dict) -> Job:
     """``job``, or the same run finished in ``runs_dir`` (the grid's runs of ``compare --audit``).
 
     The audit's reference experiment is the grid's CCE arm when the settings agree: its
@@ -262,7 +262,7 @@ def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed:
     for exp in experiments:  # every split is checked before the first epoch
         splits[exp.key] = prepare_split(store_path, dataclasses.replace(base, input=inputs[0],
                                                                          **exp.overrides))
-    runner.prepare(store_path, info["store_identity"])
+    identity = runner.prepare(store_path, info["store_identity"])
     created = make_dirs(out)
     try:
         runner.check_out(out)
@@ -273,9 +273,9 @@ def run_audit(store_path, out, *, inputs=("cxr", "enh"), repeats: int = 3, seed:
     jobs = [Job(dataclasses.replace(base, input=what, seed=seed + k, **exp.overrides),
                 out / "runs" / _dir_name(exp.key, what, k), splits[exp.key]) for exp, what, k in keys]
     reuse = Path(reuse_runs) if reuse_runs is not None else None
-    jobs = [_reusable(job, k, reuse, info["store_identity"]) if exp.key == "full" else job
+    jobs = [_reusable(job, k, reuse, identity) if exp.key == "full" else job
             for (exp, _, k), job in zip(keys, jobs, strict=True)]
-    results, failures = runner.run(store_path, jobs, info["store_identity"], workers=workers, desc="audit")
+    results, failures = runner.run(store_path, jobs, identity, workers=workers, desc="audit")
     if failures:
         named = "; ".join(f"{f['run']}: {f['reason']}" for f in failures)
         raise GridError(f"{len(failures)} audit run(s) failed ({named}); the audit needs every run: fix "

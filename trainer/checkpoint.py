@@ -9,8 +9,9 @@ depends on:
 * the early-stopping state (epochs without improvement, best loss, best epoch and
   the best weights it would restore);
 * the history so far, the training seconds spent, and what the run is (its
-  config digest, the store identity and the split), so a checkpoint of another
-  run is refused rather than resumed.
+  config digest, the store identity, the split, the thread count and the Keras
+  backend: :func:`trainer.experiment.run_identity`), so a checkpoint of another
+  run, or of this run computed elsewhere, is refused rather than resumed.
 
 The training batches are drawn with ``default_rng((seed, epoch))`` (see
 :class:`trainer.data.StoreBatches`), so the data order of epoch ``e`` needs only
@@ -22,11 +23,14 @@ is deleted once the run's ``result.json`` is written.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from phasefeat.io._atomic import atomic_path
+from phasefeat.io.identity import describe_difference
 
 __all__ = ["CHECKPOINT", "CheckpointError", "save_checkpoint", "load_checkpoint", "restore_variables",
            "resumable_callbacks"]
@@ -76,17 +80,22 @@ def load_checkpoint(path, identity: dict) -> dict | None:
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # Opened here: np.load leaves its own handle open when the zip directory is damaged.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             counts = meta["counts"]
             parts = {key: [data[f"{key}{k}"] for k in range(counts[key])] for key in ("v", "o", "b")}
-    except (OSError, ValueError, KeyError, TypeError):
+    # What a truncated file or a flipped byte raises: zipfile's own errors are neither OSError
+    # nor ValueError (tests/test_checkpoint.py damages a checkpoint byte by byte).
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
+            zlib.error):
         raise CheckpointError(f"{path} is damaged; delete it to train this run from its start") from None
-    if meta.get("format") != _FORMAT or meta.get("identity") != identity:
-        differ = sorted(k for k in set(identity) | set(meta.get("identity") or {})
-                        if identity.get(k) != (meta.get("identity") or {}).get(k))
-        raise CheckpointError(f"{path} belongs to a run with other settings ({', '.join(differ) or 'format'} "
-                              "differ); delete it or use another --out")
+    recorded = meta.get("identity")
+    if meta.get("format") != _FORMAT or recorded != identity:
+        differ = describe_difference(recorded, identity) if isinstance(recorded, dict) else ""
+        order = ", the checkpoint's first" if "->" in differ else ""
+        raise CheckpointError(f"{path} belongs to a run with other settings ({differ or 'format'}{order}); "
+                              "resume it as it was run, or delete it to train this run from its start")
     state = meta["state"]
     state["best_weights"] = parts["b"] or None
     return {"state": state, "model": parts["v"], "optimizer": parts["o"]}

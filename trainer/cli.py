@@ -350,10 +350,13 @@ def _check_run_settings(out, cfg) -> None:
     if not path.exists():
         return
     try:
-        digest = json.loads(path.read_text()).get("config_digest")
-    except ValueError:
-        digest = None
-    if digest != cfg.digest():
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict):
+        raise click.BadParameter(f"{path} is damaged (not a run's result); delete it or choose another folder",
+                                 param_hint="--out")
+    if record.get("config_digest") != cfg.digest():
         raise click.BadParameter(f"{out} holds a run made with other settings; choose another folder or delete it",
                                  param_hint="--out")
 
@@ -482,7 +485,15 @@ def evaluate(model_path, store, what, split_seed, split_by, test_sources, batch_
     from .data import StoreBatches  # a keras.utils.PyDataset: after the framework has loaded
     from .experiment import GridError, check_values, store_info
     from .metrics import classification_metrics
-    from .saved import ModelError, check_fit, load_model, model_info, model_inputs, model_test_split
+    from .saved import (
+        ModelError,
+        check_fit,
+        input_rescale,
+        load_model,
+        model_info,
+        model_inputs,
+        model_test_split,
+    )
 
     try:
         model = load_model(model_path)
@@ -493,25 +504,27 @@ def evaluate(model_path, store, what, split_seed, split_by, test_sources, batch_
         split, settings, note = model_test_split(store, info, data, what, split_seed, split_by,
                                                  _csv(test_sources) if test_sources else None)
         inputs = model_inputs(info, what, data)
+        rescale, pixels_note = input_rescale(info, data)
     except (ModelError, GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     labels, names = data["labels"], data["class_names"]
     test = StoreBatches(store, split.test, what, labels, len(names), "int", batch_size,
-                        image_size=model.input_shape[1], **inputs)
+                        image_size=model.input_shape[1], rescale=rescale, **inputs)
     metrics = classification_metrics(labels[split.test], model.predict(test, verbose=0), names)
     test.close()
     from .report import finite_json, metrics_lines
 
     if as_json:
         click.echo(finite_json({"input": what, "target": info["target"], "split": settings, "note": note,
-                                **metrics}))
+                                "pixels_note": pixels_note, **metrics}))
         return
     own = "the model's own test set: " if not note else ""
     click.echo(f"{model_path} on {store} ({what.upper()}, target: {info['target']}; {own}test part of "
                f"split seed {settings['split_seed']}, grouped by {settings['split_by']}"
                + (f", test sources {', '.join(settings['test_sources'])}" if settings["test_sources"] else "") + ")")
-    if note:
-        click.echo(f"note: {note}")
+    for line in (note, pixels_note):
+        if line:
+            click.echo(f"note: {line}")
     for line in metrics_lines(metrics):
         click.echo(line)
 

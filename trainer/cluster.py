@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 from .experiment import GridError
-from .grid import Job, finished_run, plan_line
+from .grid import Job, finished_run, plan_line, planned_identity
 
 __all__ = ["RETRIES", "ClusterRunner", "local_gpus", "run_slots"]
 
@@ -57,14 +57,15 @@ def _cores() -> int:
 
 
 def _worker_view(store_path: str) -> dict:
-    """On a worker: its host, cores, and the identity of the store at ``store_path`` (or why not)."""
+    """On a worker: its host, cores, Keras backend, and the identity of the store at ``store_path``
+    (or why not)."""
     import socket
 
     from phasefeat.io.store import StoreError, open_store
 
-    from .experiment import store_identity
+    from .experiment import keras_backend, store_identity
 
-    view = {"host": socket.gethostname(), "cores": _cores()}
+    view = {"host": socket.gethostname(), "cores": _cores(), "backend": keras_backend()}
     try:
         with open_store(store_path) as store:
             view["identity"] = store_identity(store)
@@ -215,8 +216,12 @@ class ClusterRunner:
             raise GridError(f"no Dask worker joined the scheduler at {self.scheduler} within 60 s") from None
 
     # -- checks before any run -----------------------------------------------------------------------
-    def prepare(self, store_path, identity: str) -> None:
-        """Connect; check that every worker sees this store; choose threads and GPUs per run."""
+    def prepare(self, store_path, store_id: dict) -> dict:
+        """Connect; check that every worker sees this store with one Keras backend; choose threads
+        and GPUs per run. Returns the identity the runs are planned with
+        (:func:`trainer.grid.planned_identity`)."""
+        from phasefeat.io.identity import describe_difference
+
         self.connect()
         store_path = str(Path(store_path).resolve())
         views = self.client.run(_worker_view, store_path)
@@ -224,9 +229,15 @@ class ClusterRunner:
             if "error" in view:
                 raise GridError(f"worker {address} ({view['host']}) cannot open the store {store_path}: "
                                 f"{view['error']}; every worker needs it at the same path")
-            if view["identity"] != identity:
+            if view["identity"] != store_id:
                 raise GridError(f"worker {address} ({view['host']}) sees another store at {store_path} "
-                                "than this machine; every worker needs the same file at the same path")
+                                f"than this machine ({describe_difference(store_id, view['identity'])}); every "
+                                "worker needs the same file at the same path")
+        backends = {view["backend"] for view in views.values()}
+        if len(backends) > 1:
+            named = ", ".join(f"{a}: {v['backend']}" for a, v in sorted(views.items()))
+            raise GridError(f"the workers would train with different Keras backends ({named}); set "
+                            "KERAS_BACKEND alike on every worker")
         info = self.client.scheduler_info(n_workers=-1)["workers"]
         gpu_workers = [a for a, w in info.items() if w.get("resources", {}).get("GPU", 0) >= 1]
         if self.gpus == 1 and not gpu_workers:
@@ -237,6 +248,7 @@ class ClusterRunner:
         self.threads = self.threads or default
         self.echo(f"Dask: {len(info)} worker(s), {self.slots} run(s) at once, {self.threads} thread(s) per run"
                   + (", one GPU per run" if self.gpus else "") + f"; dashboard {self.client.dashboard_link}")
+        return planned_identity(store_id, self.threads, backends.pop())
 
     def check_out(self, out) -> None:
         """Every worker must see the output folder (a shared file system) and write in it."""
@@ -252,7 +264,7 @@ class ClusterRunner:
                 raise GridError(f"worker {address} {problem}")
 
     # -- the runs ---------------------------------------------------------------------------------------
-    def run(self, store_path, jobs: list[Job], identity: str, workers: int = 1, desc: str = "grid"):
+    def run(self, store_path, jobs: list[Job], identity: dict, workers: int = 1, desc: str = "grid"):
         """Run every job; returns ``(results, failures)``, ``results`` aligned with ``jobs`` (None where
         a run failed) and ``failures`` as ``{"run", "reason"}`` dicts."""
         from distributed import as_completed

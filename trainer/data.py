@@ -160,13 +160,16 @@ class StoreBatches(_base()):
         Compute ENH from the occluded radiograph instead of reading it.
     lung_mode : {"lungs", "non-lungs"}, optional
         Black out each image's lung mask (or all but it).
+    rescale : float, optional
+        Multiply the stored values by this factor (float32): puts a store of another dtype on
+        the scale a saved model was trained on (:func:`trainer.saved.input_rescale`).
     **kwargs
         ``workers``, ``use_multiprocessing``, ``max_queue_size`` for Keras.
     """
 
     def __init__(self, store_path, indices, what, labels, n_classes, label_mode, batch_size,
                  *, shuffle=False, seed=0, image_size=None, augment=False, derive=None, lung_mode=None,
-                 **kwargs):
+                 rescale=None, **kwargs):
         super().__init__(**kwargs)
         if what not in INPUTS:
             raise ValueError(f"input must be one of {list(INPUTS)}, got {what!r}")
@@ -176,7 +179,7 @@ class StoreBatches(_base()):
         self.labels = np.asarray(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.image_size, self.augment, self.derive = image_size, augment, derive
-        self.lung_mode = lung_mode
+        self.lung_mode, self.rescale = lung_mode, rescale
         self.epoch = 0
         self._order = self._make_order()
         self._store = None
@@ -208,6 +211,8 @@ class StoreBatches(_base()):
         x = read_inputs(self._handle(), chosen, self.what, self.derive, self.lung_mode)
         if self.image_size and x.shape[1:3] != (self.image_size, self.image_size):
             x = _resize(x.astype(np.float32), self.image_size)  # stays on the stored scale
+        if self.rescale is not None:  # a model trained on another dtype's scale (trainer evaluate)
+            x = x.astype(np.float32) * np.float32(self.rescale)
         if self.augment:
             x = self._augment(x, i)
         y = self.labels[chosen]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from phasefeat.io._atomic import make_dirs
+from phasefeat.io.identity import describe_difference, legacy_identity, store_identity
 
 from .checkpoint import CHECKPOINT
 from .losses import class_weights, get_loss
@@ -24,7 +25,7 @@ from .progress import TrainingDiverged, cpu_warning, epoch_bar, nan_guard, train
 from .splits import Split, make_external_split, make_split
 
 __all__ = ["RunConfig", "GridError", "prepare_split", "train_run", "run_name", "store_info",
-           "store_identity", "TARGETS", "SPLIT_BY", "RunFailed"]
+           "store_identity", "keras_backend", "TARGETS", "SPLIT_BY", "RunFailed"]
 
 TARGETS = ("class", "source")
 SPLIT_BY = ("patient", "source")
@@ -113,18 +114,6 @@ def run_name(cfg: RunConfig, repeat: int) -> str:
     return f"{prefix}{cfg.input}-{cfg.loss}-r{repeat}"
 
 
-def store_identity(store) -> str:
-    """What the store holds, not where it lies: parameters, samples, labels and source hashes."""
-    h = hashlib.sha256()
-    for part in (store.attrs.get("params_digest", ""), str(len(store)), json.dumps(store.class_names),
-                 store.attrs.get("features_at", ""), str(store.shape("enh"))):
-        h.update(part.encode() + b"\0")
-    h.update(np.ascontiguousarray(store.labels, dtype=np.int64).tobytes())
-    for digest in store.sha256:
-        h.update(digest.encode())
-    return h.hexdigest()
-
-
 def check_values(store_path, what: str) -> None:
     """Refuse a float store holding NaN, infinities or values outside [0, 1] before any training:
     a NaN would reach the normalisation statistics and train a constant model to exit 0."""
@@ -157,11 +146,17 @@ def store_info(store_path, what: str, target: str = "class") -> dict:
                     "params_digest": store.attrs.get("params_digest", ""),
                     "params_json": store.attrs.get("params_json", ""),
                     "has_masks": store.has_masks.copy(),
-                    "store_identity": store_identity(store)}
+                    "store_identity": store_identity(store), "legacy_identity": legacy_identity(store)}
     except StoreError as exc:
         raise GridError(str(exc)) from None
     if len(info["labels"]) == 0:
         raise GridError(f"{store_path} holds no samples")
+    counts = np.bincount(info["labels"], minlength=len(info["class_names"]))
+    empty = [name for name, n in zip(info["class_names"], counts, strict=False) if n == 0]
+    if empty:  # a model would predict a class it never saw, and macro averages would count it
+        raise GridError(f"{store_path}: class {', '.join(repr(n) for n in empty)} holds no image (its files "
+                        "failed to convert, or its folder is empty: `phasefeat inspect` lists failures); "
+                        "convert again with its images, or without its folder")
     if target == "source":
         unknown = sum(1 for s in info["sources"] if not s)
         if unknown:
@@ -196,7 +191,8 @@ def prepare_split(store_path, cfg: RunConfig, info: dict | None = None) -> Split
             raise GridError("--split-by source needs a source for every sample "
                             "(convert with --source-pattern)")
         return make_split(info["labels"], groups, seed=cfg.split_seed, test_fraction=cfg.test_fraction,
-                          val_fraction=cfg.val_fraction, duplicates=duplicates)
+                          val_fraction=cfg.val_fraction, duplicates=duplicates,
+                          n_classes=len(info["class_names"]))
     except SplitError as exc:
         raise GridError(str(exc)) from None
 
@@ -248,7 +244,8 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     info = store_info(store_path, cfg.input, cfg.target)
     if expected_identity is not None and info["store_identity"] != expected_identity:
         raise RunFailed(f"{store_path} is not the store this grid was planned on (it changed since, or "
-                        "another file lies at that path on this machine)")
+                        "another file lies at that path on this machine: "
+                        f"{describe_difference(expected_identity, info['store_identity'])})")
     if expected_identity is None:  # a run of a planned grid was checked when the grid was planned
         check_values(store_path, cfg.input)
     split = split or prepare_split(store_path, cfg, info)
@@ -305,8 +302,9 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
         from tqdm import tqdm
 
         tqdm.write(warning)
-    history, seconds, resumed_at = _fit(model, cfg, out_dir, split, info["store_identity"], train, val,
-                                        progress, verbose, runs_after)
+    identity = run_identity(cfg, info["store_identity"], split, threads, keras.backend.backend())
+    history, seconds, resumed_at = _fit(model, cfg, out_dir, identity, train, val, progress, verbose,
+                                        runs_after)
     val_loss, _ = model.evaluate(val, verbose=0)
     test_loss, _ = model.evaluate(test, verbose=0)
     probabilities = model.predict(test, verbose=0)
@@ -347,7 +345,37 @@ class RunFailed(GridError):
     elsewhere would fail again."""
 
 
-def _fit(model, cfg: RunConfig, out_dir: Path, split: Split, store_id: str, train, val, progress: bool,
+def run_identity(cfg: RunConfig, store_id: dict, split: Split, threads: int | None, backend: str) -> dict:
+    """What a run is: its settings, the store, the split, and where its arithmetic ran.
+
+    TensorFlow on a CPU gives bit-identical weights only at one thread count, and backends
+    differ in rounding: a checkpoint resumes only with the same ``threads`` (None: the
+    framework's default on that machine) and Keras ``backend``.
+    """
+    return {"config_digest": cfg.digest(), "store": store_id,
+            "split": hashlib.sha256(split.to_json().encode()).hexdigest(),
+            "threads": threads, "backend": backend}
+
+
+def keras_backend() -> str:
+    """The Keras backend a run started now would use, without loading Keras if it is not loaded:
+    ``KERAS_BACKEND``, else ``keras.json`` in ``KERAS_HOME`` (or ``~/.keras``), else TensorFlow."""
+    import os
+    import sys
+
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    try:
+        backend = json.loads((home / "keras.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        backend = None
+    return backend if isinstance(backend, str) and backend else "tensorflow"
+
+
+def _fit(model, cfg: RunConfig, out_dir: Path, identity: dict, train, val, progress: bool,
          verbose: int, runs_after: int = 0) -> tuple[dict, float, list[int]]:
     """``model.fit`` from the run's checkpoint, if it has one.
 
@@ -358,8 +386,6 @@ def _fit(model, cfg: RunConfig, out_dir: Path, split: Split, store_id: str, trai
     """
     from .checkpoint import CheckpointError, load_checkpoint, restore_variables, resumable_callbacks
 
-    identity = {"config_digest": cfg.digest(), "store_identity": store_id,
-                "split": hashlib.sha256(split.to_json().encode()).hexdigest()}
     path = out_dir / CHECKPOINT
     try:
         checkpoint = load_checkpoint(path, identity)

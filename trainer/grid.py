@@ -14,11 +14,13 @@ import json
 from pathlib import Path
 
 from phasefeat.io._atomic import make_dirs, remove_dirs
+from phasefeat.io.identity import describe_difference
 
 from .experiment import (
     GridError,
     RunConfig,
     check_values,
+    keras_backend,
     prepare_split,
     run_name,
     store_info,
@@ -27,7 +29,7 @@ from .experiment import (
 from .losses import get_loss
 from .splits import Split
 
-__all__ = ["Job", "SequentialRunner", "run_grid", "finished_run", "run_or_reuse", "plan_line"]
+__all__ = ["Job", "SequentialRunner", "run_grid", "finished_run", "run_or_reuse", "plan_line", "planned_identity"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +53,16 @@ class SequentialRunner:
     def __exit__(self, *exc):
         return None
 
-    def prepare(self, store_path, identity: str) -> None:
-        """Nothing to check: this process reads the store and writes the folder."""
+    def prepare(self, store_path, store_id: dict) -> dict:
+        """Nothing to check: this process reads the store and writes the folder. Returns the
+        identity the runs are planned with (:func:`planned_identity`): the framework's own thread
+        count and the Keras backend of this process."""
+        return planned_identity(store_id, None, keras_backend())
 
     def check_out(self, out) -> None:
         """Nothing to check (see :meth:`prepare`)."""
 
-    def run(self, store_path, jobs: list[Job], identity: str, workers: int = 1, desc: str = "grid"):
+    def run(self, store_path, jobs: list[Job], identity: dict, workers: int = 1, desc: str = "grid"):
         """Every job in order; ``(results, failures)`` with no failures (a failure raises).
 
         Says first how many runs there are and how many are left; the first run trained
@@ -76,11 +81,19 @@ class SequentialRunner:
             if result is None:
                 left -= 1
                 result = train_run(store_path, job.config, job.run_dir, split=job.split,
-                                   expected_identity=identity, verbose=self.verbose, progress=self.progress,
-                                   workers=workers, runs_after=0 if estimated else left)
+                                   expected_identity=identity["store"], verbose=self.verbose,
+                                   progress=self.progress, workers=workers, runs_after=0 if estimated else left)
                 estimated = True
             results.append(result)
         return results, []
+
+
+def planned_identity(store_id: dict, threads: int | None, backend: str) -> dict:
+    """What every run of a grid must share to be reused or resumed: the store's identity
+    (:func:`phasefeat.io.identity.store_identity`), the compute threads of each run (None: the
+    framework's default) and the Keras backend. TensorFlow on a CPU is bit-reproducible only at
+    one thread count, so a grid's runs are paired only when all three agree."""
+    return {"store": store_id, "threads": threads, "backend": backend}
 
 
 def plan_line(jobs: list[Job], left: int, desc: str = "grid") -> str:
@@ -136,7 +149,10 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
     models = tuple(models or (base.model,))
     for name in models:  # every model checked before the first epoch
         dataclasses.replace(base, model=name)
-    runner.prepare(store_path, info["store_identity"])
+    identity = runner.prepare(store_path, info["store_identity"])
+    settings.update(threads=identity["threads"], backend=identity["backend"])
+    if not fresh:  # the threads of a cluster's runs are known only once it is reached
+        _check_settings(settings_path, settings, out)
     created = make_dirs(out)  # only now: a refused grid leaves nothing behind
     try:
         runner.check_out(out)
@@ -153,51 +169,79 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
                 for loss in losses:
                     cfg = dataclasses.replace(base, model=name, input=what, loss=loss, seed=seed + k)
                     jobs.append(Job(cfg, out / "runs" / run_name(cfg, k), split))
-    results, failures = runner.run(store_path, jobs, info["store_identity"], workers=workers)
+    results, failures = runner.run(store_path, jobs, identity, workers=workers)
     return [r for r in results if r is not None], failures
 
 
-def _check_settings(settings_path: Path, settings: dict, out: Path) -> None:
+def read_record(path: Path, what: str, fix: str) -> dict:
+    """A JSON object this tool wrote into its own folder, or one line saying it is damaged."""
     try:
-        old = json.loads(settings_path.read_text())
-    except ValueError:
-        raise GridError(f"{settings_path} is damaged (not JSON); delete it or use another --out") from None
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise GridError(f"{path} is damaged (not JSON); {fix}") from None
+    except OSError as exc:
+        raise GridError(f"{path} cannot be read ({exc.strerror or exc}); {fix}") from None
+    if not isinstance(record, dict):
+        raise GridError(f"{path} is damaged (JSON, but not {what}); {fix}")
+    return record
+
+
+def _check_settings(settings_path: Path, settings: dict, out: Path) -> None:
+    old = read_record(settings_path, "a grid's settings", "delete it or use another --out")
     old_identity = old.get("store_identity")
-    if old_identity is None:
-        raise GridError(f"{out} was made by an earlier version that did not record the store's "
-                        "identity, so its runs cannot be matched to this store; use another --out")
+    if old_identity is None or isinstance(old_identity, str):
+        raise GridError(f"{out} was made by an earlier version whose store identity left out how the pixels "
+                        "were made and how samples are grouped, so its runs cannot be matched to this store; "
+                        "use another --out")
     if old_identity != settings["store_identity"]:
-        raise GridError(f"{out} holds runs made on another store (or this store before it was "
-                        "converted again); use another --out or delete it")
-    if old != settings:
-        differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        raise GridError(f"{out} holds runs made on another store, or on this store before it was converted "
+                        f"again ({describe_difference(old_identity, settings['store_identity'])}); use "
+                        "another --out or delete it")
+    for key, option in (("threads", "--threads-per-run"), ("backend", "KERAS_BACKEND")):
+        if key in settings and old.get(key) != settings[key]:
+            raise GridError(f"{out} holds runs trained with {_environment(key, old.get(key))}; this grid "
+                            f"would train with {_environment(key, settings[key])}, and results depend on it: "
+                            f"set {option} as before, or use another --out")
+    shared = {k: v for k, v in settings.items() if k not in ("threads", "backend")}
+    before = {k: v for k, v in old.items() if k not in ("threads", "backend")}
+    if before != shared:
+        differ = sorted(k for k in set(before) | set(shared) if before.get(k) != shared.get(k))
         raise GridError(f"{out} holds runs made with other settings ({', '.join(differ)} differ); "
                         "use another --out or delete it")
 
 
-def finished_run(job: Job, identity: str) -> dict | None:
-    """The result of ``job`` if its folder holds it finished (same config, same store), else None.
+def _environment(key: str, value) -> str:
+    if key == "threads":
+        return "the framework's default threads per run" if value is None else f"{value} thread(s) per run"
+    return f"Keras' {value} backend"
+
+
+def finished_run(job: Job, identity: dict) -> dict | None:
+    """The result of ``job`` if its folder holds it finished with the same config, store, threads
+    and backend (``identity``: :func:`planned_identity`), else None.
 
     Raises
     ------
     GridError
-        The folder holds a run with other settings, of another store, or a damaged result.
+        The folder holds a run with other settings, of another store or computed otherwise, or a
+        damaged result.
     """
     done = job.run_dir / "result.json"
     if not done.exists():
         return None
-    try:
-        result = json.loads(done.read_text())
-    except ValueError:
-        raise GridError(f"{done} is damaged (not JSON); delete {job.run_dir} to run it again") from None
+    fix = f"delete {job.run_dir} to run it again"
+    result = read_record(done, "a run's result", fix)
     if result.get("config_digest") != job.config.digest():
         raise GridError(f"{job.run_dir} was made with other settings; delete it or use another --out")
-    if result.get("store_identity", identity) != identity:
-        raise GridError(f"{job.run_dir} was trained on another store; delete it or use another --out")
+    recorded = {"store": result.get("store_identity"), "threads": result.get("threads"),
+                "backend": result.get("backend")}
+    if recorded != identity:
+        raise GridError(f"{job.run_dir} was trained on another store or otherwise "
+                        f"({describe_difference(recorded, identity) or 'an earlier version'}); {fix}")
     return result
 
 
-def run_or_reuse(store_path, cfg: RunConfig, run_dir: Path, split: Split, identity: str,
+def run_or_reuse(store_path, cfg: RunConfig, run_dir: Path, split: Split, identity: dict,
                  **train_kwargs) -> dict:
     """The finished run in ``run_dir`` if it was made with ``cfg`` on this store, else train it.
 
@@ -207,6 +251,10 @@ def run_or_reuse(store_path, cfg: RunConfig, run_dir: Path, split: Split, identi
         ``run_dir`` holds a run with other settings, of another store, or a damaged result.
     """
     result = finished_run(Job(cfg, Path(run_dir), split), identity)
+    if result is None and keras_backend() != identity["backend"]:
+        raise GridError(f"this process trains with Keras' {keras_backend()} backend; the grid was planned with "
+                        f"{identity['backend']} (set KERAS_BACKEND alike everywhere)")
     if result is None:
-        return train_run(store_path, cfg, run_dir, split=split, expected_identity=identity, **train_kwargs)
+        return train_run(store_path, cfg, run_dir, split=split, expected_identity=identity["store"],
+                         threads=identity["threads"], **train_kwargs)
     return result

@@ -12,7 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["ModelError", "load_model", "model_info", "check_fit", "model_inputs", "evaluation_split", "model_test_split"]
+from phasefeat.io.identity import describe_difference
+
+__all__ = ["ModelError", "load_model", "model_info", "check_fit", "model_inputs", "evaluation_split",
+           "model_test_split", "input_rescale"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -67,12 +70,16 @@ def model_info(model) -> dict:
     dict
         ``input`` ("cxr"/"enh"), ``class_names`` (None when unknown), ``n_outputs``,
         ``image_size``, ``target``, and what defines its test set: ``split`` (seed, grouping,
-        test sources, fractions) and ``store_identity`` (None for models of earlier versions).
+        test sources, fractions), ``store_identity`` (None for models of earlier versions) and
+        ``input_scale``, the factor its first layer multiplies stored values by (1/255 for a
+        model trained on uint8 images; None without that layer).
     """
-    info = {}
+    info, scale = {}, None
     for layer in model.layers:
         if layer.name == "run_info" and hasattr(layer, "info"):
             info = dict(layer.info)
+        if layer.name == "scale" and hasattr(layer, "scale"):
+            scale = float(layer.scale)
     shape = model.input_shape
     channels = shape[-1]
     inferred = {1: "cxr", 3: "enh"}.get(channels)
@@ -82,7 +89,8 @@ def model_info(model) -> dict:
             "occlude": info.get("occlude", "none"), "occlude_fraction": info.get("occlude_fraction", 0.6),
             "recorded": bool(info),
             "store_params_digest": info.get("store_params_digest"),
-            "split": info.get("split"), "store_identity": info.get("store_identity")}
+            "split": info.get("split"), "store_identity": info.get("store_identity"),
+            "input_scale": scale}
 
 
 def check_fit(info: dict, store_names: list[str], requested_input: str | None,
@@ -134,6 +142,33 @@ def model_inputs(info: dict, what: str, data: dict) -> dict:
     return {"derive": derive, "lung_mode": occlude if occlude in MASK_OCCLUSIONS else None}
 
 
+def input_rescale(info: dict, data: dict) -> tuple[float | None, str]:
+    """What puts this store's values on the scale the model was trained on, and a note saying how
+    the store's pixels differ from those of the model's training store (empty when they do not).
+
+    A model divides by the value range of the dtype it was trained on (255 for uint8); a store
+    of the same images as float32 holds values in [0, 1], which that layer alone would shrink
+    255-fold. Returns ``(factor, note)``; ``factor`` None where no rescaling is needed.
+    """
+    from .data import value_range
+
+    factor, parts = None, []
+    recorded = info.get("store_identity")
+    if isinstance(recorded, dict) and "pixels" in recorded:
+        differ = describe_difference(recorded["pixels"], data["store_identity"]["pixels"])
+        if differ:
+            parts.append(f"the store's pixels were made otherwise than the model's training images ({differ}): "
+                         "the results describe these pixels")
+    if info.get("input_scale"):
+        factor = 1.0 / (info["input_scale"] * value_range(data["dtype"]))
+        if abs(factor - 1.0) < 1e-6:
+            factor = None
+        else:
+            parts.append(f"its {data['dtype']} values are rescaled by {factor:g} to the scale the model was "
+                         f"trained on (1.0 = {1 / info['input_scale']:g})")
+    return factor, "; ".join(parts)
+
+
 def _describe(settings: dict) -> str:
     parts = [f"split seed {settings['split_seed']}", f"grouped by {settings.get('split_by', 'patient')}"]
     if settings.get("test_sources"):
@@ -141,8 +176,18 @@ def _describe(settings: dict) -> str:
     return ", ".join(parts)
 
 
-def evaluation_split(info: dict, store_identity: str, split_seed=None, split_by=None, test_sources=None,
-                     store_path="the store") -> tuple[dict, str]:
+def _same_samples(recorded, store_id: dict, legacy: str | None) -> bool | None:
+    """Whether a model's recorded store identity has this store's samples (what a split depends on):
+    None where it records none. An earlier version's digest is matched against ``legacy``."""
+    if recorded is None:
+        return None
+    if isinstance(recorded, str):
+        return recorded == legacy
+    return isinstance(recorded, dict) and recorded.get("samples") == store_id["samples"]
+
+
+def evaluation_split(info: dict, store_identity: dict, split_seed=None, split_by=None, test_sources=None,
+                     store_path="the store", legacy_identity: str | None = None) -> tuple[dict, str]:
     """The split to evaluate on: the model's own by default, another one only when asked.
 
     Returns
@@ -168,13 +213,19 @@ def evaluation_split(info: dict, store_identity: str, split_seed=None, split_by=
         return settings, (f"the model does not record its split (an earlier version): this is the test part of "
                           f"{_describe(settings)}; make sure it is the split the model was trained with")
     settings = {**recorded, **asked}
-    if info.get("store_identity") not in (None, store_identity):
+    if _same_samples(info.get("store_identity"), store_identity, legacy_identity) is False:
         if not asked:
-            raise ModelError(f"{store_path} is not the store this model was split on (another store, or the same "
-                             "images converted again), so its test set cannot be rebuilt here; pass --split-seed "
-                             "(and --split-by, --test-source) to evaluate on a split of this store")
+            differ = describe_difference(info["store_identity"].get("samples"), store_identity["samples"]) \
+                if isinstance(info["store_identity"], dict) else "the model records an earlier version's identity"
+            raise ModelError(f"{store_path} does not hold the samples this model was split on ({differ}), so "
+                             "its test set cannot be rebuilt here; pass --split-seed (and --split-by, "
+                             "--test-source) to evaluate on a split of this store")
         return settings, (f"{store_path} is not the store the model was split on: the test part of "
                           f"{_describe(settings)} may hold images the model was trained on")
+    if isinstance(info.get("store_identity"), str) and not asked:
+        return settings, ("the model records an earlier version's store identity, which left out patient ids "
+                          "and sources: this is the test part of its split if the store groups samples as "
+                          "when it was trained")
     other = sorted(k for k, v in asked.items() if v != recorded.get(k))
     if other:
         return settings, (f"not the model's own test set ({', '.join(other).replace('_', ' ')} differ from the "
@@ -191,7 +242,7 @@ def model_test_split(store_path, info: dict, data: dict, what: str, split_seed=N
     from .experiment import RunConfig, prepare_split
 
     settings, note = evaluation_split(info, data["store_identity"], split_seed, split_by, test_sources,
-                                      store_path=store_path)
+                                      store_path=store_path, legacy_identity=data.get("legacy_identity"))
     cfg = RunConfig(input=what, target=info["target"], split_seed=settings["split_seed"],
                     split_by=settings["split_by"], test_sources=tuple(settings["test_sources"]),
                     **{k: settings[k] for k in ("test_fraction", "val_fraction") if k in settings})

@@ -165,7 +165,8 @@ def make_external_split(labels, sources, test_sources, patient_ids=None, *, seed
 
 
 def make_split(labels, patient_ids=None, *, seed: int = 0, test_fraction: float = 0.3,
-               val_fraction: float = 0.3, min_per_class: int = 1, duplicates=()) -> Split:
+               val_fraction: float = 0.3, min_per_class: int = 1, duplicates=(),
+               n_classes: int | None = None) -> Split:
     """Split sample indices into train / validation / test.
 
     Parameters
@@ -183,6 +184,9 @@ def make_split(labels, patient_ids=None, *, seed: int = 0, test_fraction: float 
     duplicates : list of list of int, optional
         Groups of samples that are the same file (:func:`duplicate_groups`): each group
         lands in one part, joined with the patients of its members.
+    n_classes : int, optional
+        The number of classes (the store's class list) [default: the largest label + 1]. Every
+        class, the last ones too, must reach ``min_per_class`` in every part.
 
     Raises
     ------
@@ -194,6 +198,7 @@ def make_split(labels, patient_ids=None, *, seed: int = 0, test_fraction: float 
         if not 0 < value < 1:
             raise SplitError(f"{name} must lie in (0, 1), got {value}")
     _need_two_classes(labels, "the store")
+    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
     grouped, indices_by_group, group_label = _groups(labels, patient_ids, duplicates)
     rng = np.random.default_rng(seed)
     test = _take(indices_by_group, group_label, labels, test_fraction, rng)
@@ -204,10 +209,10 @@ def make_split(labels, patient_ids=None, *, seed: int = 0, test_fraction: float 
                   np.array(sorted(test), dtype=np.int64), seed, test_fraction, val_fraction, grouped)
     for part in ("train", "val", "test"):
         _need_two_classes(labels[getattr(split, part)], f"the {part} part")
-        counts = np.bincount(labels[getattr(split, part)], minlength=int(labels.max()) + 1)
+        counts = np.bincount(labels[getattr(split, part)], minlength=n_classes)
         short = [c for c, n in enumerate(counts) if n < min_per_class]
         if short:
             raise SplitError(f"class(es) {short} have fewer than {min_per_class} sample(s) in the "
-                             f"{part} part (class sizes {np.bincount(labels).tolist()}); add data "
+                             f"{part} part (class sizes {np.bincount(labels, minlength=n_classes).tolist()}); add data "
                              "or change the fractions")
     return split

@@ -77,8 +77,9 @@ def run_task(spec: dict) -> dict:
     spec : dict
         ``store``, ``run_dir`` (absolute paths every worker sees), ``config``
         (:class:`trainer.experiment.RunConfig` as a dict), ``split`` (its JSON),
-        ``identity`` (the store identity the driver planned with), ``threads`` and
-        ``workers`` (reader threads).
+        ``identity`` (what the driver planned the runs with: the store's identity, the threads
+        per run and the Keras backend; :func:`trainer.grid.planned_identity`), ``threads``
+        (the same count, set in the run's environment) and ``workers`` (reader threads).
 
     Returns
     -------
@@ -119,11 +120,13 @@ def run_task(spec: dict) -> dict:
     if code == FAILED_EXIT:
         reason = json.loads((run_dir / "failure.json").read_text())["reason"]
         return {**outcome, "status": "failed", "reason": reason}
-    why = "out of memory" if code == RETRY_EXIT else (
-        f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
-        else f"exit status {code}")
-    raise RunInterrupted(f"{name}: the run's process ended ({why}; a signal usually means the "
-                         f"system ran out of memory); log: {log_path}")
+    if code == RETRY_EXIT:
+        why = "out of memory"
+    elif code < 0 and -code in signal.valid_signals():
+        why = f"killed by {signal.Signals(-code).name}; a signal usually means the system ran out of memory"
+    else:
+        why = f"exit status {code}"
+    raise RunInterrupted(f"{name}: the run's process ended ({why}); log: {log_path}")
 
 
 def _die_with_parent() -> None:
@@ -147,14 +150,18 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-@contextlib.contextmanager
-def _run_lock(run_dir: Path):
-    """Hold ``run_dir/run.lock``: a run folder is trained by one process at a time."""
+def _take_run_lock(run_dir: Path):
+    """Hold ``run_dir/run.lock`` until the returned file is closed: a run folder is trained by
+    one process at a time."""
     import fcntl
 
-    with open(run_dir / "run.lock", "w") as handle:
+    handle = open(run_dir / "run.lock", "w")
+    try:
         fcntl.flock(handle, fcntl.LOCK_EX)  # waits for a stale process of an earlier attempt
-        yield
+    except OSError:
+        handle.close()
+        raise
+    return handle
 
 
 def _pin_threads(threads: int) -> None:
@@ -188,7 +195,12 @@ def main(task_path: str) -> int:
     _die_with_parent()
     spec = json.loads(Path(task_path).read_text())
     run_dir = Path(spec["run_dir"])
-    with _run_lock(run_dir):
+    try:
+        lock = _take_run_lock(run_dir)
+    except OSError as exc:  # e.g. a directory named run.lock: retrying elsewhere fails alike
+        return _fail(run_dir, f"cannot take the run's lock {run_dir / 'run.lock'} ({exc.strerror or exc}); "
+                              "delete it and run the same command again")
+    with lock:
         from .experiment import GridError, RunConfig
         from .grid import run_or_reuse
         from .splits import Split
@@ -197,8 +209,7 @@ def main(task_path: str) -> int:
             _pin_threads(spec["threads"])
             cfg = RunConfig(**spec["config"])  # a store that differs here fails in train_run
             result = run_or_reuse(spec["store"], cfg, run_dir, Split.from_json(spec["split"]),
-                                  spec["identity"], progress=False, workers=spec["workers"],
-                                  threads=spec["threads"])
+                                  spec["identity"], progress=False, workers=spec["workers"])
             print(f"done: test loss {result['test_loss']:.4f}, weights {result['weights_sha256'][:12]}")
         except MemoryError:
             traceback.print_exc()
