@@ -173,3 +173,22 @@ def store(tmp_path_factory):
     convert(root, path, options=ConvertOptions(size=32, piece_size=32, features_at=32), backend="numpy",
             progress=False)
     return path
+
+
+#: The settings of the ``grid`` fixture's ``trainer compare`` (its reruns reuse every run).
+GRID_ARGS = ["--epochs", "2", "--width", "0.125", "--repeats", "2", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="session")
+def grid(store, tmp_path_factory):
+    """A finished 8-run grid (CXR/ENH x CCE/SCCE x 2 repeats) of ``store``, by ``trainer compare``."""
+    pytest.importorskip("keras")
+    from click.testing import CliRunner
+
+    from trainer.cli import cli
+
+    out = tmp_path_factory.mktemp("grid")
+    result = CliRunner().invoke(cli, ["compare", "--store", str(store), *GRID_ARGS, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    out.with_name(f"{out.name}-output.txt").write_text(result.output)
+    return out

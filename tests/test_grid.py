@@ -26,12 +26,12 @@ GRID = ["--epochs", "10", "--patience", "10", "--width", "0.125", "--repeats", "
         "--threads-per-run", "1"]
 
 
-def compare(store, out, *args, check=True, **popen):
+def compare(store, out, *args, check=True, env=None, **popen):
     cmd = [sys.executable, "-m", "trainer", "compare", "--store", str(store), "--out", str(out), *GRID,
            *map(str, args)]
     if popen:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, **popen)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -99,6 +99,23 @@ def test_local_1_and_local_2_give_identical_runs(reference, store, tmp_path):
     assert len({s["worker"] for s in schedule.values()}) == 2  # both workers trained
     report = (out / "report.md").read_text()
     assert "4 run(s) on CPU (tensorflow backend, 1 thread(s) per run)" in report
+
+
+@pytest.mark.slow
+def test_a_grid_of_another_thread_count_or_backend_is_refused_before_any_run(reference, store, tmp_path):
+    """TensorFlow on a CPU is bit-reproducible at one thread count only: runs of 1 thread and of 2
+    are not paired, so a rerun at another count (or another Keras backend) is refused, saying both."""
+    out = tmp_path / "grid"
+    shutil.copytree(reference, out)
+    before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    done = compare(store, out, "--scheduler", "local:1", "--threads-per-run", "2", check=False)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (f"{out} holds runs trained with 1 thread(s) per run; this grid would train with 2 thread(s) per "
+            "run, and results depend on it: set --threads-per-run as before") in done.stderr
+    other = compare(store, out, "--scheduler", "local:1", check=False, env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert other.returncode == 1
+    assert "holds runs trained with Keras' tensorflow backend; this grid would train with Keras' jax" in other.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == before
 
 
 @pytest.mark.slow

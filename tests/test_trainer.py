@@ -76,16 +76,6 @@ def test_streaming_batches(store):
         d.close()
 
 
-@pytest.fixture(scope="session")
-def grid(store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("grid")
-    result = CliRunner().invoke(cli, ["compare", "--store", str(store), "--epochs", "2", "--width", "0.125",
-                                      "--repeats", "2", "--batch-size", "16", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    out.with_name(f"{out.name}-output.txt").write_text(result.output)
-    return out
-
-
 def test_grid_says_what_it_will_do_before_it_trains(grid, store):
     """The run count first, then after the first epoch an estimate for the runs left; none on a rerun."""
     output = grid.with_name(f"{grid.name}-output.txt").read_text()  # bars (stderr) interleave the lines

@@ -303,19 +303,21 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
 
         tqdm.write(warning)
     identity = run_identity(cfg, info["store_identity"], split, threads, keras.backend.backend())
-    history, seconds, resumed_at = _fit(model, cfg, out_dir, identity, train, val, progress, verbose,
-                                        runs_after)
-    val_loss, _ = model.evaluate(val, verbose=0)
-    test_loss, _ = model.evaluate(test, verbose=0)
-    probabilities = model.predict(test, verbose=0)
+    try:  # the store's handles are closed also when the run stops part way (the store may be rewritten)
+        history, seconds, resumed_at = _fit(model, cfg, out_dir, identity, train, val, progress, verbose,
+                                            runs_after)
+        val_loss, _ = model.evaluate(val, verbose=0)
+        test_loss, _ = model.evaluate(test, verbose=0)
+        probabilities = model.predict(test, verbose=0)
+    finally:
+        for ds in (train, val, test):
+            ds.close()
     # The test batches are unshuffled and read in index order, so predictions follow split.test.
     test_labels = labels[split.test]
     metrics = classification_metrics(test_labels, probabilities, names)
     model.save(out_dir / "model.keras")
     np.savez(out_dir / "predictions.npz", indices=split.test, labels=test_labels,
              probabilities=probabilities.astype(np.float32))
-    for ds in (train, val, test):
-        ds.close()
     result = {
         "run": out_dir.name, "model": cfg.model, "input": cfg.input, "loss": cfg.loss, "seed": cfg.seed,
         "config": dataclasses.asdict(cfg), "config_digest": cfg.digest(),
