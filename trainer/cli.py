@@ -94,7 +94,7 @@ def _cluster(f):
                           "GPU each), tcp://HOST:PORT or PATH.json (a scheduler file: an existing cluster). "
                           "Workers need the store and OUT at the same paths (docs/distributed.md). Needs the "
                           "distributed extra. [default: one run after another in this process]"),
-        click.option("--threads-per-run", type=click.IntRange(min=1), default=None,
+        click.option("--threads-per-run", type=click.IntRange(1, 4096), default=None,
                      help="Compute threads of every run, set before the framework starts (TensorFlow's CPU "
                           "results depend on it) and recorded in runs.csv; with --scheduler only. "
                           "[default: the cores of a worker's machine / the runs it runs at once]"),
@@ -321,7 +321,7 @@ RUN_FILES = {"model.keras", "result.json", "predictions.npz", "checkpoint.npz", 
              "failure.json", "task.json"}
 #: What `trainer compare` writes into its --out.
 GRID_FILES = {"grid.json", "split.json", "runs", "runs.csv", "results.json", "report.md", "report.html", "audit",
-              "schedule.json", "learning_curves.png", "confusion_matrices.png", "per_seed_losses.png",
+              "schedule.json", "schedule.json.damaged", "learning_curves.png", "confusion_matrices.png", "per_seed_losses.png",
               "roc_curves.png"}
 
 

@@ -279,7 +279,7 @@ class ClusterRunner:
             self.echo(plan_line(jobs, len(todo), desc) + f", {self.slots} at a time as Dask tasks")
         failures, running = [], set()
         schedule_path = Path(jobs[0].run_dir).parent.parent / "schedule.json" if jobs else None
-        schedule = _read_schedule(schedule_path)  # earlier sessions' entries are kept
+        schedule = _read_schedule(schedule_path, self.echo)  # earlier sessions' entries are kept
         lock = threading.Lock()
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, unit="run",
                    disable=not self.progress)
@@ -330,14 +330,21 @@ class ClusterRunner:
         return results, failures
 
 
-def _read_schedule(path: Path | None) -> dict:
-    """``OUT/schedule.json`` as written by earlier sessions (empty if none, or unreadable)."""
+def _read_schedule(path: Path | None, echo=print) -> dict:
+    """``OUT/schedule.json`` as written by earlier sessions (empty if none). It is only a log: a damaged
+    one is set aside as ``schedule.json.damaged`` with one line, and a new one begins."""
     if path is None or not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
-    except ValueError:
-        return {}
+        schedule = json.loads(path.read_text())
+    except (OSError, ValueError):
+        schedule = None
+    if isinstance(schedule, dict) and all(isinstance(v, dict) for v in schedule.values()):
+        return schedule
+    aside = path.with_name(path.name + ".damaged")
+    path.replace(aside)
+    echo(f"{path} was damaged (not a schedule); set aside as {aside.name}, a new one begins")
+    return {}
 
 
 def _write_schedule(path: Path | None, schedule: dict) -> None:

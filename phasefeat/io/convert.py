@@ -243,6 +243,8 @@ def _prepare_work_dir(output: Path, work: Path, identity: dict, overwrite: bool)
             old = json.loads(manifest.read_text())
         except (OSError, ValueError):
             old = None
+        if not isinstance(old, dict):  # damaged (or JSON of another shape): as if killed before it landed
+            old = None
         if old is not None and old != identity and overwrite:
             _clear(work)
         elif old is not None and old != identity:

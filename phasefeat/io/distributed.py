@@ -12,11 +12,12 @@ pieces, exactly as on one machine.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 __all__ = ["run_pieces_on_dask", "DaskUnavailableError", "parse_scheduler", "connect", "quiet_dask",
-           "require_distributed"]
+           "require_distributed", "scheduler_address", "probe_scheduler"]
 
 logger = logging.getLogger("phasefeat")
 
@@ -65,9 +66,92 @@ def parse_scheduler(scheduler: str) -> tuple[str, object]:
         if not Path(scheduler).is_file():
             raise DaskUnavailableError(f"--scheduler {scheduler}: no such scheduler file (written by "
                                        "`dask scheduler --scheduler-file PATH`)")
+        scheduler_address(Path(scheduler))
         return "file", Path(scheduler)
     raise DaskUnavailableError(f"--scheduler takes local:N, tcp://HOST:PORT or a scheduler file "
                                f"(PATH.json), got {scheduler!r}")
+
+
+def scheduler_address(path: Path) -> str:
+    """The address in a scheduler file (``dask scheduler --scheduler-file``), read and checked before
+    any connection: Dask itself fails on a damaged one with an assertion, after seconds."""
+    written = "a scheduler file is written by `dask scheduler --scheduler-file PATH`"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not JSON"
+        raise DaskUnavailableError(f"--scheduler {path}: {reason}; {written}") from None
+    address = record.get("address") if isinstance(record, dict) else None
+    if not isinstance(address, str) or "://" not in address:
+        raise DaskUnavailableError(f"--scheduler {path}: no scheduler address in it (an \"address\" such as "
+                                   f"tcp://HOST:PORT); {written}")
+    return address
+
+
+#: Seconds a scheduler has to greet a new connection (it speaks first, at once).
+GREETING_SECONDS = 10
+#: The largest greeting a Dask scheduler sends (a few hundred bytes in practice).
+_GREETING_MAX = 1 << 20
+
+
+def probe_scheduler(address: str, seconds: float = GREETING_SECONDS) -> None:
+    """Check that ``tcp://HOST:PORT`` speaks Dask before a client waits on it.
+
+    A Dask scheduler sends its handshake as soon as a connection opens: an 8-byte frame length,
+    then a frame count. A port that accepts and stays silent (a wrong port, a proxy, a firewall that
+    holds connections) would keep Dask's client waiting without end, and one that answers other
+    bytes made it allocate what they said (exabytes). Other schemes (tls://, ucx://) are left to Dask.
+
+    Raises
+    ------
+    DaskUnavailableError
+        Nothing answers, nothing arrives within ``seconds``, or what arrives is not Dask's.
+    """
+    import socket
+    import struct
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    if parts.scheme != "tcp":
+        return
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise DaskUnavailableError(f"--scheduler {address}: not an address of the form tcp://HOST:PORT")
+    deadline = time.monotonic() + seconds
+    try:
+        with socket.create_connection((host, port), timeout=seconds) as conn:
+            head = _receive(conn, 16, deadline)
+    except TimeoutError:
+        raise DaskUnavailableError(f"--scheduler {address}: it accepts connections but sent nothing in {seconds:g} s, "
+                                   "so it is not a Dask scheduler (a wrong port, a proxy or a firewall?)") from None
+    except OSError as exc:
+        raise DaskUnavailableError(f"cannot reach the Dask scheduler at {address}: "
+                                   f"{exc.strerror or exc}") from None
+    size, frames = struct.unpack("<QQ", head) if len(head) == 16 else (0, 0)
+    if not (16 <= size + 8 <= _GREETING_MAX and 1 <= frames <= 64):
+        raise DaskUnavailableError(f"--scheduler {address}: it answers, but not as a Dask scheduler does "
+                                   "(another service on that port?)")
+
+
+def _receive(conn, n: int, deadline: float) -> bytes:
+    """Up to ``n`` bytes, fewer where the other side closes; TimeoutError past ``deadline``."""
+    import time
+
+    data = b""
+    while len(data) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        conn.settimeout(left)
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def quiet_dask() -> None:
@@ -90,13 +174,14 @@ def connect(scheduler: str):
     """A ``distributed.Client`` for an existing cluster (an address or a scheduler file)."""
     Client = require_distributed().Client
     kind, value = parse_scheduler(scheduler)
+    address = scheduler_address(value) if kind == "file" else value
+    probe_scheduler(address)
     quiet_dask()
     try:
-        if kind == "file":
-            return Client(scheduler_file=str(value), timeout="20s")
-        return Client(value, timeout="20s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise DaskUnavailableError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        return Client(address, timeout="20s")
+    except Exception as exc:  # whatever the other side made Dask raise: one line, never a traceback
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DaskUnavailableError(f"cannot reach the Dask scheduler at {scheduler}: {first}") from None
 
 
 def _client(scheduler: str):

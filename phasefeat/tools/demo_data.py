@@ -143,7 +143,7 @@ def write_demo_data(out, per_class: int = 40, seed: int = 0, min_size: int = 256
     if shortcut:  # earlier settings files (no shortcut) stay valid
         settings["shortcut"] = True
     marker = out / ".complete.json"
-    if marker.exists() and json.loads(marker.read_text()) == settings:
+    if marker.exists() and _read_json(marker) == settings:
         files = sorted(p for p in out.rglob("*") if p.suffix in (".png", ".jpg"))
         return {"folder": str(out), "files": len(files), **settings, "reused": True}
     if out.exists() and not out.is_dir():
@@ -173,3 +173,11 @@ def write_demo_data(out, per_class: int = 40, seed: int = 0, min_size: int = 256
         written += 1
     marker.write_text(json.dumps(settings))
     return {"folder": str(out), "files": written, **settings, "reused": False}
+
+
+def _read_json(path: Path):
+    """The JSON in ``path``, or None where it is damaged (then the folder is written again)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
