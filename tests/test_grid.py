@@ -344,3 +344,85 @@ def test_a_run_process_that_ended_says_a_signal_only_for_a_signal(tmp_path, monk
     with pytest.raises(worker.RunInterrupted) as raised:
         worker.run_task(spec)
     assert said in str(raised.value) and str(raised.value).startswith("run: the run's process ended ")
+
+
+@pytest.mark.slow
+def test_a_cluster_that_loses_its_only_worker_says_so_and_goes_on_when_one_joins(store, tmp_path):
+    """The driver waited with "running 1" and no message after `dask worker` was killed (~290 s by hand)."""
+    out = tmp_path / "lost"
+    log = tmp_path / "driver.txt"
+
+    def worker(scheduler_file):
+        return subprocess.Popen([str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file),
+                                 "--no-nanny", "--no-dashboard", "--nthreads", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE)
+
+    with cluster(tmp_path, [["--nthreads", "1"]]) as scheduler_file:
+        with open(log, "w") as handle:
+            driver = subprocess.Popen(
+                [sys.executable, "-m", "trainer", "compare", "--store", str(store), "--out", str(out), *GRID,
+                 "--inputs", "enh", "--scheduler", str(scheduler_file)], stdout=handle, stderr=subprocess.STDOUT,
+                env={**os.environ, "TRAINER_NO_WORKER_SECONDS": "3"})
+            try:
+                run_dir = _wait(lambda: _running_checkpointed(out), driver)
+                for proc in psutil.process_iter(["cmdline"]):  # the only worker (its run process dies with it)
+                    if "worker" in (proc.info["cmdline"] or []) and str(scheduler_file) in proc.info["cmdline"]:
+                        proc.kill()
+                _wait(lambda: "no Dask worker has been connected for 3 s" in log.read_text(), driver, timeout=120)
+                assert driver.poll() is None  # still waiting, and said so
+                again = worker(scheduler_file)
+                try:
+                    assert driver.wait(timeout=600) == 0, log.read_text()[-3000:]
+                finally:
+                    again.terminate()
+                    again.wait(timeout=30)
+            finally:
+                if driver.poll() is None:
+                    driver.kill()
+    said = log.read_text()
+    assert "run(s) wait: start one (dask worker tcp://" in said and "or press Ctrl-C" in said
+    assert "Dask worker(s) can run the runs again: the grid goes on" in said
+    assert json.loads((run_dir / "result.json").read_text())["resumed_at_epochs"]
+
+
+@pytest.mark.parametrize("failures", [1, 3])
+def test_a_local_cluster_that_fails_to_start_is_tried_again_then_one_line(monkeypatch, failures):
+    """A worker killed while `--scheduler local:N` started raised "Nanny failed to start" as a traceback."""
+    import distributed
+
+    from trainer.cluster import ClusterRunner
+    from trainer.experiment import GridError
+
+    real, calls = distributed.SpecCluster, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= failures:
+            raise RuntimeError("Nanny failed to start.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "SpecCluster", flaky)
+    runner = ClusterRunner("local:1", progress=False)
+    if failures < 3:
+        with runner:
+            runner.connect()
+            assert len(runner.client.scheduler_info()["workers"]) == 1
+        assert len(calls) == failures + 1
+        return
+    with pytest.raises(GridError, match=r"^the local Dask cluster \(local:1\) did not start in 3 tries \(Nanny "
+                                        r"failed to start\.\); is the machine short of memory or processes\?$"):
+        runner.connect()
+    assert len(calls) == 3
+
+
+def test_a_conversions_local_cluster_that_never_starts_is_one_line(monkeypatch):
+    import distributed
+
+    from phasefeat.io.distributed import DaskUnavailableError, _client
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("Nanny failed to start.")
+
+    monkeypatch.setattr(distributed, "LocalCluster", failing)
+    with pytest.raises(DaskUnavailableError, match=r"local Dask cluster \(local:2\) did not start in 3 tries"):
+        _client("local:2")

@@ -32,6 +32,9 @@ __all__ = ["RETRIES", "ClusterRunner", "local_gpus", "run_slots"]
 
 #: Retries of a run whose process or worker died (Dask ``retries`` and ``allowed-failures``).
 RETRIES = 3
+#: Seconds without a worker that can run the runs left before the driver says so
+#: (``TRAINER_NO_WORKER_SECONDS`` overrides it).
+NO_WORKER_SECONDS = 30.0
 
 
 def local_gpus() -> list[str]:
@@ -169,6 +172,8 @@ class ClusterRunner:
         import dask
         from distributed import Client, Nanny, Scheduler, SpecCluster
 
+        from phasefeat.io.distributed import start_local_cluster
+
         gpus = local_gpus() if self.gpus != 0 else []
         if self.gpus == 1 and len(gpus) < n:
             raise GridError(f"--gpus-per-run 1 with --scheduler local:{n} needs {n} GPUs; this machine shows "
@@ -181,13 +186,24 @@ class ClusterRunner:
             workers[f"run-slot-{k}"] = {"cls": Nanny, "options": {
                 "nthreads": 1, "env": env, "resources": {"GPU": 1} if on_gpus else {},
                 "silence_logs": logging.ERROR}}
-        # As for `phasefeat convert`: leave glibc's malloc thresholds alone (docs/distributed.md).
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                              "distributed.scheduler.allowed-failures": RETRIES}):
-            self.cluster = SpecCluster(workers=workers, silence_logs=logging.ERROR, scheduler={
-                "cls": Scheduler, "options": {"dashboard_address": ":0"}})
-        self.client = Client(self.cluster)
-        self.client.wait_for_workers(n, timeout=120)
+        def start():
+            # As for `phasefeat convert`: leave glibc's malloc thresholds alone (docs/distributed.md).
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                                  "distributed.scheduler.allowed-failures": RETRIES}):
+                cluster = SpecCluster(workers=workers, silence_logs=logging.ERROR, scheduler={
+                    "cls": Scheduler, "options": {"dashboard_address": ":0"}})
+            client = None
+            try:
+                client = Client(cluster)
+                client.wait_for_workers(n, timeout=120)
+            except BaseException:
+                if client is not None:
+                    client.close()
+                cluster.close()
+                raise
+            return cluster, client
+
+        self.cluster, self.client = start_local_cluster(start, f"local:{n}")
 
     def connect(self) -> None:
         """Start the local cluster or reach the scheduler; one line if it cannot."""
@@ -304,6 +320,10 @@ class ClusterRunner:
             future = self.client.submit(run_task, spec, key=f"trainer-{job.run_dir.name}-{token}", pure=False,
                                         retries=RETRIES, resources={"GPU": 1} if self.gpus else None)
             futures[future] = k
+        watching = threading.Event()
+        watcher = threading.Thread(target=self._watch_workers, daemon=True,
+                                   args=(watching, bar.write, lambda: bar.total - bar.n))
+        watcher.start()
         try:
             for future in as_completed(futures):
                 k = futures[future]
@@ -325,9 +345,45 @@ class ClusterRunner:
                     show()
                 _write_schedule(schedule_path, schedule)
         finally:
+            watching.set()
+            watcher.join()
             bar.close()
             self.client.unsubscribe_topic("trainer-grid")
         return results, failures
+
+    def _usable_workers(self) -> int:
+        """Workers that can run a run now (with a GPU resource where runs ask for one)."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return sum(1 for w in workers if not self.gpus or w.get("resources", {}).get("GPU", 0) >= 1)
+
+    def _watch_workers(self, stop: threading.Event, say, runs_left) -> None:
+        """Say in one line when no worker has been able to run the runs left for a while (an external
+        cluster whose workers died waits for new ones without end), and again when one joins."""
+        import time
+
+        try:
+            quiet = float(os.environ.get("TRAINER_NO_WORKER_SECONDS", NO_WORKER_SECONDS))
+        except ValueError:
+            quiet = NO_WORKER_SECONDS
+        gone_since, said = None, False
+        while not stop.wait(min(2.0, max(quiet / 4, 0.1))):
+            try:
+                usable = self._usable_workers()
+            except Exception:  # the scheduler itself is gone or busy: Dask's own errors end the grid
+                continue
+            if usable:
+                if said:
+                    say(f"{usable} Dask worker(s) can run the runs again: the grid goes on")
+                gone_since, said = None, False
+                continue
+            gone_since = gone_since or time.monotonic()
+            if not said and time.monotonic() - gone_since >= quiet:
+                kind = "with a GPU resource " if self.gpus else ""
+                start = f"dask worker {self.client.scheduler.address}" + (" --resources GPU=1" if self.gpus else "")
+                say(f"no Dask worker {kind}has been connected for {quiet:g} s and {runs_left()} run(s) wait: start "
+                    f"one ({start}) and the grid goes on, or press Ctrl-C (finished runs are kept; the same "
+                    "command resumes the others)")
+                said = True
 
 
 def _read_schedule(path: Path | None, echo=print) -> dict:

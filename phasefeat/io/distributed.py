@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 __all__ = ["run_pieces_on_dask", "DaskUnavailableError", "parse_scheduler", "connect", "quiet_dask",
-           "require_distributed", "scheduler_address", "probe_scheduler"]
+           "require_distributed", "scheduler_address", "probe_scheduler", "start_local_cluster"]
 
 logger = logging.getLogger("phasefeat")
 
@@ -184,6 +184,29 @@ def connect(scheduler: str):
         raise DaskUnavailableError(f"cannot reach the Dask scheduler at {scheduler}: {first}") from None
 
 
+#: Starts of a local cluster tried before giving up (a worker process killed while it starts
+#: makes Dask raise "Nanny failed to start").
+LOCAL_START_TRIES = 3
+
+
+def start_local_cluster(start, what: str):
+    """``start()`` (returning ``(cluster, client)``), tried again when the cluster fails to start.
+
+    Raises
+    ------
+    DaskUnavailableError
+        After :data:`LOCAL_START_TRIES` failed starts, with the last reason in one line.
+    """
+    for attempt in range(1, LOCAL_START_TRIES + 1):
+        try:
+            return start()
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            logger.info("the local Dask cluster (%s) did not start (try %d): %s", what, attempt, reason)
+    raise DaskUnavailableError(f"the local Dask cluster ({what}) did not start in {LOCAL_START_TRIES} tries "
+                               f"({reason}); is the machine short of memory or processes?")
+
+
 def _client(scheduler: str):
     distributed = require_distributed()
     kind, n = parse_scheduler(scheduler)
@@ -192,13 +215,17 @@ def _client(scheduler: str):
     quiet_dask()
     import dask
 
-    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap
-    # threshold: every multi-MB NumPy array is then mmapped and page-faulted afresh,
-    # and the features ran 3.5x slower (measured). Leave glibc's defaults alone.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                           dashboard_address=":0", silence_logs=logging.ERROR)
-    return distributed.Client(cluster), cluster
+    def start():
+        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap
+        # threshold: every multi-MB NumPy array is then mmapped and page-faulted afresh,
+        # and the features ran 3.5x slower (measured). Leave glibc's defaults alone.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                               dashboard_address=":0", silence_logs=logging.ERROR)
+        return cluster, distributed.Client(cluster)
+
+    cluster, client = start_local_cluster(start, scheduler)
+    return client, cluster
 
 
 def run_pieces_on_dask(tasks, piece_paths, scheduler: str, backend: str, on_done, echo=print) -> list[str]:
