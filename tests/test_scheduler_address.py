@@ -120,10 +120,13 @@ def test_grid_and_result_files_of_another_shape_are_named(tmp_path, content):
     with pytest.raises(GridError, match=r"result.json is damaged \(JSON, but not a run's result\); delete .*"
                                         r"enh-cce-r0 to run it again"):
         finished_run(Job(RunConfig(), run, None), planned_identity({}, None, "tensorflow"))
-    result = CliRunner().invoke(trainer_cli, ["train", "--store", str(tiny_store(tmp_path / "s.h5", n=9)),
-                                              "--out", str(run)])
+    store = tiny_store(tmp_path / "s.h5", n=9)
+    result = CliRunner().invoke(trainer_cli, ["train", "--store", str(store), "--out", str(run)])
     assert_one_line_error(result)
     assert "result.json is damaged (not a run's result)" in result.output
+    result = CliRunner().invoke(trainer_cli, ["compare", "--store", str(store), "--out", str(tmp_path)])
+    assert_one_line_error(result)
+    assert "grid.json is damaged (JSON, but not a grid's settings); delete it or use another --out" in result.output
 
 
 def test_a_damaged_schedule_is_set_aside_with_one_line(tmp_path):
