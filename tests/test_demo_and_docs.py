@@ -262,3 +262,31 @@ def test_demo_data_never_mixes_with_other_files(tmp_path):
     (demo / "covid" / "notes.txt").write_text("mine now")
     with pytest.raises(ValueError, match="notes.txt"):
         write_demo_data(demo, per_class=2, seed=2, min_size=64, max_size=70)
+
+
+@pytest.mark.parametrize("failing", ["main", "test_torch.py", "both", "none"])
+def test_make_test_runs_both_pytest_steps_and_fails_if_either_failed(tmp_path, failing):
+    """`make test` stopped at the first pytest step's failure, so test_torch.py never ran."""
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    for stamp in (".installed", ".installed-train", ".installed-test"):
+        (venv / stamp).touch()
+    calls = tmp_path / "calls.txt"
+    fails = {"main": "--ignore=*", "test_torch.py": "\\ tests/test_torch.py", "both": "test_torch.py",
+             "none": "no-such-argument"}[failing]
+    # python and ruff stand-ins: record each call; "python -m pytest ..." fails where told to
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *{fails}*) exit 1;; esac\n')
+    (venv / "bin" / "ruff").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("python", "ruff"):
+        (venv / "bin" / tool).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    done = subprocess.run(["make", "--no-print-directory", "test", f"VENV={venv}"], cwd=REPO, capture_output=True,
+                          text=True, env=env)
+    steps = calls.read_text().splitlines()
+    assert len(steps) == 2 and "--ignore=tests/test_torch.py" in steps[0] and steps[1].endswith("tests/test_torch.py")
+    assert (done.returncode == 0) == (failing == "none"), done.stderr
+    if failing != "none":
+        named = {"main": "main", "test_torch.py": "test_torch.py", "both": "main test_torch.py"}[failing]
+        assert f"make test: failed: {named}" in done.stderr
