@@ -472,3 +472,94 @@ def test_three_twin_arms_are_one_arm_in_the_comparisons(tmp_path):
     write_report(results, tmp_path)
     rows = _section((tmp_path / "report.md").read_text(), "Paired comparisons (a - b, same seeds, same model)")
     assert len(rows) == 1 and "cxr+" in rows[0] and "enh+" in rows[0]
+
+
+def _headline(out) -> str:
+    return (out / "report.md").read_text().split("## Headline", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_headline_names_the_pairs_that_differ_beyond_the_spread(report):
+    """Twins (CCE = SCCE) are one arm; of the distinct pairs, only those whose paired interval
+    excludes 0 are named, with the measure that does."""
+    cxr, enh = NUMBERS["cxr"], NUMBERS["enh"]
+    loss, accuracy = (paired_comparison(cxr[k], enh[k]) for k in ("test_loss", "test_accuracy"))
+    which = [name for name, d in (("test loss", loss), ("accuracy", accuracy))
+             if d["ci95"][0] > 0 or d["ci95"][1] < 0]
+    assert which == ["test loss"]  # ENH's loss is lower on every seed; the accuracies overlap
+    assert ("* **Beyond the seed-to-seed spread** (paired 95 % interval excludes 0): CXR+CCE vs ENH+CCE "
+            "(test loss). Other differences lie within it") in _headline(report)
+    assert "No two arms differ" not in summary_lines(report)[0]
+
+
+def test_the_headline_says_plainly_when_no_pair_differs_beyond_its_interval(tmp_path):
+    """The headline ranked arms whose paired difference was -4.68 (95 % CI -142 to 133) without a word."""
+    numbers = {"cxr": dict(NUMBERS["cxr"]), "enh": dict(NUMBERS["enh"])}
+    numbers["enh"]["test_loss"] = [0.50, 0.41, 0.45]  # mean 0.453 < CXR's 0.46, seed to seed either way
+    numbers["enh"]["test_accuracy"] = [0.85, 0.80, 0.82]
+    for key in ("test_loss", "test_accuracy"):
+        ci = paired_comparison(NUMBERS["cxr"][key], numbers["enh"][key])["ci95"]
+        assert ci[0] < 0 < ci[1]
+    write_report(_results(numbers=numbers), tmp_path)
+    headline = _headline(tmp_path)
+    assert "Lowest mean test loss: ENH+CCE" in headline
+    assert ("* **No pair of arms differs beyond its 95 % interval** (paired over seeds, test loss and accuracy): "
+            "the ranking above lies within the seed-to-seed spread and does not say which arm is better.") in headline
+    assert summary_lines(tmp_path)[0].endswith("No two arms differ beyond the seed-to-seed spread.")
+
+
+def test_the_headline_of_one_seed_says_there_is_no_interval(tmp_path):
+    write_report([r for r in _results() if r["seed"] == 0], tmp_path)
+    assert "With one seed per arm there is no interval: the ranking above may be seed-to-seed noise" \
+        in _headline(tmp_path)
+    assert "No two arms differ" not in summary_lines(tmp_path)[0]
+
+
+AUDIT = {"verdicts": {
+    "cxr": {"flagged": True, "inconclusive": False, "headline": "the CXR model still classifies with 81% of the "
+            "image blacked out",
+            "findings": [{"kind": "confounded", "text": "x"}, {"kind": "source", "text": "y"}]},
+    "enh": {"flagged": False, "inconclusive": False, "headline": "no shortcut found by these checks",
+            "findings": [{"kind": "transfer", "text": "z"}]}}}
+
+
+def test_the_headline_states_the_audits_verdict_per_input(tmp_path):
+    write_report(_results(), tmp_path, audit=AUDIT)
+    headline = _headline(tmp_path)
+    assert ("* **Shortcut audit, CXR**: FLAGGED: confounded by source; also tells the image's source apart: the "
+            "CXR model still classifies with 81% of the image blacked out (section Shortcut audit below).") in headline
+    assert ("* **Shortcut audit, ENH**: not flagged, but falls on an unseen source: no shortcut found by these "
+            "checks (section Shortcut audit below).") in headline
+    write_report(_results(), tmp_path)
+    assert "Shortcut audit" not in _headline(tmp_path)
+
+
+def test_the_terminal_summary_says_what_other_findings_are():
+    """It said "ENH other findings"."""
+    from trainer.audit_report import summary_line
+
+    line = summary_line(AUDIT)
+    assert "other findings" not in line
+    assert line.startswith("Shortcut audit: CXR FLAGGED: confounded by source; also tells the image's source "
+                           "apart; ENH not flagged, but falls on an unseen source.")
+
+
+def test_indented_lines_continue_their_list_item_in_html(tmp_path):
+    """The audit verdict's "Also:" lines rendered as loose paragraphs outside their input's bullet."""
+    from trainer.report_html import markdown_to_html
+
+    page = markdown_to_html("* **CXR**: flagged.\n  Also: the source.\n  Occlusion: 0.9.\n* **ENH**: fine.\n\nAfter.",
+                            tmp_path, title="t")
+    assert ("<ul><li><strong>CXR</strong>: flagged.<br>Also: the source.<br>Occlusion: 0.9.</li>"
+            "<li><strong>ENH</strong>: fine.</li></ul>") in page
+    assert "<p>After.</p>" in page and page.count("<p>") == 1
+
+
+def test_the_audit_section_explains_itself_without_a_path_into_the_project(tmp_path):
+    from trainer.audit_report import READING_GUIDE, audit_markdown
+
+    record = {"store": "s.h5", "inputs": ["cxr"], "repeats": 2, "seed": 0, "occlude_fractions": [0.9],
+              "bootstrap": 1000, "margin": 0.1, "verdicts": {}, "class_source_table": [[1]],
+              "class_names": ["a"], "source_names": ["x"], "cramers_v": None, "results": {}}
+    lines = audit_markdown(record)
+    assert READING_GUIDE[0] in lines and "`docs/shortcut-audit.md`" not in "\n".join(lines)
+    assert "docs/shortcut-audit.md in the phasefeat source" in READING_GUIDE[0]

@@ -175,6 +175,9 @@ def test_every_figure_has_axis_labels_and_a_title_naming_its_run(grid, monkeypat
             assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title(), name
             if name != "per_seed_losses.png":
                 assert "seed" in ax.get_title(), name
+        if name == "roc_curves.png":  # shown at its own size on a 1,280 px page: legends of 12.5 px
+            assert fig.get_figwidth() * fig.dpi <= 1150 and len(fig.axes) == 4
+            assert all(t.get_fontsize() >= 9 for ax in fig.axes for t in ax.get_legend().get_texts())
         if name == "per_seed_losses.png":
             ax = fig.axes[0]
             assert all(float(t).is_integer() for t in ax.get_xticks())

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["occlusion_curve", "draw_occlusion_curve", "audit_markdown", "summary_line", "FIGURE"]
+__all__ = ["occlusion_curve", "draw_occlusion_curve", "audit_markdown", "summary_line", "verdict_state",
+           "FIGURE", "READING_GUIDE"]
 
 FIGURE = "occlusion_curve.png"
 
@@ -69,6 +70,19 @@ def _seeds(m: dict) -> str:
     return ", ".join(f"{a:.2f}" for a in m.get("seed_accuracy", []))
 
 
+#: How to read the audit, in the report itself (a path into the project's docs means nothing beside
+#: a report in a results folder).
+READING_GUIDE = [
+    "How to read it: each experiment trains the same model with something hidden or asked otherwise. If "
+    "it still classifies with the centre of the image blacked out (a box of 90 % of each side leaves no "
+    "lung), or with the lungs blacked out, it reads something else: markers, text, borders, processing. "
+    "The source probe asks whether the pixels tell which hospital or archive an image came from; the "
+    "held-out source asks whether the results hold on a source the model never saw. \"Flagged\" means the "
+    "class results are confounded by source; \"inconclusive\" means the model on the whole image did not "
+    "learn, so nothing can be concluded. The phasefeat documentation explains each experiment and its "
+    "limits (docs/shortcut-audit.md in the phasefeat source)."]
+
+
 def audit_markdown(record: dict, figure_prefix: str = "") -> list[str]:
     """The audit as markdown lines (``audit.md``, and the section ``compare --audit`` adds to the
     report; ``figure_prefix`` is the audit folder as seen from the report's folder)."""
@@ -81,8 +95,7 @@ def audit_markdown(record: dict, figure_prefix: str = "") -> list[str]:
              f"hierarchical bootstrap over the seeds and the test images ({record['bootstrap']} resamples); "
              f"an experiment counts as above chance when its accuracy interval lies wholly more than "
              f"{record['margin']:.2f} above chance or its AUC interval wholly above "
-             f"{0.5 + 2 * record['margin']:.2f}. How to read it: `docs/shortcut-audit.md`.", "",
-             "## Verdict", ""]
+             f"{0.5 + 2 * record['margin']:.2f}.", "", *READING_GUIDE, "", "## Verdict", ""]
     for what, v in record["verdicts"].items():
         lines.append(f"* **{what.upper()}**: {v['headline']}.")
         for extra in v["findings"][1:]:
@@ -121,19 +134,25 @@ def audit_markdown(record: dict, figure_prefix: str = "") -> list[str]:
     return lines
 
 
+#: Each kind of finding in a few words (:func:`trainer.audit.verdicts`).
+FINDING_WORDS = {"confounded": "confounded by source",
+                 "outside_lungs": "classifies without the lungs (not a source finding: one source or none "
+                                  "recorded)",
+                 "source": "tells the image's source apart", "transfer": "falls on an unseen source"}
+
+
+def verdict_state(v: dict) -> str:
+    """One input's verdict in a few words: ``"FLAGGED: confounded by source"``, ``"not flagged"``, ..."""
+    if v.get("inconclusive"):
+        return "inconclusive: the reference model did not learn"
+    words = [FINDING_WORDS.get(f["kind"], f["kind"]) for f in v["findings"]]
+    if v["flagged"]:
+        others = [w for w in words if w != FINDING_WORDS["confounded"]]
+        return "FLAGGED: confounded by source" + (f"; also {' and '.join(others)}" if others else "")
+    return "not flagged" + (f", but {' and '.join(words)}" if words else "")
+
+
 def summary_line(record: dict) -> str:
     """The audit in one sentence, for the terminal summary."""
-    parts = []
-    for what, v in record["verdicts"].items():
-        if v.get("inconclusive"):
-            state = "inconclusive: the reference model did not learn"
-        elif v["flagged"]:
-            state = "FLAGGED: confounded by source"
-        elif any(f["kind"] == "outside_lungs" for f in v["findings"]):
-            state = "classifies without the lungs (not a source finding: one source or none recorded)"
-        elif v["findings"]:
-            state = "other findings"
-        else:
-            state = "not flagged"
-        parts.append(f"{what.upper()} {state}")
+    parts = [f"{what.upper()} {verdict_state(v)}" for what, v in record["verdicts"].items()]
     return f"Shortcut audit: {'; '.join(parts)}. Verdicts and the occlusion curve in audit/audit.md."

@@ -305,7 +305,8 @@ def compare(inputs, losses, repeats, seed, out, with_audit, occlude_fractions, a
         from .audit_report import audit_markdown
 
         appendix = ["", "# Shortcut audit", "", *audit_markdown(record, figure_prefix="audit/")]
-    report = write_report(results, out, store_path=kw["store"], failures=failures, appendix=appendix)
+    report = write_report(results, out, store_path=kw["store"], failures=failures, appendix=appendix,
+                          audit=record)
     click.echo(f"wrote {report}, runs.csv, results.json and figures in {out}")
     click.echo(where_trained(results).replace("* trained: ", "trained: ", 1))
     for line in summary_lines(out, record):

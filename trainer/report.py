@@ -191,12 +191,13 @@ def _provenance(store_path) -> tuple[list[str], dict]:
     return lines, {"labels": labels, "names": names, "sha256": digests}
 
 
-def write_report(results: list[dict], out, store_path=None, failures=(), appendix=()) -> Path:
+def write_report(results: list[dict], out, store_path=None, failures=(), appendix=(), audit=None) -> Path:
     """Write runs.csv, results.json, report.md, report.html and figures into ``out``; returns report.md.
 
     ``failures`` (``{"run", "reason"}`` dicts) are runs of the grid that failed: the report
     names them and their reasons, and its tables hold the runs that finished. ``appendix``:
-    markdown lines added at the end of both report.md and report.html (the shortcut audit).
+    markdown lines added at the end of both report.md and report.html (the shortcut audit), whose
+    verdict per input (``audit``: the audit's record) the headline states.
     """
     out = Path(out)
     rows = _rows(results)
@@ -226,7 +227,7 @@ def write_report(results: list[dict], out, store_path=None, failures=(), appendi
                   "the runs that finished. Fix the cause and run the same command again to complete it.", "",
                   *(f"* `{f['run']}`: {f['reason']}" for f in failures), ""]
     lines += ["## Headline", "",
-             *headline(summary), "", "## Data split", "",
+             *headline(summary, _distinct(comparisons), audit), "", "## Data split", "",
              *_split_table(split, data.get("labels"), data.get("names", results[0]["class_names"]),
                            data.get("sha256", ())), ""]
     lines += ["## Data and software", "", *provenance, where_trained(results), ""]

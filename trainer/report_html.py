@@ -1,7 +1,8 @@
 """report.md as one self-contained HTML file: figures embedded, no server, no JavaScript.
 
-It converts exactly the markdown the trainer writes (headings, paragraphs, bullet lists,
-pipe tables, fenced code, images, **bold** and `code`), not markdown in general.
+It converts exactly the markdown the trainer writes (headings, paragraphs, bullet lists whose
+indented lines continue their item, pipe tables, fenced code, images, **bold** and `code`), not
+markdown in general.
 """
 
 from __future__ import annotations
@@ -68,11 +69,18 @@ def markdown_to_html(text: str, folder, title: str) -> str:
             parts.append(_table(rows, folder))
             continue
         elif line.lstrip().startswith(("* ", "- ")):
-            items = []
-            while i < len(lines) and lines[i].lstrip().startswith(("* ", "- ")):
-                items.append(f"<li>{_inline(lines[i].lstrip()[2:], folder)}</li>")
+            items: list[list[str]] = []
+            while i < len(lines):
+                current = lines[i]
+                if current.lstrip().startswith(("* ", "- ")):
+                    items.append([current.lstrip()[2:]])
+                elif current.startswith("  ") and current.strip():  # an indented line continues its item
+                    items[-1].append(current.strip())
+                else:
+                    break
                 i += 1
-            parts.append("<ul>" + "".join(items) + "</ul>")
+            parts.append("<ul>" + "".join("<li>" + "<br>".join(_inline(t, folder) for t in item) + "</li>"
+                                          for item in items) + "</ul>")
             continue
         elif line.strip():
             paragraph = [line]

@@ -14,7 +14,7 @@ import numpy as np
 from .metrics import above_chance, interval_metrics
 from .report_figures import arm_key, arm_of
 
-__all__ = ["learned_arms", "headline", "summary_lines", "NO_LEARNING"]
+__all__ = ["learned_arms", "headline", "summary_lines", "differing_pairs", "NO_LEARNING"]
 
 
 def _disagree(summary, by_loss, by_acc) -> bool:
@@ -50,10 +50,57 @@ NO_LEARNING = ("no arm is above chance by the audit's rule (accuracy interval wh
                "more images or with another learning rate before comparing")
 
 
-def headline(summary) -> list[str]:
+def _excludes_zero(interval) -> bool:
+    low, high = interval
+    return low == low and high == high and (low > 0 or high < 0)  # NaN (one seed) excludes nothing
+
+
+def differing_pairs(summary, comparisons) -> tuple[list[str], int]:
+    """Pairs of arms that learned whose paired test loss or accuracy differs beyond its 95 % interval,
+    as ``"A vs B (test loss)"``; and the number of pairs that have an interval (two seeds or more)."""
+    ranked = {a for a, s in summary.items() if s.get("learned") is not False}
+    found, with_interval = [], 0
+    for c in comparisons:
+        if c["a"] not in ranked or c["b"] not in ranked:
+            continue
+        loss, accuracy = c["test_loss"]["ci95"], c["test_accuracy"]["ci95"]
+        if all(v == v for v in (*loss, *accuracy)):
+            with_interval += 1
+        which = [name for name, ci in (("test loss", loss), ("accuracy", accuracy)) if _excludes_zero(ci)]
+        if which:
+            found.append(f"{c['a'].upper()} vs {c['b'].upper()} ({' and '.join(which)})")
+    return found, with_interval
+
+
+def _spread_line(summary, comparisons) -> str:
+    """Whether the ranking means anything: do any two arms differ beyond their paired interval?"""
+    found, with_interval = differing_pairs(summary, comparisons)
+    if found:
+        return (f"* **Beyond the seed-to-seed spread** (paired 95 % interval excludes 0): {'; '.join(found)}. "
+                "Other differences lie within it (± is the standard deviation over seeds).")
+    if not with_interval:
+        return ("* With one seed per arm there is no interval: the ranking above may be seed-to-seed noise "
+                "(use --repeats 3 or more).")
+    return ("* **No pair of arms differs beyond its 95 % interval** (paired over seeds, test loss and accuracy): "
+            "the ranking above lies within the seed-to-seed spread and does not say which arm is better.")
+
+
+def _audit_lines(audit: dict | None) -> list[str]:
+    if audit is None:
+        return []
+    from .audit_report import verdict_state
+
+    return [f"* **Shortcut audit, {what.upper()}**: {verdict_state(v)}: {v['headline']} (section Shortcut audit "
+            "below)." for what, v in audit["verdicts"].items()]
+
+
+def headline(summary, comparisons=(), audit: dict | None = None) -> list[str]:
+    """The report's first claims: the ranking of the arms that learned, whether any difference lies
+    beyond the seed-to-seed spread (``comparisons``: the distinct paired comparisons), and the shortcut
+    audit's verdict per input (``audit``: its record)."""
     silent = _not_learned(summary)
     if silent and len(silent) == len(summary):
-        return [f"* **The arms did not learn**: {NO_LEARNING}."]
+        return [f"* **The arms did not learn**: {NO_LEARNING}.", *_audit_lines(audit)]
     summary = {a: s for a, s in summary.items() if a not in silent}
     by_loss = min(summary, key=lambda a: summary[a]["test_loss"]["mean"])
     by_acc = max(summary, key=lambda a: summary[a]["test_accuracy"]["mean"])
@@ -77,12 +124,12 @@ def headline(summary) -> list[str]:
         lines.append(f"* Highest mean test accuracy: {fmt(by_acc)}. **Loss and accuracy disagree** on "
                      "which arm is best; a lower cross-entropy means better calibrated probabilities, "
                      "not necessarily more correct answers.")
-    lines.append("* Differences between arms are judged against the seed-to-seed spread (± is the "
-                 "standard deviation over seeds) in the paired comparisons below.")
+    if len(summary) > 1:
+        lines.append(_spread_line(summary, comparisons))
     if silent:
         lines.append(f"* **Not above chance** (the audit's rule), so left out of the lines above: "
                      f"{', '.join(a.upper() for a in silent)}: these arms did not learn.")
-    return lines
+    return lines + _audit_lines(audit)
 
 
 def summary_lines(out, audit: dict | None = None) -> list[str]:
@@ -105,6 +152,9 @@ def summary_lines(out, audit: dict | None = None) -> list[str]:
         first += "." if not _disagree(ranked, by_loss, by_acc) else (
             f"; highest accuracy: {by_acc.upper()} ({100 * ranked[by_acc]['test_accuracy']['mean']:.1f} %): "
             "loss and accuracy disagree.")
+        found, with_interval = differing_pairs(summary, comparisons)
+        if len(ranked) > 1 and with_interval and not found:
+            first += " No two arms differ beyond the seed-to-seed spread."
         if silent:
             first += f" Not above chance: {', '.join(a.upper() for a in silent)}."
     lines = [first]
