@@ -160,8 +160,26 @@ def _load_params(preset: str, params_file):
         raise click.BadParameter(f"{params_file}: {exc}", param_hint="--params") from None
 
 
+def _check_input_folder(input_dir: str) -> None:
+    """INPUT must be a folder; a file there is most often a store or a model passed in the wrong place."""
+    from pathlib import Path
+
+    from .io.store import known_kind
+
+    path = Path(input_dir)
+    if not path.is_file():
+        return
+    kind = known_kind(path)
+    if kind == "a phasefeat store":
+        raise click.BadParameter(f"{input_dir} is a phasefeat store (what convert writes), not a folder of "
+                                 "radiographs; `phasefeat inspect` and `trainer --store` read it",
+                                 param_hint="INPUT")
+    raise click.BadParameter(f"{input_dir} is " + (kind.split(",")[0] if kind else "a file")
+                             + ", not a folder of radiographs (INPUT/<class>/...)", param_hint="INPUT")
+
+
 @cli.command()
-@click.argument("input_dir", metavar="INPUT", type=click.Path(file_okay=False, path_type=str))
+@click.argument("input_dir", metavar="INPUT", type=click.Path(path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="Label file instead of class folders: a CSV with a header naming path and label "
@@ -248,6 +266,7 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, patient
     from .io.discover import DiscoveryError
     from .io.distributed import DaskUnavailableError, parse_scheduler
 
+    _check_input_folder(input_dir)
     if scheduler:
         try:
             parse_scheduler(scheduler)

@@ -134,3 +134,20 @@ def test_evaluate_puts_a_store_of_another_dtype_on_the_models_scale(grid, store,
     assert RECONVERSIONS[option][0] in record["pixels_note"]
     assert record["confusion_matrix"] == saved["confusion_matrix"]
     assert record["macro_auc_ovr"] == pytest.approx(saved["macro_auc_ovr"], abs=1e-3)
+
+
+def test_a_model_passed_as_a_store_and_a_store_passed_as_input_are_named(grid, store, tmp_path):
+    """A model.keras as --store said "not an HDF5 file or unreadable (... file signature not found)";
+    a store as convert's INPUT said "Directory '.../enh.h5' is a file"."""
+    from phasefeat.cli import cli as phasefeat_cli
+
+    model = grid / "runs" / "enh-cce-r0" / "model.keras"
+    result = CliRunner().invoke(cli, ["compare", "--store", str(model), "--out", str(tmp_path / "g")])
+    assert result.exit_code == 1 and f"{model}: a Keras model, not a store (a model is passed as --model" \
+        in result.output, result.output
+    converted = CliRunner().invoke(phasefeat_cli, ["convert", str(store), str(tmp_path / "x.h5")])
+    assert converted.exit_code == 2 and "is a phasefeat store (what convert writes), not a folder of radiographs" \
+        in converted.output
+    other = CliRunner().invoke(phasefeat_cli, ["convert", str(model), str(tmp_path / "x.h5")])
+    assert other.exit_code == 2 and "is a Keras model, not a folder of radiographs" in other.output
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "g").exists()

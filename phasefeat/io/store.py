@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "COMPRESSIONS", "StoreError", "Store", "open_store"]
+__all__ = ["FORMAT_VERSION", "COMPRESSIONS", "StoreError", "Store", "open_store", "known_kind"]
 
 #: Version 2 added /meta/source (every store has it, possibly empty). Readers accept every
 #: version up to their own; a version-1 store reads with empty sources.
@@ -37,6 +37,37 @@ IMAGE_DTYPES = {"cxr": ("uint8", "uint16"), "enh": ("uint8", "float16", "float32
 
 class StoreError(ValueError):
     """A file is not a readable phasefeat store; the message says why."""
+
+
+KERAS_MODEL = "a Keras model, not a store (a model is passed as --model, e.g. to `trainer evaluate`)"
+
+
+def known_kind(path) -> str | None:
+    """What a file that people pass for a store often is instead: ``"a phasefeat store"``,
+    :data:`KERAS_MODEL`, or None (not recognised). Reads a few bytes, nothing more."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return None
+    if head.startswith(b"PK") and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if {"config.json", "metadata.json"} & set(archive.namelist()):
+                return KERAS_MODEL  # the .keras format: a zip of config.json, metadata.json, weights
+        return None
+    if head == b"\x89HDF\r\n\x1a\n":
+        try:
+            with _h5py().File(path, "r") as f:
+                if "model_config" in f.attrs or "model_weights" in f:
+                    return KERAS_MODEL  # Keras' legacy .h5 model
+                if "format_version" in f.attrs and "enh" in f:
+                    return "a phasefeat store"
+        except Exception:  # a damaged file: whatever HDF5 raises, it is not recognised
+            return None
+    return None
 
 
 def _h5py():
@@ -69,6 +100,8 @@ class Store:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
+            if known_kind(self.path) == KERAS_MODEL:
+                raise StoreError(f"{self.path}: {KERAS_MODEL}") from None
             raise StoreError(f"{self.path}: not an HDF5 file or unreadable ({exc})") from None
         try:
             self._check_version()
@@ -98,6 +131,8 @@ class Store:
         """The required members and a ``format_version`` this reader reads."""
         missing = [name for name in self.REQUIRED if name not in self._file]
         raw = self._file.attrs.get("format_version")
+        if (missing or raw is None) and ("model_config" in self._file.attrs or "model_weights" in self._file):
+            raise StoreError(f"{self.path}: {KERAS_MODEL}")
         if missing or raw is None:
             raise StoreError(f"{self.path}: not a phasefeat store (missing {', '.join(missing) or 'format_version'})")
         try:
