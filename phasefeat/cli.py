@@ -48,7 +48,7 @@ def _png_path(ctx, param, value):
     return value
 
 
-@cli.command()
+@cli.command(short_help="One radiograph (or a phantom) to its ENH maps as PNG.")
 @click.argument("image", required=False, type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", default="enh.png", show_default=True,
               type=click.Path(dir_okay=False, writable=True), callback=_figure_path,
@@ -178,7 +178,7 @@ def _check_input_folder(input_dir: str) -> None:
                              + ", not a folder of radiographs (INPUT/<class>/...)", param_hint="INPUT")
 
 
-@cli.command()
+@cli.command(short_help="A folder of radiographs to one HDF5 store of CXR and ENH.")
 @click.argument("input_dir", metavar="INPUT", type=click.Path(path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
@@ -335,7 +335,7 @@ def _open(path):
         raise click.ClickException(str(exc)) from None
 
 
-@cli.command()
+@cli.command(short_help="What a store holds: counts, sources, provenance, failures.")
 @click.argument("store_path", metavar="STORE", type=click.Path(dir_okay=False))
 @click.option("--verify", is_flag=True,
               help="Re-hash the source files and report missing or changed ones (exit status 1 if any "
@@ -365,7 +365,7 @@ def inspect(store_path, verify, root, all_failures):
                 raise click.ClickException(f"verification failed{hint}")
 
 
-@cli.command()
+@cli.command(short_help="A figure of a store's samples: CXR beside its ENH maps.")
 @click.argument("store_path", metavar="STORE", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", default="preview.png", show_default=True,
               type=click.Path(dir_okay=False), callback=_figure_path,
@@ -404,7 +404,7 @@ def preview(store_path, output, indices, per_class, seed):
     click.echo(f"wrote {preview_figure(rows, order, output, title=str(store_path))}")
 
 
-@cli.command("demo-data")
+@cli.command("demo-data", short_help="Write synthetic phantoms in class folders (a demo input).")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--per-class", type=click.IntRange(min=1), default=40, show_default=True,
               help="Images per class (normal, pneumonia, covid).")

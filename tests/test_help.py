@@ -63,3 +63,19 @@ def test_every_head_activation_resolves_in_keras():
 
     for name in HEAD_ACTIVATIONS:
         assert callable(keras.activations.get(name)), name
+
+
+@pytest.mark.parametrize("tool", ["phasefeat", "trainer"])
+def test_group_help_lists_every_command_with_a_whole_sentence(tool):
+    """`phasefeat --help` and `trainer --help` cut command descriptions mid-sentence ("...and the...")."""
+    from click.testing import CliRunner
+
+    from phasefeat.cli import cli as phasefeat_cli
+    from trainer.cli import cli as trainer_cli
+
+    group = {"phasefeat": phasefeat_cli, "trainer": trainer_cli}[tool]
+    text = CliRunner().invoke(group, ["--help"], terminal_width=80).output
+    listed = text.split("Commands:\n", 1)[1].splitlines()
+    assert sorted(line.split()[0] for line in listed if line.strip()) == sorted(group.commands)
+    for line in listed:
+        assert len(line) <= 80 and line.endswith((".", "?")) and not line.endswith("..."), line

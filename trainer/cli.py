@@ -245,7 +245,7 @@ def _load_framework(*stores):
         import keras  # noqa: F401
 
 
-@cli.command()
+@cli.command(short_help="The paired grid of inputs x losses x seeds, and its report.")
 @_common
 @_design
 @_cluster
@@ -382,7 +382,7 @@ def _audit(store, out, inputs, repeats, seed, base, fractions, workers, runner, 
                      occlude_fractions=fractions, workers=workers, runner=runner, reuse_runs=reuse_runs)
 
 
-@cli.command()
+@cli.command(short_help="Disease or source? The shortcut audit of a store.")
 @_common
 @_cluster
 @click.option("--inputs", default="cxr,enh", show_default=True, help="Inputs to audit (cxr, enh).")
@@ -419,7 +419,7 @@ def audit(inputs, repeats, seed, occlude_fractions, out, **kw):
         click.echo(f"  {what.upper()}: {v['headline']}.")
 
 
-@cli.command()
+@cli.command(short_help="Train one model and evaluate it on its test split.")
 @_common
 @_design
 @click.option("--input", "what", type=click.Choice(["cxr", "enh"]), default="enh", show_default=True,
@@ -457,7 +457,7 @@ def train(what, loss, seed, out, allow_other_files, **kw):
                f"mixed_precision={result['mixed_precision']}) -> {out}/result.json")
 
 
-@cli.command()
+@cli.command(short_help="Metrics of a saved model on its own test set.")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
               help="A .keras model saved by `trainer train` or `compare` (loaded in safe mode).")
 @click.option("--store", required=True, type=click.Path(dir_okay=False), help="The store to evaluate on.")
@@ -530,7 +530,7 @@ def evaluate(model_path, store, what, split_seed, split_by, test_sources, batch_
         click.echo(line)
 
 
-@cli.command()
+@cli.command(short_help="Heat maps: where the models look on test images.")
 @click.option("--model", "model_paths", required=True, multiple=True, type=click.Path(dir_okay=False),
               help="A saved .keras model; repeat it to show models side by side (e.g. a CXR and an ENH one).")
 @click.option("--store", required=True, type=click.Path(dir_okay=False), help="The store the models fit.")
