@@ -12,6 +12,10 @@ PYTEST_ARGS ?=
 # DEMO_SOURCES='^[^/]+/([a-z]+)_' for names like covid/ieee_1.png; without it the audit cannot probe or
 # hold out a source.
 DEMO_SOURCES ?=
+# With DATA: a regular expression whose first group is each file's patient id (e.g. '(person[0-9]+)_'), and/or
+# a label file (CSV path,label[,patient_id][,source] or COVIDx) instead of class folders.
+DEMO_PATIENTS ?=
+DEMO_LABELS ?=
 DEMO_DIR ?= $(OUT)/demo$(if $(DATA),-$(notdir $(abspath $(DATA)))-$(shell printf '%s' '$(abspath $(DATA))' | cksum | cut -d' ' -f1))
 DEMO_PER_CLASS ?= 60
 DEMO_SIZE ?= 64
@@ -22,6 +26,7 @@ DEMO_TRAIN ?= --width 0.125 --epochs 15 --patience 5 --learning-rate 0.0003 --ba
 DEMO_AUDIT ?= --audit --occlude-fractions 0.6,0.9
 SITES := '^[^/]+/(site[a-z])_'
 DEMO_SOURCE_ARGS = $(if $(DATA),$(if $(DEMO_SOURCES),--source-pattern '$(DEMO_SOURCES)'),--source-pattern $(SITES))
+DEMO_ID_ARGS = $(if $(DEMO_PATIENTS),--patient-pattern '$(DEMO_PATIENTS)') $(if $(DEMO_LABELS),--labels '$(DEMO_LABELS)')
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-phantoms lint bench gpu-check mutate clean distclean
@@ -53,9 +58,13 @@ install: $(VENV)/.installed-test
 ## demo: phantoms with a planted site shortcut (or DATA=...) -> convert -> preview -> CXR/ENH x CCE/SCCE
 ##       comparison with the shortcut audit -> report (about 5 min on 2 CPU cores after the install)
 demo: $(VENV)/.installed-train
-	@echo "make demo: about 5 minutes on 2 CPU cores after the install (290 s measured; benchmarks/results/setup-cpu.json)"
-	@set -e; raw="$(DATA)"; set -- $(DEMO_SOURCE_ARGS); \
+	@set -e; raw="$(DATA)"; set -- $(DEMO_SOURCE_ARGS) $(DEMO_ID_ARGS); \
 	if [ -n "$$raw" ] && [ ! -d "$$raw" ]; then echo "make demo: DATA=$$raw is not a folder" >&2; exit 2; fi; \
+	if [ -z "$$raw" ]; then echo "make demo: 180 phantoms; it took 290 s after the install on a quiet 2-core VM" \
+	  "(benchmarks/results/setup-cpu.json); more where other work shares the machine; a rerun reuses what is done"; \
+	else echo "make demo: $$(find "$$raw" -type f ! -path '*/masks/*' ! -name '.*' | wc -l | tr -d ' ') files in" \
+	  "$$raw; the conversion's bar estimates its time once the first images are done, the grid after its first" \
+	  "run (the first image and the first epoch include start-up)"; fi; \
 	mkdir -p "$(DEMO_DIR)"; \
 	if [ -z "$$raw" ]; then raw="$(DEMO_DIR)/raw"; \
 	  $(BIN)/phasefeat demo-data "$$raw" --per-class $(DEMO_PER_CLASS) --seed 0 --shortcut; fi; \
