@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +82,13 @@ def test_grid_says_what_it_will_do_before_it_trains(grid, store):
     output = grid.with_name(f"{grid.name}-output.txt").read_text()  # bars (stderr) interleave the lines
     plan = output.find("grid: 8 run(s) of up to 2 epochs; 8 to train\n")
     estimate = output.find("cxr-cce-r0: first epoch ")
-    assert 0 <= plan < estimate, output[-2000:]
+    after_run = output.find("cxr-cce-r0 took ")
+    assert 0 <= plan < estimate < after_run, output[-2000:]
+    assert "(it includes compiling the model), second " in output[estimate:].split("\n", 1)[0]
     assert "and the 7 run(s) after it up to" in output[estimate:].split("\n", 1)[0]
-    assert output.count("first epoch") == 1
+    assert re.match(r"cxr-cce-r0 took \d+ s \(2 epoch\(s\)\); at that time each, the 7 run\(s\) left need about "
+                    r"\d+ (s|min) ", output[after_run:])
+    assert output.count("first epoch") == 1 and output.count(" took ") == 1
     again = CliRunner().invoke(cli, ["compare", "--store", str(store), "--epochs", "2", "--width", "0.125",
                                      "--repeats", "2", "--batch-size", "16", "--out", str(grid)])
     assert again.exit_code == 0, again.output
@@ -91,13 +96,20 @@ def test_grid_says_what_it_will_do_before_it_trains(grid, store):
     assert "first epoch" not in again.output
 
 
-def test_grid_estimate_is_the_first_epoch_scaled():
-    from trainer.progress import grid_estimate
+def test_grid_estimate_is_the_steady_epoch_scaled():
+    """The first epoch includes compiling (an estimate from it ran 5-20x long): the second sets the rate,
+    and every later run pays the compiling once more."""
+    from trainer.progress import grid_estimate, runs_left_estimate
 
-    line = grid_estimate("enh-cce-r0", 120.0, 20, 0, 11)
-    assert "first epoch 2 min" in line and "this run needs up to 40 min" in line
-    assert "the 11 run(s) after it up to 7.3 h more (up to 8.0 h in all" in line
-    assert "this run needs up to 36 min" in grid_estimate("enh-cce-r0", 120.0, 20, 2, 1)  # resumed at 2
+    line = grid_estimate("enh-cce-r0", 150.0, 120.0, 20, 0, 11)
+    assert "first epoch 2 min (it includes compiling the model), second 2 min" in line
+    assert "this run needs up to 36 min more" in line  # 18 epochs left at 120 s
+    assert "the 11 run(s) after it up to 7.4 h (up to 8.0 h in all" in line  # 11 x (30 + 20 x 120) s
+    assert "this run needs up to 32 min more" in grid_estimate("enh-cce-r0", 150.0, 120.0, 20, 2, 1)  # resumed
+    assert runs_left_estimate("cxr-cce-r0", 300.0, 7, 23) == (
+        "cxr-cce-r0 took 5 min (7 epoch(s)); at that time each, the 23 run(s) left need about 1.9 h (runs that "
+        "stop later or sooner change it)")
+    assert "need about 60 min, 2 at a time" in runs_left_estimate("x", 300.0, 7, 23, at_once=2)  # 12 waves
 
 
 def test_grid_writes_consistent_tables(grid):

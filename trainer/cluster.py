@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .experiment import GridError
 from .grid import Job, finished_run, plan_line, planned_identity
+from .progress import runs_left_estimate
 
 __all__ = ["RETRIES", "ClusterRunner", "local_gpus", "run_slots"]
 
@@ -310,7 +311,7 @@ class ClusterRunner:
                 show()
 
         self.client.subscribe_topic("trainer-grid", on_event)
-        token = uuid.uuid4().hex[:8]
+        token, estimated = uuid.uuid4().hex[:8], False
         futures = {}
         for k in todo:
             job = jobs[k]
@@ -337,6 +338,11 @@ class ClusterRunner:
                     running.discard(name)
                     if outcome["status"] == "done":
                         results[k] = outcome.pop("result")
+                        left = bar.total - bar.n - 1
+                        if not estimated and left and self.progress:
+                            bar.write(runs_left_estimate(name, outcome["finished"] - outcome["started"],
+                                                         results[k]["epochs_run"], left, self.slots))
+                            estimated = True
                     else:
                         failures.append({"run": name, "reason": outcome["reason"]})
                         bar.write(f"{name} failed: {outcome['reason']}")

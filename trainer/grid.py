@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 from phasefeat.io._atomic import make_dirs, remove_dirs
@@ -27,6 +28,7 @@ from .experiment import (
     train_run,
 )
 from .losses import get_loss
+from .progress import runs_left_estimate
 from .splits import Split
 
 __all__ = ["Job", "SequentialRunner", "run_grid", "finished_run", "run_or_reuse", "plan_line", "planned_identity"]
@@ -80,9 +82,13 @@ class SequentialRunner:
             bar.set_postfix(run=job.run_dir.name)
             if result is None:
                 left -= 1
+                started = time.perf_counter()
                 result = train_run(store_path, job.config, job.run_dir, split=job.split,
                                    expected_identity=identity["store"], verbose=self.verbose,
                                    progress=self.progress, workers=workers, runs_after=0 if estimated else left)
+                if not estimated and left and self.progress:
+                    bar.write(runs_left_estimate(job.run_dir.name, time.perf_counter() - started,
+                                                 result["epochs_run"], left))
                 estimated = True
             results.append(result)
         return results, []

@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 __all__ = ["TrainingDiverged", "ESTIMATE_AFTER", "ESTIMATE_EPOCH_S", "SLOW_EPOCH_S", "CPU_VGG16_299_IMAGES_PER_S",
-           "epoch_estimate", "grid_estimate", "cpu_warning", "epoch_bar", "nan_guard", "training_device"]
+           "epoch_estimate", "grid_estimate", "runs_left_estimate", "cpu_warning", "epoch_bar", "nan_guard",
+           "training_device"]
 
 
 #: Batches timed (after the first, which compiles) before the epoch estimate is printed.
@@ -34,17 +35,29 @@ def epoch_estimate(name: str, seconds_per_batch: float, batches: int, epochs: in
     return line
 
 
-def grid_estimate(name: str, first_epoch_s: float, epochs: int, done: int, runs_after: int) -> str:
-    """One line after a grid's first trained epoch: the time this run and the runs after it may take.
+def grid_estimate(name: str, first_epoch_s: float, steady_epoch_s: float, epochs: int, done: int,
+                  runs_after: int) -> str:
+    """One line after a grid's first two trained epochs: the time this run and the runs after it may take.
 
-    An upper bound (every run to its last epoch; early stopping usually ends sooner), scaled from
-    one measured epoch, which includes the framework's tracing and compiling.
+    The first epoch of every run includes building and compiling its model; the second is the
+    steady rate. An upper bound: every run to its last epoch (early stopping usually ends sooner).
     """
-    this = first_epoch_s * (epochs - done)
-    rest = first_epoch_s * epochs * runs_after
-    return (f"{name}: first epoch {_duration(first_epoch_s)}; at that rate this run needs up to "
-            f"{_duration(this)} and the {runs_after} run(s) after it up to {_duration(rest)} more "
-            f"(up to {_duration(this + rest)} in all; early stopping usually ends runs sooner)")
+    start_up = max(first_epoch_s - steady_epoch_s, 0.0)
+    this = steady_epoch_s * (epochs - done - 2)
+    rest = (start_up + steady_epoch_s * epochs) * runs_after
+    return (f"{name}: first epoch {_duration(first_epoch_s)} (it includes compiling the model), second "
+            f"{_duration(steady_epoch_s)}; at that rate this run needs up to {_duration(this)} more and the "
+            f"{runs_after} run(s) after it up to {_duration(rest)} (up to {_duration(this + rest)} in all; early "
+            "stopping usually ends runs sooner, and the estimate after this run counts that)")
+
+
+def runs_left_estimate(name: str, seconds: float, epochs_run: int, runs_left: int, at_once: int = 1) -> str:
+    """One line after a grid's first finished run: the runs left, at that run's time each (it
+    stopped where early stopping stopped it, so this counts early stopping as that run met it)."""
+    waves = -(-runs_left // max(at_once, 1))
+    at = f", {at_once} at a time" if at_once > 1 else ""
+    return (f"{name} took {_duration(seconds)} ({epochs_run} epoch(s)); at that time each, the {runs_left} run(s) "
+            f"left need about {_duration(waves * seconds)}{at} (runs that stop later or sooner change it)")
 
 
 #: Training images/s of full-width VGG16 at 299x299 on the 2-core development VM's CPU
@@ -89,7 +102,7 @@ def epoch_bar(name: str, epochs: int, enabled: bool, initial: int = 0, runs_afte
             self.bar = tqdm(total=epochs, initial=initial, desc=name, unit="epoch", leave=False,
                             disable=not enabled)
             self.batch_start, self.times, self.estimated = None, [], False
-            self.started = time.perf_counter()
+            self.started, self.epoch_times = time.perf_counter(), []
 
         def on_train_batch_begin(self, batch, logs=None):
             self.batch_start = time.perf_counter()
@@ -106,9 +119,11 @@ def epoch_bar(name: str, epochs: int, enabled: bool, initial: int = 0, runs_afte
                 self.estimated = True
 
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == initial and runs_after and enabled:
-                self.bar.write(grid_estimate(name, time.perf_counter() - self.started, epochs, initial,
-                                             runs_after))
+            now = time.perf_counter()
+            self.epoch_times.append(now - self.started)
+            self.started = now
+            if epoch == initial + 1 and runs_after and enabled:  # the second epoch runs at the steady rate
+                self.bar.write(grid_estimate(name, *self.epoch_times, epochs, initial, runs_after))
             logs = logs or {}
             self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if "loss" in k}, refresh=False)
             self.bar.update(1)

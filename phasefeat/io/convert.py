@@ -35,6 +35,7 @@ from .pieces import (
     process_piece,
     report_progress_to,
 )
+from .progress import PieceProgress, SteadyRateBar
 from .store import COMPRESSIONS, FORMAT_VERSION
 
 __all__ = ["ConvertOptions", "ConvertError", "ConvertSummary", "available_memory", "convert", "work_dir"]
@@ -316,43 +317,11 @@ def _init_worker(ticks):
     report_progress_to(ticks.put if ticks is not None else None)
 
 
-class _Progress:
-    """The bar, moved per file from any thread; a piece's result settles its count exactly.
-
-    Ticks travel on their own queue, so some may arrive after their piece's result: those
-    of a settled piece are dropped, never counted twice.
-    """
-
-    def __init__(self, bar, sizes, known_failures):
-        import threading
-
-        self.bar, self.sizes, self.known = bar, sizes, known_failures
-        self.lock, self.ticked, self.settled, self.failed = threading.Lock(), Counter(), set(), 0
-
-    def tick(self, piece_id):
-        with self.lock:
-            if piece_id not in self.settled:
-                self.ticked[piece_id] += 1
-                self.bar.update(1)
-
-    def restart(self, piece_id):
-        """A piece starts again (its worker died): take back the files it had counted."""
-        with self.lock:
-            self.bar.update(-self.ticked.pop(piece_id, 0))
-
-    def settle(self, piece_id, failed):
-        with self.lock:
-            self.settled.add(piece_id)
-            self.failed += failed
-            self.bar.update(self.sizes[piece_id] - self.ticked[piece_id])
-            self.bar.set_postfix(failed=self.failed + self.known, refresh=False)
-
-
 #: How often a piece may be started before a worker dying under it stops the conversion.
 PIECE_ATTEMPTS = 3
 
 
-def _run_pieces(tasks, workers, on_result, progress: _Progress):
+def _run_pieces(tasks, workers, on_result, progress: PieceProgress):
     if workers <= 1 or len(tasks) <= 1:
         report_progress_to(progress.tick)
         try:
@@ -578,7 +547,6 @@ def _finish_leftover(output, work, identity, disc, be, start) -> ConvertSummary:
 
 def _convert(disc, output, work, params, options, be, identity, workers, batch_size,
              compression, progress, command_line, start, scheduler, virtual) -> ConvertSummary:
-    from tqdm import tqdm
 
     class_index = {name: i for i, name in enumerate(disc.class_names)}
     entries = [(i, s.path, class_index[s.label], s.patient_id, s.source, s.mask)
@@ -591,9 +559,10 @@ def _convert(disc, output, work, params, options, be, identity, workers, batch_s
             "params_json": params.to_json(), "enhance_here": be.name == "numpy",
             "batch_size": batch_size}
     tasks = [{**base, "piece_id": k, "entries": chunks[k]} for k in range(len(chunks)) if k not in done]
-    bar = tqdm(total=len(entries), initial=sum(len(chunks[k]) for k in done), unit="img",
-               disable=not progress, dynamic_ncols=True, desc="convert")
-    moved = _Progress(bar, [len(c) for c in chunks], len(disc.failures))
+    bar = SteadyRateBar(total=len(entries), initial=sum(len(chunks[k]) for k in done), unit="img",
+                        disable=not progress, dynamic_ncols=True, desc="convert",
+                        warmup=1 if scheduler else max(1, min(workers, len(tasks))))
+    moved = PieceProgress(bar, [len(c) for c in chunks], len(disc.failures))
 
     def on_result(piece):
         piece = finish_piece(piece, base, be.name)  # GPU features in this process, in batches
