@@ -343,12 +343,25 @@ def _open(path):
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Where the sources are now, for --verify [default: the recorded input root].")
 @click.option("--all-failures", is_flag=True, help="List every failed file, not the first 20.")
-def inspect(store_path, verify, root, all_failures):
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the store card: one self-contained page (images embedded, no network) with "
+                   "counts, class x source and Cramér's V, thumbnails per class and source, CXR beside its ENH "
+                   "channels, and the sizes, bit depths, grey levels and mean images that could give a class "
+                   "away (docs/store-card.md).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Chooses the card's thumbnails and samples.")
+def inspect(store_path, verify, root, all_failures, html_path, seed):
     """Describe a store: counts per class, shapes, parameters, provenance, failures."""
     from .io.inspect_store import report, verify_sources
 
+    if html_path is not None and not Path(html_path).resolve().parent.is_dir():
+        raise click.BadParameter(f"{html_path}: its folder does not exist", param_hint="--html")
     with _open(store_path) as store:
         click.echo(report(store, failures_shown=10**9 if all_failures else 20))
+        if html_path is not None:
+            from .tools.store_card import write_card
+
+            click.echo(f"card         {write_card(store, html_path, seed=seed)}")
         if verify:
             result = verify_sources(store, root)
             click.echo(f"verify       {result['checked']} re-hashed under {result['root']}, "

@@ -48,3 +48,11 @@ def test_a_resumed_conversion_counts_from_where_it_resumed(monkeypatch):
     bar.update(4)
     assert bar.steady_rate() == pytest.approx(4.0)
     bar.close()
+
+
+def test_a_disabled_bar_counts_and_estimates_nothing():
+    """`phasefeat convert -q` disables the bar: tqdm then sets no start, and the bar must not ask for it."""
+    bar = SteadyRateBar(total=10, disable=True, warmup=2)
+    bar.update(5)
+    assert bar.steady_rate() is None  # and no AttributeError (it raised one)
+    bar.close()

@@ -25,6 +25,8 @@ class SteadyRateBar(tqdm):
 
     def update(self, n=1):
         done = super().update(n)
+        if self.disable:  # a disabled tqdm keeps only its count
+            return done
         if self._steady is None and self.n - self.initial >= self.warmup:
             self._steady = (self.n, time.perf_counter())
         return done
