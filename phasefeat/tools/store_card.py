@@ -139,7 +139,12 @@ def _property_figure(name: str, values: np.ndarray, groups: dict[str, np.ndarray
     plt = _pyplot()
     names = [g for g in groups if len(groups[g])]
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.6))
-    ax.boxplot([values[groups[g]] for g in names], vert=False, showfliers=True, widths=0.6)
+    import matplotlib
+
+    # Matplotlib 3.10 renamed vert=False to orientation="horizontal" (and deprecates the old name).
+    horizontal = ({"orientation": "horizontal"} if tuple(int(p) for p in matplotlib.__version__.split(".")[:2])
+                  >= (3, 10) else {"vert": False})
+    ax.boxplot([values[groups[g]] for g in names], showfliers=True, widths=0.6, **horizontal)
     ax.set_yticks(range(1, len(names) + 1), [f"{g} ({len(groups[g])})" for g in names])
     ax.set_xlabel(name)
     ax.set_ylabel(kind)
@@ -339,7 +344,8 @@ def _properties_section(values, modes, by_class, by_source, has_sources) -> str:
                 continue
             pair = most_different(values[name], groups)
             if pair is not None and pair[2] == pair[2]:
-                sentences.append((pair[2], f"{name}: {kind}es {pair[0]} and {pair[1]} (D = {pair[2]:.2f})"))
+                plural = {"class": "classes", "source": "sources"}[kind]
+                sentences.append((pair[2], f"{name}: {plural} {pair[0]} and {pair[1]} (D = {pair[2]:.2f})"))
             out.append(_img(_property_figure(name, values[name], groups, kind), f"{name} per {kind}"))
     mode_rows = []
     for kind, groups in (("class", by_class), ("source", by_source)):
