@@ -74,10 +74,12 @@ demo: $(VENV)/.installed-train
 	if [ -f "$(DEMO_DIR)/enh.h5" ]; then echo "reusing $(DEMO_DIR)/enh.h5 (delete it to convert again)"; \
 	else $(BIN)/phasefeat convert "$$raw" "$(DEMO_DIR)/enh.h5" --size $(DEMO_SIZE) "$$@" $(DEMO_CONVERT); fi; \
 	$(BIN)/phasefeat preview "$(DEMO_DIR)/enh.h5" -o "$(DEMO_DIR)/preview.png" --per-class 2; \
+	$(BIN)/phasefeat inspect "$(DEMO_DIR)/enh.h5" --html "$(DEMO_DIR)/card.html" > /dev/null; \
 	$(BIN)/trainer compare --store "$(DEMO_DIR)/enh.h5" $(DEMO_TRAIN) $(DEMO_AUDIT) --out "$(DEMO_DIR)/results"; \
 	echo; echo "Done. Look at:"; \
 	if [ -z "$(DATA)" ]; then echo "  $(DEMO_DIR)/raw/                   the synthetic phantoms (README.txt says what they are)"; fi; \
 	echo "  $(DEMO_DIR)/enh.h5               the store (phasefeat inspect $(DEMO_DIR)/enh.h5)"; \
+	echo "  $(DEMO_DIR)/card.html            the store card: look at the data before the results (a browser)"; \
 	echo "  $(DEMO_DIR)/preview.png          samples of each class: CXR, the three ENH maps, composite"; \
 	echo "  $(DEMO_DIR)/results/report.md    tables, paired comparisons, bit identity, shortcut audit"; \
 	echo "  $(DEMO_DIR)/results/report.html  the same report with its figures, for a browser"; \
