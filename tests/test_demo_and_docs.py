@@ -138,6 +138,10 @@ def test_make_demo_on_own_data_twice(tmp_path):
     (demo,) = out.glob(f"demo-{data.name}-*")
     report = demo / "results" / "report.md"
     assert report.exists() and (demo / "preview.png").exists()
+    from phasefeat.tools.store_card import SECTIONS, card_summary
+
+    assert card_summary(demo / "card.html")["sections"] == list(SECTIONS)  # the store card, linked at the end
+    assert f"{demo}/card.html" in first.stdout
     # one epoch of a 1/16-width model: the headline ranks the arms only if they learned
     headline = re.search(r"\n  (Lowest mean test loss|The arms did not learn)[^\n]*", first.stdout).group(0)
     with open_store(demo / "enh.h5") as store:
