@@ -53,11 +53,14 @@ def known_kind(path) -> str | None:
             head = handle.read(8)
     except OSError:
         return None
-    if head.startswith(b"PK") and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if {"config.json", "metadata.json"} & set(archive.namelist()):
-                return KERAS_MODEL  # the .keras format: a zip of config.json, metadata.json, weights
-        return None
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (OSError, zipfile.BadZipFile):
+            return None
+        # the .keras format: a zip of config.json, metadata.json and the weights
+        return KERAS_MODEL if {"config.json", "metadata.json"} & names else None
     if head == b"\x89HDF\r\n\x1a\n":
         try:
             with _h5py().File(path, "r") as f:
