@@ -567,7 +567,8 @@ def test_evaluate_uses_the_split_the_model_was_trained_with(store, tmp_path):
     with h5py.File(copy, "r+") as f:  # the same images converted again would differ like this
         f["meta/sha256"][0] = "0" * 64
     refused = CliRunner().invoke(cli, ["evaluate", "--model", model, "--store", str(copy)])
-    assert refused.exit_code == 1 and "is not the store this model was split on" in refused.output
+    assert refused.exit_code == 1 and "does not hold the samples this model was split on (image files differ)" \
+        in refused.output
     asked = CliRunner().invoke(cli, ["evaluate", "--model", model, "--store", str(copy), "--split-seed", "3"])
     assert asked.exit_code == 0 and "is not the store the model was split on: the test part of split seed 3" \
         in asked.output
