@@ -175,7 +175,7 @@ def test_a_checkpoint_round_trips_its_state(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(loaded["state"]["best_weights"], best, strict=True))
     assert len(loaded["model"]) == len(model.variables)
     assert len(loaded["optimizer"]) == len(model.optimizer.variables)
-    with pytest.raises(checkpoint.CheckpointError, match="split differ"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"other settings \(split c -> d, the checkpoint.s first\)"):
         checkpoint.load_checkpoint(path, {**identity, "split": "d"})
     assert checkpoint.load_checkpoint(tmp_path / "none.npz", identity) is None
     assert not list(tmp_path.glob("*.partial"))  # written under a temporary name, then renamed
