@@ -6,7 +6,7 @@
   estimate of the images' whole time (elapsed + time left) when a quarter of them are done, against the
   time they took.
 * Grid (``trainer compare`` on a 64 px store, the demo's settings): the estimate printed after the first
-  run's second epoch (an upper bound: every run to its last epoch) and the one printed after the first run
+  run's second epoch (as if every run trained to its last epoch) and the one printed after the first run
   (the runs left at that run's time), each against the time the runs it speaks of took.
 
 A ratio estimate / measured inside 0.5-2 passes. Prints a table and writes a JSON record.
@@ -82,11 +82,11 @@ def grid_estimates(store: Path, out: Path) -> list[dict]:
     ended = runs[-1].stat().st_mtime - time.time() + time.perf_counter()
     rows = []
     for at, line in lines:
-        upper = re.search(r"first epoch .* \(up to (\S+ \S+) in all", line)
+        upper = re.search(r"first epoch .* \(about (\S+ \S+) in all", line)
         left = re.search(r" took .* left need about (\S+ \S+)", line)
         if upper:
-            rows.append({"what": "grid: after the first run's second epoch (upper bound, all runs to the last "
-                                 "epoch)", "estimate_s": seconds_of(upper.group(1)), "measured_s": ended - at})
+            rows.append({"what": "grid: after the first run's second epoch (every run to its last epoch)",
+                         "estimate_s": seconds_of(upper.group(1)), "measured_s": ended - at})
         if left:
             rows.append({"what": "grid: after the first run (the runs left at its time)",
                          "estimate_s": seconds_of(left.group(1)), "measured_s": ended - at})

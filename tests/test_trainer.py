@@ -85,9 +85,9 @@ def test_grid_says_what_it_will_do_before_it_trains(grid, store):
     after_run = output.find("cxr-cce-r0 took ")
     assert 0 <= plan < estimate < after_run, output[-2000:]
     assert "(it includes compiling the model), second " in output[estimate:].split("\n", 1)[0]
-    assert "and the 7 run(s) after it up to" in output[estimate:].split("\n", 1)[0]
-    assert re.match(r"cxr-cce-r0 took \d+ s \(2 epoch\(s\)\); at that time each, the 7 run\(s\) left need about "
-                    r"\d+ (s|min) ", output[after_run:])
+    assert "and the 7 run(s) after it about" in output[estimate:].split("\n", 1)[0]
+    assert re.match(r"cxr-cce-r0 took [\d.]+ (s|min) \(2 epoch\(s\)\); at that time each, the 7 run\(s\) left "
+                    r"need about [\d.]+ (s|min) ", output[after_run:])
     assert output.count("first epoch") == 1 and output.count(" took ") == 1
     again = CliRunner().invoke(cli, ["compare", "--store", str(store), "--epochs", "2", "--width", "0.125",
                                      "--repeats", "2", "--batch-size", "16", "--out", str(grid)])
@@ -102,12 +102,12 @@ def test_grid_estimate_is_the_steady_epoch_scaled():
     from trainer.progress import grid_estimate, runs_left_estimate
 
     line = grid_estimate("enh-cce-r0", 150.0, 120.0, 20, 0, 11)
-    assert "first epoch 2 min (it includes compiling the model), second 2 min" in line
-    assert "this run needs up to 36 min more" in line  # 18 epochs left at 120 s
-    assert "the 11 run(s) after it up to 7.4 h (up to 8.0 h in all" in line  # 11 x (30 + 20 x 120) s
-    assert "this run needs up to 32 min more" in grid_estimate("enh-cce-r0", 150.0, 120.0, 20, 2, 1)  # resumed
+    assert "first epoch 2.5 min (it includes compiling the model), second 2.0 min" in line
+    assert "if every run trains to its last epoch, this run needs about 36 min more" in line  # 18 x 120 s
+    assert "the 11 run(s) after it about 7.4 h (about 8.0 h in all" in line  # 11 x (30 + 20 x 120) s
+    assert "this run needs about 32 min more" in grid_estimate("enh-cce-r0", 150.0, 120.0, 20, 2, 1)  # resumed
     assert runs_left_estimate("cxr-cce-r0", 300.0, 7, 23) == (
-        "cxr-cce-r0 took 5 min (7 epoch(s)); at that time each, the 23 run(s) left need about 1.9 h (runs that "
+        "cxr-cce-r0 took 5.0 min (7 epoch(s)); at that time each, the 23 run(s) left need about 1.9 h (runs that "
         "stop later or sooner change it)")
     assert "need about 60 min, 2 at a time" in runs_left_estimate("x", 300.0, 7, 23, at_once=2)  # 12 waves
 

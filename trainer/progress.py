@@ -46,9 +46,10 @@ def grid_estimate(name: str, first_epoch_s: float, steady_epoch_s: float, epochs
     this = steady_epoch_s * (epochs - done - 2)
     rest = (start_up + steady_epoch_s * epochs) * runs_after
     return (f"{name}: first epoch {_duration(first_epoch_s)} (it includes compiling the model), second "
-            f"{_duration(steady_epoch_s)}; at that rate this run needs up to {_duration(this)} more and the "
-            f"{runs_after} run(s) after it up to {_duration(rest)} (up to {_duration(this + rest)} in all; early "
-            "stopping usually ends runs sooner, and the estimate after this run counts that)")
+            f"{_duration(steady_epoch_s)}; at that rate, if every run trains to its last epoch, this run needs "
+            f"about {_duration(this)} more and the {runs_after} run(s) after it about {_duration(rest)} (about "
+            f"{_duration(this + rest)} in all; early stopping usually ends runs sooner, and the estimate after "
+            "this run counts that)")
 
 
 def runs_left_estimate(name: str, seconds: float, epochs_run: int, runs_left: int, at_once: int = 1) -> str:
@@ -84,6 +85,8 @@ def cpu_warning(cfg, device: str, n_train: int, size: tuple[int, int]) -> str | 
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
+    if seconds < 600:  # "2 min" would say anything from 90 to 149 s
+        return f"{seconds / 60:.1f} min"
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
