@@ -1,8 +1,8 @@
 """How long the store card takes, and how much memory, for a store of the study's size and beyond.
 
-    python benchmarks/bench_card.py [--samples 20000] [--json PATH]
+    python benchmarks/bench_card.py [--samples 2000,20000] [--json PATH]
 
-Writes a store of ``--samples`` phantoms at the default size (299 x 299; 64 distinct phantoms and their
+For each size, writes a store of that many phantoms at the default size (299 x 299; 64 distinct phantoms and their
 ENH, repeated, with varied labels, sources, original sizes and modes: reading and the card's work do not
 depend on which phantom a sample is), then times ``phasefeat inspect STORE --html`` in a process of its own
 and records its peak memory. The target: within a minute per 20,000 images on 2 cores, with memory that
@@ -61,17 +61,10 @@ def phantom_store(path: Path, samples: int, size: int = 299) -> Path:
     return path
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=20000)
-    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "card-cpu.json")
-    args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))
-    from benchmarks._record import write_record
-    from phasefeat.backend import cpu_model
-
+def card_row(samples: int) -> dict:
+    """Write a store of ``samples`` phantoms, then time its card in a process of its own."""
     with tempfile.TemporaryDirectory(dir=REPO.parent) as tmp:
-        store = phantom_store(Path(tmp) / "store.h5", args.samples)
+        store = phantom_store(Path(tmp) / "store.h5", samples)
         size_gb = store.stat().st_size / 1e9
         # A fresh process, so that its peak memory is the card's alone (the page cache is not in it).
         code = ("import resource, sys, time; from phasefeat.io.store import open_store; "
@@ -82,16 +75,29 @@ def main(argv=None) -> int:
                               capture_output=True, text=True, check=True)
         seconds, peak_mb = map(float, done.stdout.split())
         card_mb = (Path(tmp) / "card.html").stat().st_size / 1e6
-    row = {"samples": args.samples, "size": 299, "store_gb": round(size_gb, 2), "card_seconds": seconds,
-           "samples_per_second": args.samples / seconds, "seconds_per_20000": seconds * 20000 / args.samples,
-           "peak_rss_mb": peak_mb, "card_mb": card_mb}
+    return {"samples": samples, "size": 299, "store_gb": round(size_gb, 2), "card_seconds": seconds,
+            "samples_per_second": samples / seconds, "seconds_per_20000": seconds * 20000 / samples,
+            "peak_rss_mb": peak_mb, "card_mb": card_mb}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", default="2000,20000", help="store sizes, comma-separated")
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "card-cpu.json")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from benchmarks._record import write_record
+    from phasefeat.backend import cpu_model
+
+    rows = [card_row(int(n)) for n in args.samples.split(",")]
     print(f"{'samples':>8} {'store GB':>9} {'card s':>8} {'s per 20,000':>13} {'peak RSS MB':>12} {'card MB':>8}")
-    print(f"{args.samples:>8} {size_gb:>9.2f} {seconds:>8.1f} {row['seconds_per_20000']:>13.1f} {peak_mb:>12.0f} "
-          f"{card_mb:>8.1f}")
-    write_record(args.json, "card", cpu_model(), machine={"cores": os.cpu_count()}, rows=[row],
+    for row in rows:
+        print(f"{row['samples']:>8} {row['store_gb']:>9.2f} {row['card_seconds']:>8.1f} "
+              f"{row['seconds_per_20000']:>13.1f} {row['peak_rss_mb']:>12.0f} {row['card_mb']:>8.1f}")
+    write_record(args.json, "card", cpu_model(), machine={"cores": os.cpu_count()}, rows=rows,
                  note="phasefeat inspect --html in a process of its own, after the store was written (its pages "
                       "may be in the page cache); peak RSS of that process")
-    return 0 if row["seconds_per_20000"] <= 60 else 1
+    return 0 if all(r["seconds_per_20000"] <= 60 or r["samples"] < 20000 for r in rows) else 1
 
 
 if __name__ == "__main__":
