@@ -129,3 +129,25 @@ def test_the_card_renders_in_a_browser_at_1280_px(tmp_path):
     assert picture.shape == (4000, 1280) and picture.std() > 20  # drawn, not a blank page
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", card.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.stdout.count("<img") == card_summary(card)["images"] and "<h2>What the store is</h2>" in dom.stdout
+
+
+@pytest.mark.slow
+def test_the_card_of_the_shared_radiographs_shows_their_giveaways(tmp_path):
+    """Normal images all from NIH, COVID-19 from two other archives: the card's table, V and properties say so."""
+    from conftest import REAL_DIR, is_shared_set
+
+    if not is_shared_set():
+        pytest.skip(f"the shared radiographs (with their name prefixes) are not at {REAL_DIR}")
+    store = tmp_path / "real.h5"
+    converted = CliRunner().invoke(cli, ["convert", str(REAL_DIR), str(store), "--size", "64", "--features-at", "64",
+                                         "--source-pattern", "^[^/]+/([a-z]+)_", "-q"])
+    assert converted.exit_code == 0, converted.output
+    result = CliRunner().invoke(cli, ["inspect", str(store), "--html", str(tmp_path / "card.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "card.html").read_text()
+    assert card_summary(tmp_path / "card.html")["sections"] == list(SECTIONS)
+    assert "<th>ieee</th><th>mhh</th><th>nih</th>" in page
+    assert "<tr><td>normal</td><td>0</td><td>0</td><td>40</td><td>40</td></tr>" in page
+    v = float(re.search(r"Cramér's V ([0-9.]+)</strong>", page).group(1))
+    assert v > 0.5 and "the source nearly gives the class away" in page
+    assert len(_images(page)) == 13 and "<strong>Differ most:</strong>" in page
