@@ -296,6 +296,12 @@ def test_local_gpus_come_from_cuda_visible_devices(monkeypatch):
     assert local_gpus() == ["0", "2", "5"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert local_gpus() == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # CUDA's way of hiding every GPU
+    assert local_gpus() == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,-1,2")  # CUDA stops at the first invalid entry
+    assert local_gpus() == ["1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1,0")
+    assert local_gpus() == []
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert local_gpus() == []

@@ -41,8 +41,13 @@ NO_WORKER_SECONDS = 30.0
 def local_gpus() -> list[str]:
     """The GPUs of this machine a local cluster can hand out: ``CUDA_VISIBLE_DEVICES``, else nvidia-smi."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    if visible is not None:  # CUDA reads the list up to its first invalid entry ("-1" hides every GPU)
+        devices = []
+        for entry in (d.strip() for d in visible.split(",")):
+            if not entry or entry.startswith("-"):
+                break
+            devices.append(entry)
+        return devices
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []
