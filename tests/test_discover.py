@@ -160,3 +160,17 @@ def test_an_input_one_level_too_high_is_said(tmp_path):
     result = CliRunner().invoke(cli, ["convert", str(tmp_path / "downloads"), str(tmp_path / "s.h5"), "--size",
                                       "32", "--features-at", "32", "-q", "--backend", "numpy"])
     assert result.exit_code == 0 and "warning: only one class ('dataset') holds images" in result.output
+
+
+def test_a_mask_of_the_same_name_beside_images_becomes_the_samples_lung_mask(tmp_path):
+    """`Sample.mask` was never checked: `.../images/NAME` takes `.../masks/NAME.*` (any image suffix), and
+    only that; a mask of another name, or none, leaves it without one."""
+    from PIL import Image
+
+    class_folder_dataset(tmp_path, per_class=2)  # masks named m0.png, m1.png: no image has their name
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "COVID" / "masks" / "COVID 0.jpg")
+    d = discover(tmp_path)
+    masks = {s.path: s.mask for s in d.samples}
+    assert masks["COVID/images/COVID 0.png"] == "COVID/masks/COVID 0.jpg"
+    assert [p for p, m in masks.items() if m] == ["COVID/images/COVID 0.png"]
+    assert len(d.samples) == 6  # the masks themselves are not samples

@@ -168,9 +168,20 @@ def test_headline_says_when_loss_and_accuracy_disagree():
 
 
 def test_html_report_is_self_contained(grid):
+    """Every heading, table row (not the separator) and figure of report.md is in report.html, escaped."""
+    import html as html_module
+
     page = (grid / "report.html").read_text()
+    text = (grid / "report.md").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page
-    assert page.count('src="data:image/png;base64,') == 4 and "<table>" in page
+    assert page.count('src="data:image/png;base64,') == 4 == text.count("](") - text.count("](http")
+    for line in text.splitlines():
+        if line.startswith("## "):
+            assert f"<h2>{html_module.escape(line[3:], quote=False)}</h2>" in page, line
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    separators = [line for line in rows if set(line) <= set("|-: ")]
+    assert page.count("<tr>") == len(rows) - len(separators) and "---" not in page
+    assert page.count("<table>") == len(separators)
 
 
 def test_every_figure_has_axis_labels_and_a_title_naming_its_run(grid, monkeypatch):
