@@ -200,6 +200,9 @@ def test_a_class_without_images_is_refused_first_or_last(tmp_path, empty):
         store_info(path, "enh")
     with pytest.raises(GridError, match=rf"class '{empty}' holds no image"):
         prepare_split(path, RunConfig(input="enh"))
+    one = tiny_store(tmp_path / "one.h5", n=4, labels=[1, 1, 1, 1])
+    with pytest.raises(GridError, match=r"classes 'covid' and 'pneumonia' hold no image"):
+        store_info(one, "enh")
 
 
 def test_the_split_counts_every_class_of_the_store():

@@ -154,9 +154,11 @@ def store_info(store_path, what: str, target: str = "class") -> dict:
     counts = np.bincount(info["labels"], minlength=len(info["class_names"]))
     empty = [name for name, n in zip(info["class_names"], counts, strict=False) if n == 0]
     if empty:  # a model would predict a class it never saw, and macro averages would count it
-        raise GridError(f"{store_path}: class {', '.join(repr(n) for n in empty)} holds no image (its files "
-                        "failed to convert, or its folder is empty: `phasefeat inspect` lists failures); "
-                        "convert again with its images, or without its folder")
+        named = (f"class {empty[0]!r} holds" if len(empty) == 1 else
+                 f"classes {', '.join(repr(n) for n in empty[:-1])} and {empty[-1]!r} hold")
+        raise GridError(f"{store_path}: {named} no image (its files failed to convert, or its folder is empty: "
+                        "`phasefeat inspect` lists failures); convert again with its images, or without its "
+                        "folder")
     if target == "source":
         unknown = sum(1 for s in info["sources"] if not s)
         if unknown:
