@@ -60,7 +60,7 @@ install: $(VENV)/.installed-test
 demo: $(VENV)/.installed-train
 	@set -e; raw="$(DATA)"; set -- $(DEMO_SOURCE_ARGS) $(DEMO_ID_ARGS); \
 	if [ -n "$$raw" ] && [ ! -d "$$raw" ]; then echo "make demo: DATA=$$raw is not a folder" >&2; exit 2; fi; \
-	if [ -z "$$raw" ]; then echo "make demo: 180 phantoms; it took 290 s after the install on a quiet 2-core VM" \
+	if [ -z "$$raw" ]; then echo "make demo: 180 phantoms; it took 8.8 min after the install on a quiet 2-core VM" \
 	  "(benchmarks/results/setup-cpu.json); more where other work shares the machine; a rerun reuses what is done"; \
 	else echo "make demo: $$(find "$$raw" -type f ! -path '*/masks/*' ! -name '.*' | wc -l | tr -d ' ') files in" \
 	  "$$raw; the conversion's bar estimates its time once the first images are done, the grid after its first" \

@@ -77,8 +77,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated: install, test, demo")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "setup-cpu.json")
-    parser.add_argument("--cpu", default="2-core Intel Xeon VM (development machine)",
-                        help="how to name this machine's CPU in the record")
+    parser.add_argument("--cpu", default=None,
+                        help="how to name this machine's CPU in the record [default: its model, 2-core ...]")
     args = parser.parse_args(argv)
     args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = sorted(set(args.steps) - set(STEPS))
@@ -112,6 +112,11 @@ def main(argv=None) -> int:
     for step, row in rows.items():
         print(f"{step:<8} {row['seconds'] / 60:>8.1f} m {row['peak_tree_rss_gb']:>9.2f} GB")
     print(f".venv on disk: {venv_gb} GB; demo output: {out_gb} GB")
+    if args.cpu is None:
+        sys.path.insert(0, str(REPO))
+        from phasefeat.backend import cpu_model
+
+        args.cpu = f"{cpu_model()} VM (development machine)"
     write_record(args.out, "setup", args.cpu, steps=rows, venv_disk_gb=venv_gb, demo_out_disk_gb=out_gb,
                  note="fresh virtual environment and output folder; pip's download cache as found on the "
                       "machine; peak memory: the whole process tree, sampled every 0.5 s")
