@@ -489,11 +489,11 @@ def evaluate(model_path, store, what, split_seed, split_by, test_sources, batch_
     from .saved import (
         ModelError,
         check_fit,
-        input_rescale,
         load_model,
         model_info,
         model_inputs,
         model_test_split,
+        pixels_note,
     )
 
     try:
@@ -505,25 +505,25 @@ def evaluate(model_path, store, what, split_seed, split_by, test_sources, batch_
         split, settings, note = model_test_split(store, info, data, what, split_seed, split_by,
                                                  _csv(test_sources) if test_sources else None)
         inputs = model_inputs(info, what, data)
-        rescale, pixels_note = input_rescale(info, data)
+        note_on_pixels = pixels_note(info, data)
     except (ModelError, GridError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     labels, names = data["labels"], data["class_names"]
     test = StoreBatches(store, split.test, what, labels, len(names), "int", batch_size,
-                        image_size=model.input_shape[1], rescale=rescale, **inputs)
+                        image_size=model.input_shape[1], **inputs)
     metrics = classification_metrics(labels[split.test], model.predict(test, verbose=0), names)
     test.close()
     from .report import finite_json, metrics_lines
 
     if as_json:
         click.echo(finite_json({"input": what, "target": info["target"], "split": settings, "note": note,
-                                "pixels_note": pixels_note, **metrics}))
+                                "pixels_note": note_on_pixels, **metrics}))
         return
     own = "the model's own test set: " if not note else ""
     click.echo(f"{model_path} on {store} ({what.upper()}, target: {info['target']}; {own}test part of "
                f"split seed {settings['split_seed']}, grouped by {settings['split_by']}"
                + (f", test sources {', '.join(settings['test_sources'])}" if settings["test_sources"] else "") + ")")
-    for line in (note, pixels_note):
+    for line in (note, note_on_pixels):
         if line:
             click.echo(f"note: {line}")
     for line in metrics_lines(metrics):

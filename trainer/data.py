@@ -162,7 +162,7 @@ class StoreBatches(_base()):
         Black out each image's lung mask (or all but it).
     rescale : float, optional
         Multiply the stored values by this factor (float32): puts a store of another dtype on
-        the scale a saved model was trained on (:func:`trainer.saved.input_rescale`).
+        the scale a saved model was trained on (:func:`trainer.saved.model_inputs`).
     **kwargs
         ``workers``, ``use_multiprocessing``, ``max_queue_size`` for Keras.
     """

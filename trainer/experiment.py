@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from phasefeat.io._atomic import make_dirs
-from phasefeat.io.identity import describe_difference, legacy_identity, store_identity
+from phasefeat.io.identity import describe_difference, store_identity
 
 from .checkpoint import CHECKPOINT
 from .losses import class_weights, get_loss
@@ -146,7 +146,7 @@ def store_info(store_path, what: str, target: str = "class") -> dict:
                     "params_digest": store.attrs.get("params_digest", ""),
                     "params_json": store.attrs.get("params_json", ""),
                     "has_masks": store.has_masks.copy(),
-                    "store_identity": store_identity(store), "legacy_identity": legacy_identity(store)}
+                    "store_identity": store_identity(store)}
     except StoreError as exc:
         raise GridError(str(exc)) from None
     if len(info["labels"]) == 0:

@@ -105,14 +105,7 @@ def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int 
 
     from .data import StoreBatches
     from .experiment import store_info
-    from .saved import (
-        check_fit,
-        input_rescale,
-        load_model,
-        model_info,
-        model_inputs,
-        model_test_split,
-    )
+    from .saved import check_fit, load_model, model_info, model_inputs, model_test_split
 
     method = method or ("grad-cam" if keras.backend.backend() == "tensorflow" else "occlusion")
     if method not in METHODS:
@@ -127,8 +120,7 @@ def explain(model_paths, store_path, out, *, per_kind: int = 2, split_seed: int 
         what = check_fit(info, data["class_names"], None, data["params_digest"])
         split, _, _ = model_test_split(store_path, info, data, what, split_seed)  # the model's own by default
         test = StoreBatches(store_path, split.test, what, data["labels"], len(data["class_names"]), "int",
-                            64, image_size=model.input_shape[1], rescale=input_rescale(info, data)[0],
-                            **model_inputs(info, what, data))
+                            64, image_size=model.input_shape[1], **model_inputs(info, what, data))
         images = np.concatenate([test[i][0] for i in range(len(test))])
         test.close()
         labels = data["labels"][split.test]

@@ -150,15 +150,14 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
         settings["models"] = list(models)
     settings_path = out / "grid.json"
     fresh = not settings_path.exists()
-    if not fresh:
-        _check_settings(settings_path, settings, out)
+    old = None if fresh else _check_settings(settings_path, settings, out)
     models = tuple(models or (base.model,))
     for name in models:  # every model checked before the first epoch
         dataclasses.replace(base, model=name)
     identity = runner.prepare(store_path, info["store_identity"])
     settings.update(threads=identity["threads"], backend=identity["backend"])
-    if not fresh:  # the threads of a cluster's runs are known only once it is reached
-        _check_settings(settings_path, settings, out)
+    if old is not None:  # the threads of a cluster's runs are known only once it is reached
+        _check_environment(old, settings, out)
     created = make_dirs(out)  # only now: a refused grid leaves nothing behind
     try:
         runner.check_out(out)
@@ -192,7 +191,9 @@ def read_record(path: Path, what: str, fix: str) -> dict:
     return record
 
 
-def _check_settings(settings_path: Path, settings: dict, out: Path) -> None:
+def _check_settings(settings_path: Path, settings: dict, out: Path) -> dict:
+    """The grid's recorded settings, if they are these (threads and backend aside: see
+    :func:`_check_environment`); else one line saying what differs."""
     old = read_record(settings_path, "a grid's settings", "delete it or use another --out")
     old_identity = old.get("store_identity")
     if old_identity is None or isinstance(old_identity, str):
@@ -203,17 +204,22 @@ def _check_settings(settings_path: Path, settings: dict, out: Path) -> None:
         raise GridError(f"{out} holds runs made on another store, or on this store before it was converted "
                         f"again ({describe_difference(old_identity, settings['store_identity'])}); use "
                         "another --out or delete it")
-    for key, option in (("threads", "--threads-per-run"), ("backend", "KERAS_BACKEND")):
-        if key in settings and old.get(key) != settings[key]:
-            raise GridError(f"{out} holds runs trained with {_environment(key, old.get(key))}; this grid "
-                            f"would train with {_environment(key, settings[key])}, and results depend on it: "
-                            f"set {option} as before, or use another --out")
     shared = {k: v for k, v in settings.items() if k not in ("threads", "backend")}
     before = {k: v for k, v in old.items() if k not in ("threads", "backend")}
     if before != shared:
         differ = sorted(k for k in set(before) | set(shared) if before.get(k) != shared.get(k))
         raise GridError(f"{out} holds runs made with other settings ({', '.join(differ)} differ); "
                         "use another --out or delete it")
+    return old
+
+
+def _check_environment(old: dict, settings: dict, out: Path) -> None:
+    """Threads per run and the Keras backend as the grid's recorded runs were trained with."""
+    for key, option in (("threads", "--threads-per-run"), ("backend", "KERAS_BACKEND")):
+        if old.get(key) != settings[key]:
+            raise GridError(f"{out} holds runs trained with {_environment(key, old.get(key))}; this grid "
+                            f"would train with {_environment(key, settings[key])}, and results depend on it: "
+                            f"set {option} as before, or use another --out")
 
 
 def _environment(key: str, value) -> str:
@@ -257,10 +263,11 @@ def run_or_reuse(store_path, cfg: RunConfig, run_dir: Path, split: Split, identi
         ``run_dir`` holds a run with other settings, of another store, or a damaged result.
     """
     result = finished_run(Job(cfg, Path(run_dir), split), identity)
-    if result is None and keras_backend() != identity["backend"]:
-        raise GridError(f"this process trains with Keras' {keras_backend()} backend; the grid was planned with "
+    if result is not None:
+        return result
+    backend = keras_backend()
+    if backend != identity["backend"]:
+        raise GridError(f"this process trains with Keras' {backend} backend; the grid was planned with "
                         f"{identity['backend']} (set KERAS_BACKEND alike everywhere)")
-    if result is None:
-        return train_run(store_path, cfg, run_dir, split=split, expected_identity=identity["store"],
-                         threads=identity["threads"], **train_kwargs)
-    return result
+    return train_run(store_path, cfg, run_dir, split=split, expected_identity=identity["store"],
+                     threads=identity["threads"], **train_kwargs)

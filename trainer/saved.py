@@ -15,7 +15,7 @@ from pathlib import Path
 from phasefeat.io.identity import describe_difference
 
 __all__ = ["ModelError", "load_model", "model_info", "check_fit", "model_inputs", "evaluation_split",
-           "model_test_split", "input_rescale"]
+           "model_test_split", "input_rescale", "pixels_note"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -129,7 +129,8 @@ def check_fit(info: dict, store_names: list[str], requested_input: str | None,
 
 
 def model_inputs(info: dict, what: str, data: dict) -> dict:
-    """``derive`` and ``lung_mode`` for StoreBatches: the occlusion the model was trained with."""
+    """``derive``, ``lung_mode`` and ``rescale`` for StoreBatches: the occlusion the model was trained
+    with, and the factor that puts this store's values on the scale it was trained on."""
     from .data import OccludedFeatures
     from .model import MASK_OCCLUSIONS
 
@@ -139,34 +140,38 @@ def model_inputs(info: dict, what: str, data: dict) -> dict:
     derive = None
     if occlude != "none" and what == "enh":
         derive = OccludedFeatures(occlude, info["occlude_fraction"], data["params_json"], data["dtype"])
-    return {"derive": derive, "lung_mode": occlude if occlude in MASK_OCCLUSIONS else None}
+    return {"derive": derive, "lung_mode": occlude if occlude in MASK_OCCLUSIONS else None,
+            "rescale": input_rescale(info, data["dtype"])}
 
 
-def input_rescale(info: dict, data: dict) -> tuple[float | None, str]:
-    """What puts this store's values on the scale the model was trained on, and a note saying how
-    the store's pixels differ from those of the model's training store (empty when they do not).
-
-    A model divides by the value range of the dtype it was trained on (255 for uint8); a store
-    of the same images as float32 holds values in [0, 1], which that layer alone would shrink
-    255-fold. Returns ``(factor, note)``; ``factor`` None where no rescaling is needed.
-    """
+def input_rescale(info: dict, dtype) -> float | None:
+    """The factor that puts stored values of ``dtype`` on the scale the model was trained on (None:
+    none needed). A model divides by the value range of the dtype it was trained on (255 for uint8);
+    a store of the same images as float32 holds values in [0, 1], which that layer alone would shrink
+    255-fold."""
     from .data import value_range
 
-    factor, parts = None, []
+    if not info.get("input_scale"):
+        return None
+    factor = 1.0 / (info["input_scale"] * value_range(dtype))
+    return None if abs(factor - 1.0) < 1e-6 else factor
+
+
+def pixels_note(info: dict, data: dict) -> str:
+    """How this store's pixels differ from those the model was trained on, and how its values are
+    rescaled (empty when neither)."""
+    parts = []
     recorded = info.get("store_identity")
     if isinstance(recorded, dict) and "pixels" in recorded:
         differ = describe_difference(recorded["pixels"], data["store_identity"]["pixels"])
         if differ:
             parts.append(f"the store's pixels were made otherwise than the model's training images ({differ}): "
                          "the results describe these pixels")
-    if info.get("input_scale"):
-        factor = 1.0 / (info["input_scale"] * value_range(data["dtype"]))
-        if abs(factor - 1.0) < 1e-6:
-            factor = None
-        else:
-            parts.append(f"its {data['dtype']} values are rescaled by {factor:g} to the scale the model was "
-                         f"trained on (1.0 = {1 / info['input_scale']:g})")
-    return factor, "; ".join(parts)
+    factor = input_rescale(info, data["dtype"])
+    if factor is not None:
+        parts.append(f"its {data['dtype']} values are rescaled by {factor:g} to the scale the model was "
+                     f"trained on (1.0 = {1 / info['input_scale']:g})")
+    return "; ".join(parts)
 
 
 def _describe(settings: dict) -> str:
@@ -241,8 +246,15 @@ def model_test_split(store_path, info: dict, data: dict, what: str, split_seed=N
     """
     from .experiment import RunConfig, prepare_split
 
+    legacy = None
+    if isinstance(info.get("store_identity"), str):  # a model of an earlier version: its digest
+        from phasefeat.io.identity import legacy_identity
+        from phasefeat.io.store import open_store
+
+        with open_store(store_path) as store:
+            legacy = legacy_identity(store)
     settings, note = evaluation_split(info, data["store_identity"], split_seed, split_by, test_sources,
-                                      store_path=store_path, legacy_identity=data.get("legacy_identity"))
+                                      store_path=store_path, legacy_identity=legacy)
     cfg = RunConfig(input=what, target=info["target"], split_seed=settings["split_seed"],
                     split_by=settings["split_by"], test_sources=tuple(settings["test_sources"]),
                     **{k: settings[k] for k in ("test_fraction", "val_fraction") if k in settings})

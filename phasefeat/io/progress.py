@@ -13,9 +13,8 @@ __all__ = ["SteadyRateBar", "PieceProgress"]
 class SteadyRateBar(tqdm):
     """A tqdm bar whose rate, and so its time left, counts only the work after start-up.
 
-    The first image of each worker pays for start-up (importing, Numba's compiling: seconds
-    where an image then takes a fraction of one), so tqdm's own estimate after the first image
-    was 5-20 times too long. The rate here is measured from the moment ``warmup`` images
+    The first image of each worker pays for start-up (importing, Numba's compiling), so tqdm's
+    own estimate, which counts it, ran far too long at first. The rate here is measured from the moment ``warmup`` images
     (one per worker) are done; until then the bar shows no estimate.
     """
 
