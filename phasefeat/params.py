@@ -325,7 +325,7 @@ def _validate(p: PhaseParams) -> None:
     if p.assd_bandwidth > MAX_ASSD_BANDWIDTH:
         raise ValueError(f"assd_bandwidth must be at most {MAX_ASSD_BANDWIDTH:g} octaves, got {p.assd_bandwidth!r}")
     if p.filter_family == "assd" and p.assd_exponent is None:
-        from .maths.filters import assd_exponent
+        from .maths.assd import assd_exponent
 
         assd_exponent(p.assd_alpha, p.assd_bandwidth)  # refuses a bandwidth this alpha cannot reach
     if p.min_wavelength < 2:

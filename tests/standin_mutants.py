@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_enhance.py", "tests/test_monogenic.py", "tests/test_backend.py", "tests/test_cupy_path.py"]
 SELECT = "standin or cupy_module"
 FLAT = "flat = amplitude.max(axis=(-2, -1), keepdims=True) == 0"
-FUSED = 'fused = cpu_kernels() if backend.name == "numpy" else None'
+FUSED = 'return cpu_kernels() if backend.name == "numpy" else None'
 READ_ONLY = '    if backend_name == "numpy":'
 MUTANTS = [
     ("phasefeat/maths/kirsch.py", READ_ONLY, '    if backend_name <= "numpy":'),

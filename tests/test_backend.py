@@ -118,3 +118,20 @@ def test_gpu_filter_bank_is_cached(cupy_module):
     be = backend.get_backend("cupy")
     a = filter_bank((64, 64), PhaseParams(), "float32", be)
     assert filter_bank((64, 64), PhaseParams(), "float32", be) is a
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(31, 47), (64, 64), (2, 30, 41), (3, 128, 96)])
+def test_cpu_irfft2_equals_scipy_bit_for_bit(dtype, shape):
+    import scipy.fft
+
+    from phasefeat import _cpu_fft
+
+    x = np.random.default_rng(2).random(shape).astype(dtype)
+    spectrum = scipy.fft.rfft2(x) * np.asarray(1 + 0.5j, dtype=np.result_type(dtype, np.complex64))
+    before = spectrum.copy()
+    ours = _cpu_fft.irfft2(spectrum, s=shape[-2:])
+    assert ours.dtype == np.dtype(dtype)
+    assert np.array_equal(ours, scipy.fft.irfft2(spectrum, s=shape[-2:]))
+    assert np.array_equal(spectrum, before)  # the caller's spectrum is left as it was
+    assert backend.get_backend("numpy").fft is _cpu_fft

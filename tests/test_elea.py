@@ -89,19 +89,39 @@ def test_fused_cpu_kernels_match_reference(dtype, shape, meng_compat):
     assert fused is not None, "numba is a core dependency"
     rng = np.random.default_rng(3)
     t = rng.random(shape).astype(dtype)
-    thr = rng.random((8, *shape)).astype(dtype) / 8
+    weights = rng.random((8, *shape)).astype(dtype)
     if meng_compat:  # the weights of a repeated mask are the same weights
-        thr[4] = thr[0]
+        weights[4] = weights[0]
     z = np.empty((8, *shape), dtype=dtype)
-    v = np.empty(shape, dtype=dtype)
+    v = np.full(shape, np.nan, dtype=dtype)  # every pixel must be written
     for n in range(shape[0]):
-        fused[0](t[n], z[:, n])
-        fused[1](t[n], thr[:, n], 1 / 2.83, meng_compat, v[n])
+        fused[0](t[n], 0.0, z[:, n])
+        fused[1](t[n], weights[:, n], 1 / (8 * 2.83), meng_compat, v[n])
     tol = 1e-5 if dtype == "float32" else 1e-12
     assert np.allclose(z, kirsch.correlate_bank(t, False, np), atol=tol)
-    ref = kirsch.adjoint_bank(kirsch.shrink(kirsch.correlate_bank(t, meng_compat, np), thr / 2.83, np),
+    exponent = np.empty_like(z)
+    for n in range(shape[0]):
+        fused[0](t[n], 2 * 0.5, exponent[:, n])
+    assert np.allclose(exponent, -(z * z) / (2 * 0.5), atol=tol)
+    thresholds = weights / 8 / 2.83
+    ref = kirsch.adjoint_bank(kirsch.shrink(kirsch.correlate_bank(t, meng_compat, np), thresholds, np),
                               meng_compat, np)
     assert np.allclose(v, ref, atol=tol)
+
+
+@pytest.mark.parametrize(("dtype", "complex_dtype"), [("float32", "complex64"), ("float64", "complex128")])
+@pytest.mark.parametrize("shape", [(31, 24), (64, 33)])
+def test_fused_spectral_solve_is_bit_identical_to_numpy(dtype, complex_dtype, shape):
+    fused = kernels()
+    rng = np.random.default_rng(5)
+    t_spec, v_spec = ((rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(complex_dtype)
+                      for _ in range(2))
+    power = (3 * rng.random(shape)).astype(dtype)
+    gamma = np.dtype(dtype).type(2 / 2.83)
+    expected = (gamma * t_spec + v_spec) / (gamma + power)
+    fused[3](t_spec, v_spec, power, gamma)
+    assert v_spec.dtype == np.dtype(complex_dtype)
+    assert np.array_equal(v_spec, expected)
 
 
 def test_boundary_constraint_range_and_closing_is_extensive(lpe):

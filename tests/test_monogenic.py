@@ -321,3 +321,31 @@ def test_moved_pad_is_below_twice_the_size():
                 moved += 1
                 assert after < 2 * n, (n, pad)
     assert moved > 1000  # the branch is reached
+
+
+def _lwpa_cases():
+    rng = np.random.default_rng(8)
+    scale = rng.choice([1e-30, 1e-6, 1.0, 1e3, 1e30], (6, 400))
+    e = (rng.standard_normal((6, 400)) * scale).astype(np.float32)
+    o = np.abs(rng.standard_normal((6, 400)) * scale[::-1]).astype(np.float32)
+    o[0] = 0  # on the axis: +-pi/2
+    e[1, :200], e[1, 200:] = 0.0, -0.0  # +-0 over any norm, 0 over 0
+    o[1, :100] = 0
+    o[2] = np.abs(e[2])  # the diagonal, where the range reduction switches
+    o[3] = np.abs(e[3]) * np.float32(1 + 2**-20)
+    o[4] = np.abs(e[4]) * np.float32(1 - 2**-20)
+    return e, o
+
+
+def test_fused_lwpa_is_within_one_float32_ulp_of_the_exact_angle():
+    from phasefeat.maths._cpu_kernels import kernels
+
+    e, o = _lwpa_cases()
+    out = np.full_like(e, np.nan)
+    kernels()[4](e, o, out)
+    exact = np.arctan2(e.astype(np.float64), o.astype(np.float64))
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    assert np.all(np.abs(out - exact) <= ulp)  # numpy's own float32 arctan2 is off by up to 1.5 ulp here
+    assert np.array_equal(np.signbit(out), np.signbit(exact))  # -0 stays -0
+    assert np.all(out[0][e[0] != 0] == np.copysign(np.float32(np.pi / 2), e[0][e[0] != 0]))
+    assert np.all(out[2][e[2] != 0] == np.copysign(np.float32(np.pi / 4), e[2][e[2] != 0]))

@@ -92,13 +92,17 @@ def contextual_weights(scaled, params: PhaseParams, backend):
     x = scaled / scaled.dtype.type(255)
     fused = _fused(params, backend)
     if fused:
-        z = xp.empty((8, *x.shape), dtype=x.dtype)
+        w = xp.empty((8, *x.shape), dtype=x.dtype)
         for n in range(x.shape[0]):
-            fused[0](x[n], z[:, n])
-        if params.meng_compat:
-            z[4] = z[0]  # Meng's bank repeats the first mask in fifth place
-    else:
-        z = kirsch.correlate_bank(x, params.meng_compat, xp)
+            fused[0](x[n], 2 * params.sigma_w, w[:, n])  # the exponent, in place
+        if params.meng_compat:  # Meng's bank repeats the first mask in fifth place
+            xp.exp(w[:4], out=w[:4])
+            xp.exp(w[5:], out=w[5:])
+            w[4] = w[0]
+        else:
+            xp.exp(w, out=w)
+        return w
+    z = kirsch.correlate_bank(x, params.meng_compat, xp)
     return xp.exp(-(z * z) / x.dtype.type(2 * params.sigma_w))
 
 
@@ -133,25 +137,33 @@ def regularize_transmission(t_hat, weights, params: PhaseParams, backend) -> BCC
     shape = t_hat.shape[-2:]
     power = kirsch.bank_power_spectrum(shape, params.meng_compat, dtype, backend)
     t_hat_spec = backend.fft.rfft2(t_hat)
-    thresholds = weights / dtype.type(len(weights))
     fused = _fused(params, backend)
+    thresholds = None if fused else weights / dtype.type(len(weights))
     t = t_hat
     iterations = 0
     for k in range(params.bccr_iterations):
         beta = BETA_RATE**k
         gamma = dtype.type(params.reg_lambda / beta)
         if fused:
+            # weights / 8 / beta as one factor: 1/8 is a power of two, so the product
+            # rounds as the two-step form of the array path.
             v = xp.empty_like(t)
             for n in range(t.shape[0]):
-                fused[1](t[n], thresholds[:, n], 1.0 / beta, params.meng_compat, v[n])
+                fused[1](t[n], weights[:, n], 1.0 / (len(weights) * beta), params.meng_compat, v[n])
+            spec = backend.fft.rfft2(v)
+            for n in range(t.shape[0]):
+                fused[3](t_hat_spec[n], spec[n], power, gamma)
+            t = backend.fft.irfft2(spec, s=shape, overwrite_x=True)
         else:
             z = kirsch.correlate_bank(t, params.meng_compat, xp)
             u = kirsch.shrink(z, thresholds * dtype.type(1 / beta), xp)
             v = kirsch.adjoint_bank(u, params.meng_compat, xp)
-        spec = (gamma * t_hat_spec + backend.fft.rfft2(v)) / (gamma + power)
+            spec = (gamma * t_hat_spec + backend.fft.rfft2(v)) / (gamma + power)
+            t = backend.fft.irfft2(spec, s=shape)
         # The spectrum is Hermitian, so the real inverse equals Meng's |ifft2(...)|
         # up to rounding of a ~1e-16 imaginary part.
-        t = xp.abs(backend.fft.irfft2(spec, s=shape)).astype(dtype, copy=False)
+        t = t.astype(dtype, copy=False)
+        xp.abs(t, out=t)
         iterations += 1
     return BCCRResult(t, iterations)
 

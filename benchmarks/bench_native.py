@@ -1,0 +1,163 @@
+"""``enhance`` at native resolution on one core: this tree beside an earlier revision, in one run.
+
+    python benchmarks/bench_native.py [--baseline REV] [--size 1024] [--images 8] [--repeats 5]
+
+The baseline's ``phasefeat`` is taken from git (``git archive REV phasefeat``) into a
+temporary folder; each side runs in its own process pinned to one core, the two sides
+alternate round by round (so drift in the machine's load hits both), and every round times
+one pass over the same images (the shared radiographs resized to SIZE x SIZE, phantoms
+where that folder is absent), float32, the default ``qi2021`` parameters. The table gives
+the median seconds per image of each side and their ratio, and how far the outputs are
+apart (largest float difference, share of uint8 pixels that differ). Writes a JSON record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "cxr-real"
+# The last commit before the native-resolution kernels of this benchmark's record.
+DEFAULT_BASELINE = "8f86dc1afbf44415a4d0c313d5004b6f9650b64c"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare with")
+    parser.add_argument("--size", type=int, default=1024, help="image side in pixels (1024)")
+    parser.add_argument("--images", type=int, default=8, help="images per pass (8)")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating rounds; medians over them (5)")
+    parser.add_argument("--source", type=Path, default=DEFAULT_IMAGES,
+                        help="folder of radiographs (default: the shared real set; phantoms if absent)")
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "native-cpu.json")
+    parser.add_argument("--worker", nargs=3, metavar=("IMAGES", "OUT", "PASSES"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def worker(images_path: str, out_path: str, passes: int) -> None:
+    """In a child: warm up, time ``passes`` passes, save the uint8 and float ENH; print the seconds."""
+    import numpy as np
+
+    import phasefeat
+    from phasefeat import enhance
+
+    os.sched_setaffinity(0, [sorted(os.sched_getaffinity(0))[0]])
+    images = np.load(images_path)
+    enhance(images[0], dtype="float32")  # compiles the kernels (or loads Numba's cache), builds the filters
+    seconds = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        for image in images:
+            enhance(image, dtype="float32")
+        seconds.append((time.perf_counter() - start) / len(images))
+    enh = np.stack([enhance(image, dtype="float32") for image in images])
+    np.savez(out_path, float=enh, uint8=np.clip(np.rint(enh * 255), 0, 255).astype(np.uint8))
+    print(json.dumps({"seconds": seconds, "module": phasefeat.__file__}))
+
+
+def prepare_images(args, folder: Path) -> tuple[Path, str]:
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    from phasefeat.io.imageio import ImageReadError, read_grey, resize
+    from phasefeat.tools.phantom import chest_phantom
+
+    paths = sorted(p for p in args.source.rglob("*") if p.suffix.lower() in
+                   {".png", ".jpg", ".jpeg"}) if args.source.is_dir() else []
+    images = []
+    for path in paths:
+        try:
+            images.append(resize(read_grey(path), (args.size, args.size)))
+        except ImageReadError:
+            continue
+        if len(images) == args.images:
+            break
+    source = f"{len(images)} real radiographs from {args.source.name}/" if images else "generated phantoms"
+    while len(images) < args.images:
+        images.append(chest_phantom(args.size, seed=len(images)))
+    target = folder / "images.npy"
+    np.save(target, (np.stack(images) * 255).astype(np.float32))
+    return target, source
+
+
+def checkout(rev: str, folder: Path) -> str:
+    """``phasefeat`` of ``rev`` under ``folder``; returns the full commit id."""
+    commit = subprocess.run(["git", "rev-parse", rev], cwd=REPO, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", commit, "phasefeat"], cwd=REPO, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return commit
+
+
+def run_side(root: Path, images: Path, out: Path) -> list[float]:
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, __file__, "--worker", str(images), str(out), "1"], env=env,
+                          check=True, capture_output=True, text=True)
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    if not Path(answer["module"]).resolve().is_relative_to(root.resolve()):
+        raise SystemExit(f"the worker imported {answer['module']}, not the copy under {root}")
+    return answer["seconds"]
+
+
+def compare_outputs(a: Path, b: Path) -> dict:
+    import numpy as np
+
+    x, y = np.load(a), np.load(b)
+    differ = x["uint8"] != y["uint8"]
+    return {"max_float_difference": float(np.abs(x["float"] - y["float"]).max()),
+            "uint8_pixels_differing": float(differ.mean()),
+            "max_uint8_difference": int(np.abs(x["uint8"].astype(int) - y["uint8"].astype(int)).max())}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        images, source = prepare_images(args, tmp)
+        (tmp / "base").mkdir()
+        commit = checkout(args.baseline, tmp / "base")
+        sides = {"baseline": tmp / "base", "this tree": REPO}
+        seconds = {name: [] for name in sides}
+        for _ in range(args.repeats):
+            for name, root in sides.items():
+                seconds[name] += run_side(root, images, tmp / f"{name}.npz")
+        parity = compare_outputs(tmp / "baseline.npz", tmp / "this tree.npz")
+    sys.path.insert(0, str(REPO))
+    from phasefeat.backend import cpu_model
+
+    med = {name: statistics.median(s) for name, s in seconds.items()}
+    ratio = med["baseline"] / med["this tree"]
+    print(f"enhance, float32, qi2021, {args.images} images {args.size}x{args.size} ({source}); "
+          f"one core of {cpu_model()}; medians of {args.repeats} alternating rounds\n")
+    print("| side | commit | s per image (median) | all rounds |\n|---|---|---:|---|")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+    for name, commit_id in (("baseline", commit[:7]), ("this tree", f"{head} + working tree")):
+        print(f"| {name} | {commit_id} | {med[name]:.3f} | {', '.join(f'{s:.3f}' for s in seconds[name])} |")
+    print(f"\nspeed-up {ratio:.2f}x; outputs: largest float difference {parity['max_float_difference']:.2e}, "
+          f"{100 * parity['uint8_pixels_differing']:.4f} % of uint8 pixels differ "
+          f"(by at most {parity['max_uint8_difference']})")
+    from benchmarks._record import write_record
+
+    write_record(args.json, "native", cpu_model(), machine={"cores_used": 1},
+                 settings={"size": args.size, "images": args.images, "source": source,
+                           "repeats": args.repeats, "dtype": "float32", "params": "qi2021 (default)"},
+                 baseline_commit=commit, head_commit=head, seconds_per_image=seconds,
+                 median_seconds_per_image=med, speedup=ratio, parity=parity)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
