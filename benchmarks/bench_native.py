@@ -1,6 +1,7 @@
-"""``enhance`` at native resolution on one core: this tree beside an earlier revision, in one run.
+"""The default conversion's work at native resolution: this tree beside an earlier revision, in one run.
 
     python benchmarks/bench_native.py [--baseline REV] [--size 1024] [--images 8] [--repeats 5]
+                                      [--convert-rounds 3] [--skip-enhance | --skip-convert]
 
 The baseline's ``phasefeat`` is taken from git (``git archive REV phasefeat``) into a
 temporary folder; each side runs in its own process pinned to one core, the two sides
@@ -8,7 +9,12 @@ alternate round by round (so drift in the machine's load hits both), and every r
 one pass over the same images (the shared radiographs resized to SIZE x SIZE, phantoms
 where that folder is absent), float32, the default ``qi2021`` parameters. The table gives
 the median seconds per image of each side and their ratio, and how far the outputs are
-apart (largest float difference, share of uint8 pixels that differ). Writes a JSON record.
+apart (largest float difference, share of uint8 pixels that differ).
+
+Then ``phasefeat convert`` end to end (decode, features at each image's native size,
+resize, writing the store) of the same radiographs folder at the defaults, on every
+core, each side's command alternating with the other's after one untimed run each
+(Numba's cache): images/s and the stores' ENH difference. Writes a JSON record.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds; medians over them (5)")
     parser.add_argument("--source", type=Path, default=DEFAULT_IMAGES,
                         help="folder of radiographs (default: the shared real set; phantoms if absent)")
+    parser.add_argument("--convert-rounds", type=int, default=3, help="timed conversions per side (3)")
+    parser.add_argument("--skip-enhance", action="store_true", help="only the conversion rows")
+    parser.add_argument("--skip-convert", action="store_true", help="only the enhance rows")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "native-cpu.json")
     parser.add_argument("--worker", nargs=3, metavar=("IMAGES", "OUT", "PASSES"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -118,44 +127,110 @@ def compare_outputs(a: Path, b: Path) -> dict:
             "max_uint8_difference": int(np.abs(x["uint8"].astype(int) - y["uint8"].astype(int)).max())}
 
 
+def convert_once(root: Path, source: Path, out: Path) -> float:
+    """Seconds of one ``phasefeat convert SOURCE OUT`` at the defaults with ``root``'s phasefeat."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    start = time.perf_counter()
+    # From the output's folder: ``python -m`` puts the working directory first on the path.
+    subprocess.run([sys.executable, "-c", f"import sys, phasefeat; assert phasefeat.__file__.startswith({str(root)!r}); "
+                    "from phasefeat._entry import phasefeat as cli; sys.exit(cli())", "convert", str(source),
+                    str(out)], env=env, cwd=out.parent, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start
+
+
+def compare_stores(a: Path, b: Path) -> dict:
+    import h5py
+    import numpy as np
+
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        x, y = fa["enh"][()].astype(int), fb["enh"][()].astype(int)
+        count = len(x)
+        cxr_equal = bool(np.array_equal(fa["cxr"][()], fb["cxr"][()]))
+    return {"images": count, "uint8_pixels_differing": float((x != y).mean()),
+            "max_uint8_difference": int(np.abs(x - y).max()), "cxr_identical": cxr_equal}
+
+
+def enhance_rows(args, tmp: Path, sides: dict) -> dict:
+    images, source = prepare_images(args, tmp)
+    seconds = {name: [] for name in sides}
+    for _ in range(args.repeats):
+        for name, root in sides.items():
+            seconds[name] += run_side(root, images, tmp / f"{name}.npz")
+    return {"source": source, "seconds_per_image": seconds,
+            "median_seconds_per_image": {n: statistics.median(s) for n, s in seconds.items()},
+            "parity": compare_outputs(tmp / "baseline.npz", tmp / "this tree.npz")}
+
+
+def convert_rows(args, tmp: Path, sides: dict) -> dict:
+    for name, root in sides.items():  # untimed: fills each side's Numba cache
+        convert_once(root, args.source, tmp / f"warm-{name}.h5")
+    seconds = {name: [] for name in sides}
+    for k in range(args.convert_rounds):
+        for name, root in sides.items():
+            seconds[name].append(convert_once(root, args.source, tmp / f"{name}-{k}.h5"))
+    parity = compare_stores(tmp / "baseline-0.h5", tmp / "this tree-0.h5")
+    med = {n: statistics.median(s) for n, s in seconds.items()}
+    return {"source": f"{parity['images']} images of {args.source.name}/", "seconds": seconds,
+            "median_seconds": med, "images_per_second": {n: parity["images"] / m for n, m in med.items()},
+            "parity": parity}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
         worker(args.worker[0], args.worker[1], int(args.worker[2]))
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        images, source = prepare_images(args, tmp)
-        (tmp / "base").mkdir()
-        commit = checkout(args.baseline, tmp / "base")
-        sides = {"baseline": tmp / "base", "this tree": REPO}
-        seconds = {name: [] for name in sides}
-        for _ in range(args.repeats):
-            for name, root in sides.items():
-                seconds[name] += run_side(root, images, tmp / f"{name}.npz")
-        parity = compare_outputs(tmp / "baseline.npz", tmp / "this tree.npz")
+    if not args.skip_convert and not args.source.is_dir():
+        raise SystemExit(f"bench_native: --source {args.source} is not a folder (the conversion needs one; "
+                         "or --skip-convert)")
     sys.path.insert(0, str(REPO))
     from phasefeat.backend import cpu_model
 
-    med = {name: statistics.median(s) for name, s in seconds.items()}
-    ratio = med["baseline"] / med["this tree"]
-    print(f"enhance, float32, qi2021, {args.images} images {args.size}x{args.size} ({source}); "
-          f"one core of {cpu_model()}; medians of {args.repeats} alternating rounds\n")
-    print("| side | commit | s per image (median) | all rounds |\n|---|---|---:|---|")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                           text=True).stdout.strip()
-    for name, commit_id in (("baseline", commit[:7]), ("this tree", f"{head} + working tree")):
-        print(f"| {name} | {commit_id} | {med[name]:.3f} | {', '.join(f'{s:.3f}' for s in seconds[name])} |")
-    print(f"\nspeed-up {ratio:.2f}x; outputs: largest float difference {parity['max_float_difference']:.2e}, "
-          f"{100 * parity['uint8_pixels_differing']:.4f} % of uint8 pixels differ "
-          f"(by at most {parity['max_uint8_difference']})")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "base").mkdir()
+        commit = checkout(args.baseline, tmp / "base")
+        sides = {"baseline": tmp / "base", "this tree": REPO}
+        labels = {"baseline": commit[:7], "this tree": f"{head} + working tree"}
+        enhance = None if args.skip_enhance else enhance_rows(args, tmp, sides)
+        convert = None if args.skip_convert else convert_rows(args, tmp, sides)
+    if enhance:
+        med = enhance["median_seconds_per_image"]
+        enhance["speedup"] = med["baseline"] / med["this tree"]
+        print(f"enhance, float32, qi2021, {args.images} images {args.size}x{args.size} ({enhance['source']}); "
+              f"one core of {cpu_model()}; medians of {args.repeats} alternating rounds\n")
+        print("| side | commit | s per image (median) | all rounds |\n|---|---|---:|---|")
+        for name in sides:
+            rounds = ", ".join(f"{s:.3f}" for s in enhance["seconds_per_image"][name])
+            print(f"| {name} | {labels[name]} | {med[name]:.3f} | {rounds} |")
+        parity = enhance["parity"]
+        print(f"\nspeed-up {enhance['speedup']:.2f}x; outputs: largest float difference "
+              f"{parity['max_float_difference']:.2e}, {100 * parity['uint8_pixels_differing']:.4f} % of uint8 "
+              f"pixels differ (by at most {parity['max_uint8_difference']})\n")
+    if convert:
+        rate = convert["images_per_second"]
+        convert["speedup"] = rate["this tree"] / rate["baseline"]
+        print(f"phasefeat convert at the defaults (features at native size), {convert['source']}; "
+              f"{os.cpu_count()} cores of {cpu_model()}; medians of {args.convert_rounds} alternating rounds\n")
+        print("| side | commit | s (median) | images/s | all rounds |\n|---|---|---:|---:|---|")
+        for name in sides:
+            rounds = ", ".join(f"{s:.1f}" for s in convert["seconds"][name])
+            print(f"| {name} | {labels[name]} | {convert['median_seconds'][name]:.1f} | {rate[name]:.2f} | "
+                  f"{rounds} |")
+        parity = convert["parity"]
+        print(f"\nspeed-up {convert['speedup']:.2f}x; stored ENH: {100 * parity['uint8_pixels_differing']:.4f} % "
+              f"of pixels differ (by at most {parity['max_uint8_difference']}); stored CXR identical: "
+              f"{parity['cxr_identical']}")
     from benchmarks._record import write_record
 
-    write_record(args.json, "native", cpu_model(), machine={"cores_used": 1},
-                 settings={"size": args.size, "images": args.images, "source": source,
-                           "repeats": args.repeats, "dtype": "float32", "params": "qi2021 (default)"},
-                 baseline_commit=commit, head_commit=head, seconds_per_image=seconds,
-                 median_seconds_per_image=med, speedup=ratio, parity=parity)
+    write_record(args.json, "native", cpu_model(),
+                 settings={"size": args.size, "images": args.images, "repeats": args.repeats,
+                           "convert_rounds": args.convert_rounds, "dtype": "float32",
+                           "params": "qi2021 (default)", "enhance_cores": 1,
+                           "convert_cores": os.cpu_count()},
+                 baseline_commit=commit, head_commit=head, enhance=enhance, convert=convert)
     return 0
 
 

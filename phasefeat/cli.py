@@ -233,7 +233,8 @@ def _check_input_folder(input_dir: str) -> None:
               help="Refuse larger files before reading them; listed as failures.")
 @click.option("--piece-size", type=click.IntRange(min=1), default=None,
               help="Samples per resumable piece (a kill loses at most one piece per worker). "
-                   "[default: 64; 256 with --scheduler]")
+                   "[default: a sixteenth of the images, 4 to 64 (to 256 with --scheduler), so that "
+                   "no core waits long for the last piece]")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run the pieces on Dask: tcp://HOST:8786 or PATH.json (a scheduler file; an existing "
                    "cluster) or local:N (a LocalCluster of N worker processes). Needs the distributed extra.")
@@ -275,7 +276,7 @@ def convert(input_dir, output, labels, classes, aliases, source_pattern, patient
     params = _load_params(preset, params_file)
     options = ConvertOptions(size=size, fit=fit_mode, cxr_dtype=cxr_dtype, enh_dtype=enh_dtype,
                              max_pixels=max_pixels, max_bytes=max_bytes, features_at=features_at,
-                             piece_size=piece_size or (256 if scheduler else 64))
+                             piece_size=piece_size)
     try:
         summary = run_convert(
             input_dir, output, params=params, options=options, labels=labels,

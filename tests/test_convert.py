@@ -334,3 +334,26 @@ def test_the_progress_bar_moves_per_image(tmp_path, monkeypatch, workers):
         assert steps.count(1) == 13 and set(steps) <= {0, 1}  # one step per file
     else:
         assert steps.count(1) >= 3  # ticks from the workers, not only one step per finished piece
+
+
+@pytest.mark.parametrize(("samples", "distributed", "expected"), [
+    (1, False, 4), (64, False, 4), (65, False, 5), (120, False, 8), (180, False, 12), (1024, False, 64),
+    (18685, False, 64), (1024, True, 64), (18685, True, 256)])
+def test_the_automatic_piece_size_is_a_sixteenth_of_the_images_within_bounds(samples, distributed, expected):
+    from phasefeat.io.pieces import auto_piece_size
+
+    assert auto_piece_size(samples, distributed) == expected
+
+
+def test_a_conversion_without_a_piece_size_cuts_a_small_set_into_sixteen_pieces(tmp_path, monkeypatch):
+    from phasefeat.io import convert as convert_module
+
+    class_folder_dataset(tmp_path / "raw", per_class=22)  # 66 images: pieces of 5, the last of 1
+    seen = []
+    original = convert_module._run_pieces
+    monkeypatch.setattr(convert_module, "_run_pieces",
+                        lambda tasks, *a: (seen.extend(len(t["entries"]) for t in tasks), original(tasks, *a))[1])
+    run("convert", tmp_path / "raw", tmp_path / "s.h5", *SMALL, "--workers", 1)
+    assert seen == [5] * 13 + [1]
+    with open_store(tmp_path / "s.h5") as store:
+        assert len(store) == 66

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -580,10 +581,27 @@ def test_enhance_working_memory_is_within_the_estimate(size):
 def _workers_of(pid):
     import psutil
 
+    found = []
     try:
-        return [c for c in psutil.Process(pid).children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+        children = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+    for child in children:
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # ended between the listing and the look
+            continue
+    return found
+
+
+def _kill(process) -> None:
+    import psutil
+
+    try:
+        process.send_signal(signal.SIGKILL)
+    except psutil.NoSuchProcess:  # ended between the listing and the signal
+        pass
 
 
 def test_a_worker_that_dies_costs_only_its_pieces(tmp_path):
@@ -613,7 +631,6 @@ def test_a_worker_that_dies_costs_only_its_pieces(tmp_path):
 
 def test_workers_that_keep_dying_stop_the_conversion_in_one_line(tmp_path):
     """Never a hang: after a piece's third start the command names it and the likely cause."""
-    import signal
 
     root = tmp_path / "raw"
     class_folder_dataset(root, per_class=6)
@@ -623,7 +640,7 @@ def test_workers_that_keep_dying_stop_the_conversion_in_one_line(tmp_path):
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         for worker in _workers_of(proc.pid):
-            worker.send_signal(signal.SIGKILL)
+            _kill(worker)
         time.sleep(0.02)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "Traceback" not in output, output

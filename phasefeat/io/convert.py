@@ -29,6 +29,7 @@ from ._atomic import atomic_path
 from .assemble import assemble, read_piece_failures, write_piece
 from .discover import Discovery, discover
 from .pieces import (
+    MAX_PIECE,
     ConvertOptions,
     conversion_memory,
     finish_piece,
@@ -191,7 +192,7 @@ def _check_memory(options: ConvertOptions, workers: int) -> None:
     if have is not None and need > have:
         gb = 1024 ** 3
         raise ConvertError(
-            f"--size {options.size} needs about {need / gb:.1f} GB of memory ({options.piece_size} images "
+            f"--size {options.size} needs about {need / gb:.1f} GB of memory ({options.piece_size or MAX_PIECE} images "
             f"per piece x {workers} worker{'s' if workers > 1 else ''}, estimated), {have / gb:.1f} GB are "
             "available; lower --size, --piece-size or --workers")
 
@@ -481,6 +482,7 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
                                                        " (GPU where usable, else CPU)"))
     else:
         be = get_backend(backend)
+    options = options.with_piece_size_for(len(disc.samples), distributed=bool(scheduler))
     identity = _identity(disc, params, options, be.name, labels, source_pattern, patient_pattern)
     try:
         with _locked(work):

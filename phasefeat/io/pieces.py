@@ -93,7 +93,7 @@ class ConvertOptions:
     cxr_dtype: str = "uint8"
     enh_dtype: str = "uint8"
     max_pixels: int = DEFAULT_MAX_PIXELS
-    piece_size: int = 64
+    piece_size: int | None = None
     features_at: int | str | None = "native"
     max_bytes: int = DEFAULT_MAX_BYTES
 
@@ -107,7 +107,7 @@ class ConvertOptions:
             raise ValueError(f"cxr_dtype must be one of {list(CXR_DTYPES)}")
         if self.enh_dtype not in ENH_DTYPES:
             raise ValueError(f"enh_dtype must be one of {list(ENH_DTYPES)}")
-        if self.piece_size < 1 or self.max_pixels < 1 or self.max_bytes < 1:
+        if (self.piece_size is not None and self.piece_size < 1) or self.max_pixels < 1 or self.max_bytes < 1:
             raise ValueError("piece_size, max_pixels and max_bytes must be positive")
         at = self.features_at
         if at is not None and at != "native":
@@ -117,10 +117,29 @@ class ConvertOptions:
             if at == self.size:  # the same thing, said explicitly: one identity for resuming
                 object.__setattr__(self, "features_at", None)
 
+    def with_piece_size_for(self, samples: int, distributed: bool = False) -> ConvertOptions:
+        """These options with ``piece_size`` chosen for ``samples`` images where it is None."""
+        if self.piece_size is not None:
+            return self
+        return dataclasses.replace(self, piece_size=auto_piece_size(samples, distributed))
+
     @property
     def features_label(self) -> str:
         """``"store size"``, ``"native"`` or the working size, for records and messages."""
         return "store size" if self.features_at is None else str(self.features_at)
+
+
+#: Largest automatic piece (images): in worker processes, and on a Dask cluster.
+MAX_PIECE, MAX_DASK_PIECE = 64, 256
+#: An automatic piece size cuts a conversion into about this many pieces (no fewer than 4 images
+#: each): a worker that has finished its last piece waits for the others, so pieces of 64 images,
+#: two or three per worker, left a core idle for a tenth of a small conversion.
+AUTO_PIECES = 16
+
+
+def auto_piece_size(samples: int, distributed: bool = False) -> int:
+    """Images per resumable piece when ``--piece-size`` is not given: ``samples / 16``, 4 .. 64 (256 on Dask)."""
+    return min(MAX_DASK_PIECE if distributed else MAX_PIECE, max(4, -(-samples // AUTO_PIECES)))
 
 
 #: Peak working memory of ``enhance`` on the CPU per pixel of one feature image (float32, its filter
@@ -147,8 +166,9 @@ def conversion_memory(opts: ConvertOptions, workers: int) -> int:
     held = pixels * (2 * 4 + 1 + 3 * enh + cxr) + stored
     at = opts.size if opts.features_at in (None, "native") else opts.features_at
     working = ENHANCE_BYTES_PER_PIXEL * at * at + 2 * 3 * 4 * pixels  # + float maps being resized
-    per_worker = opts.piece_size * held + working + PROCESS_BYTES
-    return workers * per_worker + 2 * workers * opts.piece_size * 2 * stored + PROCESS_BYTES
+    piece = opts.piece_size or MAX_PIECE  # automatic sizes are at most this
+    per_worker = piece * held + working + PROCESS_BYTES
+    return workers * per_worker + 2 * workers * piece * 2 * stored + PROCESS_BYTES
 
 
 def _quantise(pixels: np.ndarray, dtype: str) -> np.ndarray:

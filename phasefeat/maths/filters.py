@@ -108,7 +108,12 @@ def bandpass_bank(shape: tuple[int, int], params: PhaseParams, half: bool = True
     -------
     ndarray, shape (nscale, H, W // 2 + 1) (or (nscale, H, W) if not ``half``)
     """
+    h = shape[0]
     _, _, rho = frequency_grid(shape, params.kovesi_odd_grid, half=half)
+    # Row H - u holds the same radii as row u (the same |frequency|, to the bit), so
+    # the filters are computed on rows 0 .. H // 2 and mirrored: half the
+    # transcendental work for every shape a conversion meets.
+    rho = rho[:h // 2 + 1]
     lowpass = 1.0 if params.lowpass is None else butterworth_lowpass(rho, *params.lowpass)
     bank = []
     for wavelength in params.wavelengths:
@@ -117,7 +122,8 @@ def bandpass_bank(shape: tuple[int, int], params: PhaseParams, half: bool = True
         else:
             a = params.assd_exponent or assd_exponent(params.assd_alpha, params.assd_bandwidth)
             g = assd(rho, wavelength, params.assd_alpha, a)
-        bank.append(g * lowpass)
+        top = g * lowpass
+        bank.append(np.concatenate([top, top[1:(h + 1) // 2][::-1]]))
     return np.stack(bank)
 
 
@@ -143,12 +149,14 @@ def _filter_bank_cached(shape, params, dtype_name, backend_name, device_id, xp):
     rx, ry = riesz(shape, params.kovesi_odd_grid)
     # Stacked as [even_0, odd_x_0, odd_y_0, even_1, ...] so one batched inverse
     # FFT yields every per-scale component.
-    stacked = np.empty((3 * params.nscale, *bank.shape[1:]), dtype=np.complex128)
-    stacked[0::3] = bank
-    stacked[1::3] = 1j * bank * rx
-    stacked[2::3] = 1j * bank * ry
-    complex_dtype = np.result_type(real, np.complex64)
-    out = xp.asarray(stacked.astype(complex_dtype))
+    # Written part by part in the compute type: the even filters are real, the odd
+    # ones i * B * r purely imaginary (float64 products, rounded once, as a cast of
+    # the complex128 values would round them).
+    stacked = np.zeros((3 * params.nscale, *bank.shape[1:]), dtype=np.result_type(real, np.complex64))
+    stacked.real[0::3] = bank
+    stacked.imag[1::3] = bank * rx
+    stacked.imag[2::3] = bank * ry
+    out = xp.asarray(stacked)
     if backend_name == "numpy":
         out.flags.writeable = False  # shared by every caller through the cache
     return out

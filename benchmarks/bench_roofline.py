@@ -1,0 +1,178 @@
+"""The CPU path of ``enhance`` stage by stage, beside the time its memory traffic needs on this machine.
+
+    python benchmarks/bench_roofline.py [--size 1024] [--repeats 7] [--json PATH]
+
+One core, float32, the default ``qi2021`` parameters, one radiograph (the first of the shared set,
+resized; a phantom where it is absent). The bandwidth is measured here, by a large copy (bytes read
+plus bytes written per second, the best of the repeats). Each stage's bound is the least traffic it
+must make (every input array read once, every output written once) over that bandwidth; the ratio
+measured / bound says how far it runs from the memory limit. FFTs are compute-bound on this machine
+(ratios well above 1 there are expected); also timed: ``scipy.fft.irfft2`` beside the package's
+two-pass inverse (``phasefeat._cpu_fft``). Prints a table and writes a JSON record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "cxr-real"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=1024, help="image side in pixels (1024)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per stage; medians (7)")
+    parser.add_argument("--source", type=Path, default=DEFAULT_IMAGES,
+                        help="folder of radiographs (default: the shared real set; a phantom if absent)")
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "roofline-cpu.json")
+    return parser.parse_args(argv)
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bandwidth(repeats: int) -> float:
+    """Bytes moved per second by a 256 MB float32 copy (read + write), best of ``repeats``."""
+    import numpy as np
+
+    src = np.ones(64 * 2**20, dtype=np.float32)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best
+
+
+def load_image(args):
+    import numpy as np
+
+    from phasefeat.io.imageio import ImageReadError, read_grey, resize
+    from phasefeat.tools.phantom import chest_phantom
+
+    paths = sorted(p for p in args.source.rglob("*.png")) if args.source.is_dir() else []
+    for path in paths:
+        try:
+            return (resize(read_grey(path), (args.size, args.size)) * 255)[None].astype(np.float32), path.name
+        except ImageReadError:
+            continue
+    return (chest_phantom(args.size, seed=0) * 255)[None].astype(np.float32), "a generated phantom"
+
+
+def stages(image):
+    """``(name, call, bytes)`` of each stage of the CPU path, on arrays computed from ``image``."""
+    import numpy as np
+
+    from phasefeat import PhaseParams, _cpu_fft
+    from phasefeat.backend import get_backend
+    from phasefeat.maths import elea, kirsch, monogenic, scaling
+    from phasefeat.maths._cpu_kernels import kernels
+    from phasefeat.maths.filters import filter_bank
+
+    params, backend = PhaseParams(), get_backend("numpy")
+    fused = kernels()
+    n, h, w = image.shape
+    plane, half = h * w * 4, h * (w // 2 + 1) * 8  # float32 image, complex64 half spectrum
+    bank = filter_bank((h, w), params, np.float32, backend)
+    spectrum = _cpu_fft.rfft2(image - image.mean())
+    comps = monogenic.monogenic_components(image, params, backend)
+    e_sum, odd_norm, pe = (np.empty((n, h, w), np.float32) for _ in range(3))
+    fused[2](comps[0], params.polarity, e_sum[0], odd_norm[0], pe[0])
+    lwpa = np.empty_like(e_sum)
+    scaled = scaling.scale_map(pe, "energy", params, np)
+    rho = elea.airlight(scaled, params, np)
+    t_b = elea.boundary_constraint(scaled, rho, params, np)
+    t_hat = elea.closing(t_b, params.closing_size, params.closing_border, np)
+    weights = elea.contextual_weights(scaled, params, backend)
+    power = kirsch.bank_power_spectrum((h, w), params.meng_compat, np.float32, backend)
+    t_spec = _cpu_fft.rfft2(t_hat)
+    v = np.empty_like(t_hat)
+    v_spec = _cpu_fft.rfft2(t_hat)
+    transmission = elea.regularize_transmission(t_hat, weights, params, backend).transmission
+    x = scaled / np.float32(255)
+    exponent = np.empty((8, n, h, w), np.float32)
+    planes_in = 7 if params.meng_compat else 8  # Meng's bank repeats mask 0: seven planes are read
+    k = len(bank)
+    return [
+        ("forward FFT of the image (rfft2)", lambda: _cpu_fft.rfft2(image), plane + half),
+        (f"{k} inverse FFTs of the monogenic bank (product + irfft2)",
+         lambda: [_cpu_fft.irfft2(spectrum[0] * bank[i], s=(h, w), overwrite_x=True) for i in range(k)],
+         k * (2 * half + plane)),
+        ("phase sums (E, |O|, PE)", lambda: fused[2](comps[0], params.polarity, e_sum[0], odd_norm[0], pe[0]),
+         (k + 3) * plane),
+        ("LwPA = atan2(E, |O|)", lambda: fused[4](e_sum[0], odd_norm[0], lwpa[0]), 3 * plane),
+        ("min-max scaling of one map", lambda: scaling.minmax_255(pe, np), 2 * plane),
+        ("airlight, boundary constraint, closing",
+         lambda: elea.closing(elea.boundary_constraint(scaled, elea.airlight(scaled, params, np), params, np),
+                              params.closing_size, params.closing_border, np), 2 * plane),
+        ("Kirsch responses -> weights' exponent", lambda: fused[0](x[0], 2 * params.sigma_w, exponent[:, 0]),
+         9 * plane),
+        (f"exp of the weights ({planes_in} planes, in place)",
+         lambda: [np.exp(exponent[i], out=exponent[i]) for i in range(planes_in)], 2 * planes_in * plane),
+        ("BCCR shrink + adjoint (one iteration)",
+         lambda: fused[1](t_hat[0], weights[:, 0], 1 / 8, params.meng_compat, v[0]), (planes_in + 2) * plane),
+        ("BCCR rfft2 (one iteration)", lambda: _cpu_fft.rfft2(v), plane + half),
+        ("BCCR spectral solve (one iteration)", lambda: fused[3](t_spec[0], v_spec[0], power, np.float32(0.5)),
+         3 * half + half // 4),
+        ("BCCR irfft2 (one iteration)", lambda: _cpu_fft.irfft2(t_spec, s=(h, w)), half + plane),
+        ("attenuation inverted (ELEA)", lambda: elea.invert_attenuation(scaled, transmission, rho, params, np),
+         3 * plane),
+        ("whole enhance (for reference)",
+         lambda: __import__("phasefeat").enhance(image[0], dtype="float32"), 4 * plane),
+    ]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, [sorted(os.sched_getaffinity(0))[0]])
+    sys.path.insert(0, str(REPO))
+    import scipy.fft
+
+    from phasefeat import _cpu_fft
+    from phasefeat.backend import cpu_model
+
+    image, source = load_image(args)
+    bw = bandwidth(args.repeats)
+    rows = []
+    for name, call, traffic in stages(image):
+        seconds = median_seconds(call, args.repeats)
+        bound = traffic / bw
+        rows.append({"stage": name, "ms": 1e3 * seconds, "traffic_mb": traffic / 1e6, "bound_ms": 1e3 * bound,
+                     "ratio": seconds / bound})
+    spectrum = scipy.fft.rfft2(image[0])
+    shape = image.shape[1:]
+    irfft = {"scipy_irfft2_ms": 1e3 * median_seconds(lambda: scipy.fft.irfft2(spectrum, s=shape), args.repeats),
+             "two_pass_irfft2_ms": 1e3 * median_seconds(lambda: _cpu_fft.irfft2(spectrum, s=shape), args.repeats)}
+    print(f"enhance stages, float32, qi2021, {args.size}x{args.size} ({source}); one core of {cpu_model()}; "
+          f"copy bandwidth {bw / 1e9:.1f} GB/s (read + write); medians of {args.repeats}\n")
+    print("| stage | measured ms | least traffic MB | memory bound ms | measured / bound |\n|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['stage']} | {r['ms']:.2f} | {r['traffic_mb']:.1f} | {r['bound_ms']:.2f} | {r['ratio']:.1f} |")
+    print(f"\nirfft2 {args.size}x{args.size}: scipy.fft {irfft['scipy_irfft2_ms']:.2f} ms, two-pass "
+          f"{irfft['two_pass_irfft2_ms']:.2f} ms")
+    from benchmarks._record import write_record
+
+    write_record(args.json, "roofline", cpu_model(), machine={"cores_used": 1},
+                 settings={"size": args.size, "repeats": args.repeats, "source": source, "dtype": "float32",
+                           "params": "qi2021 (default)"},
+                 copy_bandwidth_gb_s=bw / 1e9, rows=rows, irfft2=irfft)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
