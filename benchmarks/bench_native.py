@@ -193,7 +193,9 @@ def main(argv=None) -> int:
         (tmp / "base").mkdir()
         commit = checkout(args.baseline, tmp / "base")
         sides = {"baseline": tmp / "base", "this tree": REPO}
-        labels = {"baseline": commit[:7], "this tree": f"{head} + working tree"}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "phasefeat"], cwd=REPO, capture_output=True,
+                               text=True).stdout.strip()
+        labels = {"baseline": commit[:7], "this tree": f"{head} + uncommitted changes" if dirty else head}
         enhance = None if args.skip_enhance else enhance_rows(args, tmp, sides)
         convert = None if args.skip_convert else convert_rows(args, tmp, sides)
     if enhance:
@@ -230,7 +232,8 @@ def main(argv=None) -> int:
                            "convert_rounds": args.convert_rounds, "dtype": "float32",
                            "params": "qi2021 (default)", "enhance_cores": 1,
                            "convert_cores": os.cpu_count()},
-                 baseline_commit=commit, head_commit=head, enhance=enhance, convert=convert)
+                 baseline_commit=commit, head_commit=head, uncommitted_changes=bool(dirty), enhance=enhance,
+                 convert=convert)
     return 0
 
 
