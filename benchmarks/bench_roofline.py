@@ -105,6 +105,8 @@ def stages(image):
     transmission = elea.regularize_transmission(t_hat, weights, params, backend).transmission
     x = scaled / np.float32(255)
     exponent = np.empty((8, n, h, w), np.float32)
+    fused[0](x[0], 2 * params.sigma_w, exponent[:, 0])
+    exp_out = np.empty_like(exponent)
     planes_in = 7 if params.meng_compat else 8  # Meng's bank repeats mask 0: seven planes are read
     k = len(bank)
     return [
@@ -121,8 +123,8 @@ def stages(image):
                               params.closing_size, params.closing_border, np), 2 * plane),
         ("Kirsch responses -> weights' exponent", lambda: fused[0](x[0], 2 * params.sigma_w, exponent[:, 0]),
          9 * plane),
-        (f"exp of the weights ({planes_in} planes, in place)",
-         lambda: [np.exp(exponent[i], out=exponent[i]) for i in range(planes_in)], 2 * planes_in * plane),
+        (f"exp of the weights ({planes_in} planes)",
+         lambda: [np.exp(exponent[i], out=exp_out[i]) for i in range(planes_in)], 2 * planes_in * plane),
         ("BCCR shrink + adjoint (one iteration)",
          lambda: fused[1](t_hat[0], weights[:, 0], 1 / 8, params.meng_compat, v[0]), (planes_in + 2) * plane),
         ("BCCR rfft2 (one iteration)", lambda: _cpu_fft.rfft2(v), plane + half),

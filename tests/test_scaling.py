@@ -140,3 +140,16 @@ def test_scale_map_picks_the_mapping_of_the_scaling_and_the_kind():
     assert np.array_equal(scale_map(x, "angle", fixed, np), angle_255(x, np))
     assert np.array_equal(scale_map(x, "energy", fixed, np),
                           energy_255(x, fixed.scaling_percentile, fixed.scaling_margin, np))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_minmax_equals_the_array_path_bit_for_bit(dtype, monkeypatch):
+    import phasefeat.maths.scaling as S
+
+    x = np.random.default_rng(7).standard_normal((3, 19, 26)).astype(dtype)
+    x[1] = 4.5  # a constant image gives zeros
+    fused = S.minmax_255(x, np)
+    monkeypatch.setattr(S, "cpu_kernels", lambda: None)
+    reference = S.minmax_255(x, np)
+    assert fused.dtype == reference.dtype and np.array_equal(fused, reference)
+    assert np.all(fused[1] == 0) and fused[0].max() == 255 and fused[0].min() == 0

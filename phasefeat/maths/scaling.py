@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..params import PhaseParams
+from ._cpu_kernels import kernels as cpu_kernels
 
 __all__ = ["minmax_255", "angle_255", "energy_255", "scale_map"]
 
@@ -25,6 +28,12 @@ def _per_image(reduce, x):
 
 def minmax_255(x, xp):
     """``255 * (x - min) / (max - min)`` per image; 0 for a constant image."""
+    fused = cpu_kernels() if xp is np else None
+    if fused:  # one pass for the extremes, one for the map: the same bits as below
+        out = xp.empty_like(x)
+        for n in range(x.shape[0]):
+            fused[5](x[n], out[n])
+        return out
     lo, hi = _per_image(xp.min, x), _per_image(xp.max, x)
     span = hi - lo
     safe = xp.where(span > 0, span, 1)
