@@ -244,13 +244,3 @@ def test_elea_takes_every_argument_by_keyword():
     assert np.array_equal(by_keyword, E.elea(source, PhaseParams(), NUMPY))
     with pytest.raises(TypeError):
         E.elea(source, PhaseParams(), NUMPY, True)  # return_details is keyword-only
-
-
-@pytest.mark.parametrize("size", [2, 3, 4, 5, 7, 12])
-@pytest.mark.parametrize("mode", ["nearest", "wrap"])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fused_closing_equals_the_array_path_bit_for_bit(size, mode, dtype, monkeypatch):
-    x = np.random.default_rng(6).random((2, 23, 31)).astype(dtype)
-    fused = E.closing(x, size, mode, np)
-    monkeypatch.setattr(E, "cpu_kernels", lambda: None)
-    assert np.array_equal(fused, E.closing(x, size, mode, np))

@@ -285,31 +285,10 @@ def _minmax_255_2d(x, out):
             out[i, j] = (x[i, j] - lo) / span * scale if span > 0 else zero
 
 
-def _running_2d(x, size, before, wrap, take_max, out):
-    """Running max (or min) over ``x[i - before .. i - before + size - 1]`` along each axis in turn:
-    a ``size x size`` square, borders clamped (``wrap=False``) or circular."""
-    h, w = x.shape
-    rows = np.empty((h, w), dtype=x.dtype)
-    for i in range(h):
-        for j in range(w):
-            best = x[i, (j - before) % w] if wrap else x[i, min(max(j - before, 0), w - 1)]
-            for k in range(1, size):
-                jj = (j - before + k) % w if wrap else min(max(j - before + k, 0), w - 1)
-                best = max(best, x[i, jj]) if take_max else min(best, x[i, jj])
-            rows[i, j] = best
-    for i in range(h):
-        for j in range(w):
-            best = rows[(i - before) % h, j] if wrap else rows[min(max(i - before, 0), h - 1), j]
-            for k in range(1, size):
-                ii = (i - before + k) % h if wrap else min(max(i - before + k, 0), h - 1)
-                best = max(best, rows[ii, j]) if take_max else min(best, rows[ii, j])
-            out[i, j] = best
-
-
 @functools.cache
 def kernels():
     """Return ``(correlate_bank_2d, shrink_adjoint_2d, phase_sums_2d, spectral_solve_2d,
-    lwpa_2d, minmax_255_2d, running_2d)`` compiled, or None."""
+    lwpa_2d, minmax_255_2d)`` compiled, or None."""
     try:
         import numba
         import numba.extending
@@ -321,4 +300,4 @@ def kernels():
     jit = numba.njit(cache=True, nogil=True, fastmath=True)
     exact = numba.njit(cache=True, nogil=True)
     return (jit(_correlate_bank_2d), jit(_shrink_adjoint_2d), jit(_phase_sums_2d), exact(_spectral_solve_2d),
-            jit(_lwpa_2d), exact(_minmax_255_2d), jit(_running_2d))
+            jit(_lwpa_2d), exact(_minmax_255_2d))
