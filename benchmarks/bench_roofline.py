@@ -1,6 +1,6 @@
 """The CPU path of ``enhance`` stage by stage, beside the time its memory traffic needs on this machine.
 
-    python benchmarks/bench_roofline.py [--size 1024] [--repeats 7] [--json PATH]
+    python benchmarks/bench_roofline.py [--size 1024] [--repeats 7] [--baseline REV] [--json PATH]
 
 One core, float32, the default ``qi2021`` parameters, one radiograph (the first of the shared set,
 resized; a phantom where it is absent). The bandwidth is measured here, by a large copy (bytes read
@@ -8,7 +8,12 @@ plus bytes written per second, the best of the repeats). Each stage's bound is t
 must make (every input array read once, every output written once) over that bandwidth; the ratio
 measured / bound says how far it runs from the memory limit. FFTs are compute-bound on this machine
 (ratios well above 1 there are expected); also timed: ``scipy.fft.irfft2`` beside the package's
-two-pass inverse (``phasefeat._cpu_fft``). Prints a table and writes a JSON record.
+two-pass inverse (``phasefeat._cpu_fft``).
+
+A second table times each change of the native-resolution work beside what it replaced, on
+the same arrays: the earlier revision's own Numba kernels and Kirsch power spectrum (loaded
+from git, ``--baseline``), NumPy expressions where the earlier code was one, the filter bank
+built as before (complex products, every row). Prints both tables and writes a JSON record.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "cxr-real"
+DEFAULT_BASELINE = "8f86dc1afbf44415a4d0c313d5004b6f9650b64c"  # as benchmarks/bench_native.py
 
 
 def parse_args(argv=None):
@@ -30,6 +36,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per stage; medians (7)")
     parser.add_argument("--source", type=Path, default=DEFAULT_IMAGES,
                         help="folder of radiographs (default: the shared real set; a phantom if absent)")
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision the changes are timed against")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "roofline-cpu.json")
     return parser.parse_args(argv)
 
@@ -138,6 +145,116 @@ def stages(image):
     ]
 
 
+def baseline_module(rev: str, path: str, folder: Path):
+    """A module of the package at ``rev`` that imports nothing from the package, loaded on its own."""
+    import importlib.util
+    import subprocess
+
+    text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True, capture_output=True,
+                          text=True).stdout
+    file = folder / ("baseline_" + Path(path).name)
+    file.write_text(text)
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def old_filter_bank(shape, params):
+    """The bank as the baseline built it: radial filters on every row, complex128 products, one cast."""
+    import numpy as np
+
+    from phasefeat.maths.assd import assd
+    from phasefeat.maths.filters import butterworth_lowpass, frequency_grid, riesz
+
+    _, _, rho = frequency_grid(shape, params.kovesi_odd_grid)
+    lowpass = butterworth_lowpass(rho, *params.lowpass)
+    bank = np.stack([assd(rho, wl, params.assd_alpha, params.assd_exponent) * lowpass
+                     for wl in params.wavelengths])
+    rx, ry = riesz(shape, params.kovesi_odd_grid)
+    stacked = np.empty((3 * params.nscale, *bank.shape[1:]), dtype=np.complex128)
+    stacked[0::3] = bank
+    stacked[1::3] = 1j * bank * rx
+    stacked[2::3] = 1j * bank * ry
+    return stacked.astype(np.complex64)
+
+
+def changes(image, rev: str, repeats: int, folder: Path) -> list[dict]:
+    """Each change beside what it replaced: ``{change, per_image, before_ms, after_ms}``."""
+    import types
+
+    import numpy as np
+    import scipy.fft
+
+    from phasefeat import PhaseParams, _cpu_fft
+    from phasefeat.backend import get_backend
+    from phasefeat.maths import elea, filters, kirsch, monogenic, scaling
+    from phasefeat.maths._cpu_kernels import kernels
+
+    old = baseline_module(rev, "phasefeat/maths/_cpu_kernels.py", folder).kernels()
+    old_kirsch = baseline_module(rev, "phasefeat/maths/kirsch.py", folder)
+    new, params, backend = kernels(), PhaseParams(), get_backend("numpy")
+    n, h, w = image.shape
+    comps = monogenic.monogenic_components(image, params, backend)
+    e_sum, odd_norm, pe = (np.empty((h, w), np.float32) for _ in range(3))
+    new[2](comps[0], params.polarity, e_sum, odd_norm, pe)
+    scaled = scaling.scale_map(pe[None], "energy", params, np)
+    x = scaled[0] / np.float32(255)
+    weights = elea.contextual_weights(scaled, params, backend)[:, 0]
+    t = elea.closing(elea.boundary_constraint(scaled, elea.airlight(scaled, params, np), params, np), 3,
+                     "nearest", np)[0]
+    v, lwpa, z = np.empty_like(t), np.empty_like(t), np.empty((8, h, w), np.float32)
+    spectrum = _cpu_fft.rfft2(image[0] - image[0].mean())
+    bank = filters.filter_bank((h, w), params, np.float32, backend)
+    t_spec, v_spec = _cpu_fft.rfft2(t), _cpu_fft.rfft2(v)
+    power = kirsch.bank_power_spectrum((h, w), True, np.float32, backend)
+    array_module = types.SimpleNamespace(min=np.min, max=np.max, where=np.where)  # not numpy: the array path
+    gamma = np.float32(0.5)
+    two_sigma = np.float32(2 * params.sigma_w)
+
+    def old_weights():
+        old[0](x, z)
+        np.exp(-(z * z) / two_sigma)
+
+    def new_weights():
+        new[0](x, 2 * params.sigma_w, z)
+        np.exp(z[:4], out=z[:4])
+        np.exp(z[5:], out=z[5:])
+
+    pairs = [
+        ("BCCR shrink + adjoint (the weights / 8 once, then 6 iterations)", 1,
+         lambda: [old[1](t, w8, 1.0, True, v) for w8 in [weights / 8] for _ in range(6)],
+         lambda: [new[1](t, weights, 1 / 8, True, v) for _ in range(6)]),
+        ("BCCR spectral solve (NumPy expression -> one fused pass)", 6,
+         lambda: (gamma * t_spec + v_spec) / (gamma + power),
+         lambda: new[3](t_spec, v_spec.copy(), power, gamma)),
+        ("contextual weights (Kirsch pass + 3 NumPy passes + exp -> exponent in the Kirsch pass)", 1,
+         old_weights, new_weights),
+        ("LwPA (numpy.arctan2 -> vectorised atan2)", 1,
+         lambda: np.arctan2(e_sum, odd_norm), lambda: new[4](e_sum, odd_norm, lwpa)),
+        ("irfft2 of one plane (scipy.fft -> two passes, in place)", 12,
+         lambda: scipy.fft.irfft2(t_spec, s=(h, w)), lambda: _cpu_fft.irfft2(t_spec.copy(), s=(h, w),
+                                                                            overwrite_x=True)),
+        ("monogenic inverse FFTs (one 6-plane irfft2 -> plane by plane)", 1,
+         lambda: scipy.fft.irfft2(spectrum[None] * bank, s=(h, w)),
+         lambda: [scipy.fft.irfft2(spectrum * bank[k], s=(h, w)) for k in range(len(bank))]),
+        ("min-max scaling (NumPy -> one kernel)", 3,
+         lambda: scaling.minmax_255(pe[None], array_module),
+         lambda: scaling.minmax_255(pe[None], np)),
+        ("Kirsch power spectrum for a new shape (8 FFTs -> closed form)", "per shape",
+         lambda: old_kirsch._power_spectrum_cached.__wrapped__((h, w), True, "float32", "numpy", None, np),
+         lambda: kirsch.power_spectrum((h, w), True).astype(np.float32)),
+        ("filter bank for a new shape (every row, complex products -> half the rows, parts)", "per shape",
+         lambda: old_filter_bank((h, w), params),
+         lambda: filters._filter_bank_cached.__wrapped__((h, w), params, "float32", "numpy", None, np)),
+    ]
+    rows = []
+    for name, per_image, before, after in pairs:
+        rows.append({"change": name, "per_image": per_image, "before_ms": 1e3 * median_seconds(before, repeats),
+                     "after_ms": 1e3 * median_seconds(after, repeats)})
+    return rows
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
@@ -167,12 +284,22 @@ def main(argv=None) -> int:
         print(f"| {r['stage']} | {r['ms']:.2f} | {r['traffic_mb']:.1f} | {r['bound_ms']:.2f} | {r['ratio']:.1f} |")
     print(f"\nirfft2 {args.size}x{args.size}: scipy.fft {irfft['scipy_irfft2_ms']:.2f} ms, two-pass "
           f"{irfft['two_pass_irfft2_ms']:.2f} ms")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = changes(image, args.baseline, args.repeats, Path(tmp))
+    print(f"\nEach change beside what it replaced (baseline {args.baseline[:7]}; same arrays, same core)\n")
+    print("| change | times per image | before ms | after ms | saved per image ms |\n|---|---|---:|---:|---:|")
+    for r in saved:
+        per = r["per_image"]
+        gain = f"{(r['before_ms'] - r['after_ms']) * per:.1f}" if isinstance(per, int) else "per new shape"
+        print(f"| {r['change']} | {per} | {r['before_ms']:.2f} | {r['after_ms']:.2f} | {gain} |")
     from benchmarks._record import write_record
 
     write_record(args.json, "roofline", cpu_model(), machine={"cores_used": 1},
                  settings={"size": args.size, "repeats": args.repeats, "source": source, "dtype": "float32",
-                           "params": "qi2021 (default)"},
-                 copy_bandwidth_gb_s=bw / 1e9, rows=rows, irfft2=irfft)
+                           "params": "qi2021 (default)", "baseline": args.baseline},
+                 copy_bandwidth_gb_s=bw / 1e9, rows=rows, irfft2=irfft, changes=saved)
     return 0
 
 
