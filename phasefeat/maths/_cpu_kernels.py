@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from ._pixel import soft, solved
+
 logger = logging.getLogger("phasefeat")
 
 NORM = 1.0 / math.sqrt(120.0)
@@ -67,12 +69,6 @@ def _correlate_bank_2d(x, two_sigma, out):
                 row = out[k, i - 1]
                 for j in range(w):
                     row[j] = -(row[j] * row[j]) / s
-
-
-def _soft(z, th):
-    # sign(z) * max(|z| - th, 0) == z - clamp(z, -th, th) for th >= 0; min/max
-    # keep the loop branch-free so it vectorises, in float32 as in float64.
-    return z - min(max(z, -th), th)
 
 
 def _shrink_adjoint_2d(t, weights, scale, meng_compat, out):
@@ -135,7 +131,7 @@ def _shrink_adjoint_2d(t, weights, scale, meng_compat, out):
             zk = z[k]
             wk = weights[k, i]
             for j in range(w):
-                zk[j] = _soft(zk[j], wk[j] * th_scale)
+                zk[j] = soft(zk[j], wk[j] * th_scale)
         if meng_compat:
             # Meng's bank repeats direction 0 in fifth place (same weights, so the same
             # shrunk response): the adjoint sees direction 0 twice and direction 4 never.
@@ -217,14 +213,11 @@ def _spectral_solve_2d(t_hat_spec, v_spec, power, gamma):
     of four.
     """
     h, w = v_spec.shape
-    one = power.dtype.type(1)
     g = power.dtype.type(gamma)
+    one = power.dtype.type(1)
     for i in range(h):
         for j in range(w):
-            inv = one / (g + power[i, j])
-            a = t_hat_spec[i, j]
-            b = v_spec[i, j]
-            v_spec[i, j] = complex((g * a.real + b.real) * inv, (g * a.imag + b.imag) * inv)
+            v_spec[i, j] = solved(t_hat_spec[i, j], v_spec[i, j], g, power[i, j], one)
 
 
 # atan(x) = x * P(x * x) on 0 <= x <= tan(pi / 8): a degree-6 Chebyshev fit in x * x
@@ -295,8 +288,9 @@ def kernels():
     except Exception as exc:  # ImportError, or numba refusing this NumPy
         logger.info("numba unavailable (%s): using the array-module Kirsch path", exc)
         return None
-    for helper in (_soft, _wrap_pad):  # callable from the kernels, still plain Python
+    for helper in (soft, _wrap_pad):  # callable from the kernels, still plain Python
         numba.extending.register_jitable(fastmath=True)(helper)
+    numba.extending.register_jitable(solved)  # no fastmath: bit-identical to NumPy
     jit = numba.njit(cache=True, nogil=True, fastmath=True)
     exact = numba.njit(cache=True, nogil=True)
     return (jit(_correlate_bank_2d), jit(_shrink_adjoint_2d), jit(_phase_sums_2d), exact(_spectral_solve_2d),

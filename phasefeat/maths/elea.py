@@ -20,6 +20,7 @@ import math
 from ..params import PhaseParams
 from . import kirsch
 from ._cpu_kernels import kernels as cpu_kernels
+from ._gpu_kernels import kernels as gpu_kernels
 from .scaling import scale_map
 
 __all__ = ["airlight", "boundary_constraint", "closing", "contextual_weights",
@@ -102,12 +103,23 @@ def contextual_weights(scaled, params: PhaseParams, backend):
         else:
             xp.exp(w, out=w)
         return w
+    gpu = _gpu(backend, x)
+    if gpu:
+        w = xp.empty((8, *x.shape), dtype=x.dtype)
+        gpu.weights(x, 2 * params.sigma_w, params.meng_compat, w)
+        return w
     z = kirsch.correlate_bank(x, params.meng_compat, xp)
     return xp.exp(-(z * z) / x.dtype.type(2 * params.sigma_w))
 
 
 def _fused(params: PhaseParams, backend):
     return cpu_kernels() if backend.name == "numpy" else None
+
+
+def _gpu(backend, array):
+    """The fused CUDA kernels on the CuPy path where they can take ``array``, or None for its array code."""
+    gpu = gpu_kernels() if backend.name == "cupy" else None
+    return gpu if gpu and gpu.accepts(array) else None
 
 
 @dataclasses.dataclass
@@ -137,8 +149,8 @@ def regularize_transmission(t_hat, weights, params: PhaseParams, backend) -> BCC
     shape = t_hat.shape[-2:]
     power = kirsch.bank_power_spectrum(shape, params.meng_compat, dtype, backend)
     t_hat_spec = backend.fft.rfft2(t_hat)
-    fused = _fused(params, backend)
-    thresholds = None if fused else weights / dtype.type(len(weights))
+    fused, gpu = _fused(params, backend), _gpu(backend, t_hat)
+    thresholds = None if fused or gpu else weights / dtype.type(len(weights))
     t = t_hat
     iterations = 0
     for k in range(params.bccr_iterations):
@@ -154,6 +166,12 @@ def regularize_transmission(t_hat, weights, params: PhaseParams, backend) -> BCC
             for n in range(t.shape[0]):
                 fused[3](t_hat_spec[n], spec[n], power, gamma)
             t = backend.fft.irfft2(spec, s=shape, overwrite_x=True)
+        elif gpu:  # three kernels and two FFTs per iteration
+            v = xp.empty_like(t)
+            gpu.shrink_adjoint(t, weights, 1.0 / (len(weights) * beta), params.meng_compat, v)
+            spec = backend.fft.rfft2(v)
+            gpu.spectral_solve(t_hat_spec, spec, power, gamma)
+            t = backend.fft.irfft2(spec, s=shape)
         else:
             z = kirsch.correlate_bank(t, params.meng_compat, xp)
             u = kirsch.shrink(z, thresholds * dtype.type(1 / beta), xp)
