@@ -45,7 +45,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-from _traffic import FFT_PASSES, CountedArray, CountingFFT, CountingNumpy, metering  # noqa: E402
+from _traffic import (  # noqa: E402
+    FFT_PASSES,
+    CountedArray,
+    CountedGpuKernels,
+    CountingFFT,
+    CountingNumpy,
+    metering,
+)
 
 #: Public datasheet peaks (dense, no sparsity) of the cards the estimate is made for.
 GPUS = {
@@ -74,11 +81,25 @@ def reference_path(chunk: int):
         yield
 
 
-def counting_backend():
+def counting_backend(name: str = "numpy"):
+    """Counted NumPy under ``name``: "numpy" runs the array code, "cupy" the CuPy path's branches."""
     from phasefeat.backend import Backend
 
-    return Backend(name="numpy", xp=CountingNumpy(), fft=CountingFFT(),
-                   device="counted NumPy (traffic model)")
+    return Backend(name=name, xp=CountingNumpy(), fft=CountingFFT(), device="counted NumPy (traffic model)")
+
+
+@contextlib.contextmanager
+def fused_path(chunk: int):
+    """Run the CuPy path with its fused CUDA kernels, counted (``CountedGpuKernels``), ``chunk`` images at a time."""
+    import importlib
+
+    elea, features, monogenic = (importlib.import_module(f"phasefeat.maths.{name}")
+                                 for name in ("elea", "features", "monogenic"))
+    with mock.patch.object(elea, "gpu_kernels", return_value=CountedGpuKernels()), \
+            mock.patch.object(monogenic, "cpu_kernels", return_value=None), \
+            mock.patch.object(elea, "cpu_kernels", return_value=None), \
+            mock.patch.dict(features.CHUNK, {"cupy": chunk}):
+        yield
 
 
 # ---------------------------------------------------------------------------
@@ -92,28 +113,30 @@ def sample_images(n: int, size: int) -> np.ndarray:
     return np.stack([chest_phantom(size, seed=i).astype(np.float32) for i in range(n)])
 
 
-def feature_traffic(images: np.ndarray, params=None) -> dict:
-    """Bytes and kernel launches per image of ``enhance`` on the array-module path."""
+def feature_traffic(images: np.ndarray, params=None, fused: bool = False) -> dict:
+    """Bytes and kernel launches per image of ``enhance`` on the CuPy path: its array code, or
+    (``fused``) with the fused CUDA kernels of the BCCR iteration and the contextual weights."""
     from phasefeat.maths.features import enhance_batch
     from phasefeat.params import PhaseParams
 
     params = PhaseParams() if params is None else params
-    backend = counting_backend()
+    backend = counting_backend("cupy" if fused else "numpy")
+    path = fused_path if fused else reference_path
     batch = images.astype(np.float32).view(CountedArray)
     n = len(images)
-    with reference_path(chunk=n):
+    with path(chunk=n):
         enhance_batch(batch[:1], params, backend)  # builds the cached filter banks
         with metering() as meter:
             enhance_batch(batch, params, backend)
-    # One BCCR iteration fewer: the difference is what one iteration costs (the part a fused
-    # stencil kernel would cut).
+    # One BCCR iteration fewer: the difference is what one iteration costs.
     fewer = params.replace(bccr_iterations=params.bccr_iterations - 1)
-    with reference_path(chunk=n):
+    with path(chunk=n):
         enhance_batch(batch[:1], fewer, backend)
         with metering() as shorter:
             enhance_batch(batch, fewer, backend)
     per_iteration = (meter.total_bytes - shorter.total_bytes) / n
-    return {"images": n, "preset": params.preset_name(), "bytes_per_image": meter.total_bytes / n,
+    return {"images": n, "preset": params.preset_name(), "path": "fused" if fused else "array code",
+            "bytes_per_image": meter.total_bytes / n,
             "kernels_per_chunk": meter.total_kernels,
             "bccr_iterations": params.bccr_iterations,
             "bytes_per_bccr_iteration": per_iteration,
@@ -310,9 +333,18 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     images = sample_images(args.traffic_images, args.size)
     traffic = feature_traffic(images)
+    fused = feature_traffic(images, fused=True)
     memory = feature_peak_memory(images, args.chunk)
     features = feature_estimates(traffic, args.chunk)
+    fused_rates = feature_estimates(fused, args.chunk)
     print(f"ESTIMATES, NOT MEASUREMENTS (no GPU was used). enhance at {args.size}x{args.size}, float32:")
+    print(f"  with the fused CUDA kernels: {fused['bytes_per_image'] / 1e6:.0f} MB/image, "
+          f"{fused['kernels_per_chunk'] / args.traffic_images:.0f} launches per image; "
+          f"{fused['bytes_per_bccr_iteration'] / 1e6:.1f} MB per BCCR iteration")
+    for row in fused_rates:
+        print(f"    {row['gpu']:<10} {row['img_s_low']:>7.0f} - {row['img_s_high']:<6.0f} images/s "
+              f"(bound {row['bound_img_s']:.0f})")
+    print("  the array code (what CuPy runs without them):")
     print(f"  traffic {traffic['bytes_per_image'] / 1e6:.0f} MB/image, "
           f"{traffic['kernels_per_chunk'] / args.traffic_images:.0f} kernel launches per image "
           f"(per chunk: {traffic['kernels_per_chunk']}); allocation peak of a {args.chunk}-image chunk "
@@ -363,7 +395,8 @@ def main(argv=None) -> int:
                  assumptions={"gpus": GPUS, "bandwidth_efficiency": BANDWIDTH_EFFICIENCY,
                               "tensor_utilisation": TENSOR_UTILISATION,
                               "launch_latency_s": LAUNCH_LATENCY_S, "fft_passes": FFT_PASSES},
-                 features={"traffic": traffic, "memory": memory, "estimates": features},
+                 features={"traffic": traffic, "memory": memory, "estimates": features,
+                           "fused": {"traffic": fused, "estimates": fused_rates}},
                  training=training, cpu_step=cpu)
     return 0
 

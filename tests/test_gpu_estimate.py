@@ -87,6 +87,30 @@ def test_counted_enhance_computes_the_real_enhance(est):
     assert meter.total_bytes > 100 * images.nbytes  # far more traffic than the images themselves
 
 
+def test_counted_fused_path_computes_the_real_enhance_with_its_kernels(est):
+    images = est.sample_images(2, 48)
+    from phasefeat.maths.features import enhance_batch
+
+    with est.fused_path(chunk=2), est.metering() as meter:
+        counted = enhance_batch(images.view(est.CountedArray), PhaseParams(), est.counting_backend("cupy"))
+    expected = pf.enhance(images, backend="numpy", dtype="float32") * 255
+    np.testing.assert_allclose(np.asarray(counted), expected, atol=2e-3)
+    assert meter.kernels["fused shrink_adjoint"] == meter.kernels["fused spectral_solve"] == 6
+    assert meter.kernels["fused weights"] == 1
+    assert "roll" not in meter.bytes  # no array-code stencil left
+
+
+def test_the_fused_kernels_cut_the_traffic_and_what_each_iteration_moves(est):
+    images = est.sample_images(2, 48)
+    array_code, fused = est.feature_traffic(images), est.feature_traffic(images, fused=True)
+    assert fused["path"] == "fused" and array_code["path"] == "array code"
+    assert fused["bytes_per_image"] < array_code["bytes_per_image"] / 4
+    plane = 4 * 48 * 48
+    # An iteration: t + 7 weight planes + v (shrink + adjoint), the spectral solve and the FFT pair.
+    assert fused["bytes_per_bccr_iteration"] < 30 * plane < array_code["bytes_per_bccr_iteration"]
+    assert fused["kernels_per_chunk"] < array_code["kernels_per_chunk"] / 4
+
+
 def test_feature_traffic_is_per_image(est):
     one = est.feature_traffic(est.sample_images(1, 40))
     three = est.feature_traffic(est.sample_images(3, 40))
