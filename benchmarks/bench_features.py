@@ -142,11 +142,15 @@ def gpu_rows(images, args):
 
     if not backend_mod.gpu_available():
         return [], "no usable CUDA GPU: CuPy rows not measured"
+    from unittest import mock
+
     import cupy
 
     import phasefeat as pf
+    from phasefeat.maths import _gpu_kernels, elea
 
     be = backend_mod.get_backend("cupy")
+    fused = _gpu_kernels.kernels() is not None
     rows = []
     for batch in (int(b) for b in args.gpu_batches.split(",")):
         reps = max(1, -(-batch // len(images)))
@@ -162,9 +166,14 @@ def gpu_rows(images, args):
         }
         for stage, call in calls.items():
             rows.append({"impl": "phasefeat cupy", "stage": stage, "dtype": "float32",
-                         "mode": f"batch {batch}", "device": be.device,
+                         "mode": f"batch {batch}", "device": be.device, "fused_kernels": fused,
                          **time_rate(call, batch, max(args.repeats, 10), be.synchronize)})
-    return rows, ""
+        with mock.patch.object(elea, "gpu_kernels", return_value=None):  # the same call on the array code
+            rows.append({"impl": "phasefeat cupy, array code", "stage": "enhance", "dtype": "float32",
+                         "mode": f"batch {batch}", "device": be.device, "fused_kernels": False,
+                         **time_rate(calls["enhance"], batch, max(args.repeats, 10), be.synchronize)})
+    note = "" if fused else "numba.cuda could not run the fused kernels here: both CuPy rows ran the array code"
+    return rows, note
 
 
 def versions() -> dict:

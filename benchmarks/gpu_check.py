@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 REAL = Path(os.environ.get("PHASEFEAT_CXR_REAL", REPO.parent / "shared" / "data" / "cxr-real"))
-EXTRAS = ("gpu", "test", "distributed", "jax-gpu", "train-gpu")
+EXTRAS = ("gpu", "gpu-fused", "test", "distributed", "jax-gpu", "train-gpu")
 SCRIPTS = ("benchmarks/bench_features.py", "tests/conftest.py")
 
 
@@ -102,6 +102,10 @@ def plan(card: str, backend: str, args) -> list[dict]:
          "cmd": [py, "-m", "pip", "install", "-q",
                  *(["--no-index", "--find-links", str(args.wheels)] if getattr(args, "wheels", None) else []),
                  "-e", f".[gpu,test,distributed{',jax-gpu' if backend == 'jax' else ''}]"]},
+        {"name": "install fused kernels", "skip": args.no_install,
+         "cmd": [py, "-m", "pip", "install", "-q",
+                 *(["--no-index", "--find-links", str(args.wheels)] if getattr(args, "wheels", None) else []),
+                 "-e", ".[gpu-fused]"]},
         {"name": "gpu tests", "cmd": [py, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                       "--ignore=tests/test_torch.py"],
          "record": RESULTS / f"gpu-tests-{tag}.json", "env": env},
@@ -256,7 +260,7 @@ def run_steps(card: str, args) -> int:
                                       env={**os.environ, **step.get("env", {})})
                 result = {"exit": done.returncode, "output": (done.stdout + done.stderr)[-4000:]}
                 ok = done.returncode == 0
-                if step["name"] == "install" and not ok:  # e.g. no network: go on with what is there
+                if step["name"].startswith("install") and not ok:  # e.g. no network: go on with what is there
                     print("   install failed; going on with what is installed", flush=True)
                     continue
             result.update(step=step["name"], card=card, seconds_total=time.perf_counter() - start)
