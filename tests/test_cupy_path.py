@@ -168,8 +168,10 @@ def test_the_benchmarks_gpu_rows_run_on_the_cupy_path(cupy_standin, monkeypatch)
 
     images = np.stack([chest_phantom(32, seed=s) for s in range(3)]).astype(np.float32) * 255
     rows, note = bench_features.gpu_rows(images, argparse.Namespace(gpu_batches="1,4", repeats=1))
-    assert note == "" and len(rows) == 6
+    assert "could not run the fused kernels" in note and len(rows) == 8  # 3 stages + the array code, 2 batches
     assert {r["stage"] for r in rows} == {"monogenic", "enhance", "enhance host uint8->uint8"}
+    assert [r["mode"] for r in rows if r["impl"] == "phasefeat cupy, array code"] == ["batch 1", "batch 4"]
+    assert not any(r["fused_kernels"] for r in rows)
     assert all(r["device"] == standin.DEVICE and r["img_s"] > 0 for r in rows)
     summary = bench_features.summarise(rows)
     assert summary["targets"]["gpu_enhance_img_s_batch64"]["measured"] is None  # batches < 64 only
@@ -187,7 +189,8 @@ def test_the_gpu_check_plans_every_step_and_trains_on_the_cpu():
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     steps = [line.split(":")[1].strip() for line in done.stdout.splitlines() if line.startswith("plan:")]
-    assert steps == ["install", "gpu tests", "feature benchmark", "convert parity", "VGG16 epoch", "12-run grid"]
+    assert steps == ["install", "install fused kernels", "gpu tests", "feature benchmark", "convert parity",
+                     "VGG16 epoch", "12-run grid"]
     assert "dry run: training step on CPU (jax)" in done.stdout
 
 
