@@ -150,6 +150,45 @@ def compare_stores(a: Path, b: Path) -> dict:
             "max_uint8_difference": int(np.abs(x - y).max()), "cxr_identical": cxr_equal}
 
 
+def conversion_stages(source: Path) -> dict:
+    """Milliseconds per image of each stage of a worker's work (this tree, one core, one pass over ``source``)."""
+    import hashlib
+
+    import numpy as np
+
+    from phasefeat import PhaseParams
+    from phasefeat.io import pieces
+    from phasefeat.io.imageio import ImageReadError, fit, read_image
+    from phasefeat.maths.features import enhance
+
+    os.sched_setaffinity(0, [sorted(os.sched_getaffinity(0))[0]])
+    opts, params = pieces.ConvertOptions(), PhaseParams()
+    enhance(np.ones((16, 16), np.float32))  # the kernels' start-up is not a stage
+    totals = dict.fromkeys(("read and decode", "SHA-256", "fit CXR to 299", "ENH at native size",
+                            "ENH maps resized to 299 and quantised"), 0.0)
+    count = 0
+    for path in sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg")):
+        marks = [time.perf_counter()]
+        try:
+            data = pieces.read_regular_file(path, opts.max_bytes)
+            image = read_image(data, opts.max_pixels)
+        except ImageReadError:
+            continue
+        marks.append(time.perf_counter())
+        hashlib.sha256(data).hexdigest()
+        marks.append(time.perf_counter())
+        np.clip(fit(image.pixels, opts.size, opts.fit), 0, 1)
+        marks.append(time.perf_counter())
+        maps = enhance(pieces.feature_image(image.pixels, opts)[None], params, backend="numpy")
+        marks.append(time.perf_counter())
+        pieces._quantise(np.stack([pieces._resize_maps(m, opts.size) for m in maps]), opts.enh_dtype)
+        marks.append(time.perf_counter())
+        for name, start, stop in zip(totals, marks, marks[1:], strict=False):
+            totals[name] += stop - start
+        count += 1
+    return {"images": count, "ms_per_image": {name: 1e3 * total / count for name, total in totals.items()}}
+
+
 def enhance_rows(args, tmp: Path, sides: dict) -> dict:
     images, source = prepare_images(args, tmp)
     seconds = {name: [] for name in sides}
@@ -172,7 +211,7 @@ def convert_rows(args, tmp: Path, sides: dict) -> dict:
     med = {n: statistics.median(s) for n, s in seconds.items()}
     return {"source": f"{parity['images']} images of {args.source.name}/", "seconds": seconds,
             "median_seconds": med, "images_per_second": {n: parity["images"] / m for n, m in med.items()},
-            "parity": parity}
+            "parity": parity, "stages_this_tree": conversion_stages(args.source)}
 
 
 def main(argv=None) -> int:
@@ -225,6 +264,12 @@ def main(argv=None) -> int:
         print(f"\nspeed-up {convert['speedup']:.2f}x; stored ENH: {100 * parity['uint8_pixels_differing']:.4f} % "
               f"of pixels differ (by at most {parity['max_uint8_difference']}); stored CXR identical: "
               f"{parity['cxr_identical']}")
+        stages = convert["stages_this_tree"]
+        total = sum(stages["ms_per_image"].values())
+        print(f"\nWhere a worker's time goes (this tree, one core, {stages['images']} images, one pass):\n")
+        print("| stage | ms per image | share |\n|---|---:|---:|")
+        for name, ms in stages["ms_per_image"].items():
+            print(f"| {name} | {ms:.1f} | {100 * ms / total:.0f} % |")
     from benchmarks._record import write_record
 
     write_record(args.json, "native", cpu_model(),
