@@ -208,6 +208,7 @@ def changes(image, rev: str, repeats: int, folder: Path) -> list[dict]:
     bank = filters.filter_bank((h, w), params, np.float32, backend)
     t_spec, v_spec = _cpu_fft.rfft2(t), _cpu_fft.rfft2(v)
     power = kirsch.bank_power_spectrum((h, w), True, np.float32, backend)
+    full_spectrum = scipy.fft.fft2(t + 1j * v).astype(np.complex64)
     array_module = types.SimpleNamespace(min=np.min, max=np.max, where=np.where)  # not numpy: the array path
     gamma = np.float32(0.5)
     two_sigma = np.float32(2 * params.sigma_w)
@@ -241,6 +242,9 @@ def changes(image, rev: str, repeats: int, folder: Path) -> list[dict]:
         ("min-max scaling (NumPy -> one kernel)", 3,
          lambda: scaling.minmax_255(pe[None], array_module),
          lambda: scaling.minmax_255(pe[None], np)),
+        ("not adopted: two real inverse FFTs as one complex inverse FFT (its transform alone, no packing)", 1,
+         lambda: [_cpu_fft.irfft2(t_spec.copy(), s=(h, w), overwrite_x=True) for _ in range(2)],
+         lambda: scipy.fft.ifft2(full_spectrum, overwrite_x=True)),
         ("Kirsch power spectrum for a new shape (8 FFTs -> closed form)", "per shape",
          lambda: old_kirsch._power_spectrum_cached.__wrapped__((h, w), True, "float32", "numpy", None, np),
          lambda: kirsch.power_spectrum((h, w), True).astype(np.float32)),
