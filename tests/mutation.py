@@ -49,6 +49,7 @@ MODULES = {
     "trainer/experiment.py": "tests/test_experiment.py",
     "trainer/audit.py": "tests/test_audit_verdicts.py",
     "trainer/data.py": "tests/test_data.py",
+    "phasefeat/io/progress.py": "tests/test_progress.py",
 }
 
 

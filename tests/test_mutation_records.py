@@ -27,6 +27,7 @@ CHAINS = {
     "phasefeat/maths/scaling.py": ["scaling-run", "scaling-rerun", "scaling-rerun2"],
     "phasefeat/maths/elea.py": ["elea-run", "elea-rerun", "elea-rerun2"],
     "trainer/data.py": ["data-run2", "data-rerun"],
+    "phasefeat/io/progress.py": ["progress-io-run", "progress-io-rerun", "progress-io-rerun2"],
 }
 
 
