@@ -321,6 +321,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--cpu-step", action="store_true",
                         help="also time real full-width training steps on this CPU (~1 min)")
+    parser.add_argument("--features-only", action="store_true",
+                        help="only the feature-extraction part (traffic of both CuPy paths, rates, memory)")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "gpu-estimate.json")
     return parser.parse_args(argv)
 
@@ -359,14 +361,15 @@ def main(argv=None) -> int:
               f"{row['bound_img_s']:>16.0f} {18685 / row['img_s_low']:>12.0f} s")
 
     training = {}
-    for channels, name in ((1, "cxr"), (3, "enh")):
+    for channels, name in () if args.features_only else ((1, "cxr"), (3, "enh")):
         work = model_work(args.size, channels)
         work["memory_gb"] = training_memory_gb(work, args.batch_size)
         work["xla_memory_gb"] = xla_training_memory_gb(args.size, channels, args.batch_size)
         work["estimates"] = training_estimates(work, args.images, args.epochs, repeats=3)
         training[name] = work
-    print(f"VGG16 (width 1) at {args.size}x{args.size}, batch {args.batch_size}, "
-          f"{args.images} images, {args.epochs} epochs:")
+    if training:
+        print(f"VGG16 (width 1) at {args.size}x{args.size}, batch {args.batch_size}, "
+              f"{args.images} images, {args.epochs} epochs:")
     for name, work in training.items():
         xla = f", XLA plan {work['xla_memory_gb']:.1f} GB" if work["xla_memory_gb"] else ""
         print(f"  {name}: {work['forward_gflop']:.1f} GFLOP forward/image, {work['params'] / 1e6:.1f} M "
@@ -377,7 +380,7 @@ def main(argv=None) -> int:
                   f"3-repeat grid {row['grid_h_low']:.1f}-{row['grid_h_high']:.1f} h")
 
     cpu = None
-    if args.cpu_step:
+    if args.cpu_step and not args.features_only:
         cpu = {}
         for width in (1.0, 0.125):
             step = cpu_train_step(args.size, 3, args.batch_size, steps=2, width=width)

@@ -165,3 +165,23 @@ def test_script_writes_a_labelled_record(est, tmp_path, monkeypatch, capsys):
     assert record["training"]["enh"]["channels"] == 3
     assert record["features"]["memory"]["chunk"] == 4
     assert record["cpu_step"] is None
+    assert record["features"]["fused"]["traffic"]["path"] == "fused"
+    assert record["features"]["fused"]["traffic"]["bytes_per_image"] < record["features"]["traffic"]["bytes_per_image"]
+
+
+def test_features_only_leaves_training_out(est, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    out = tmp_path / "fused.json"
+    assert est.main(["--size", "40", "--chunk", "2", "--traffic-images", "1", "--features-only",
+                     "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["training"] == {} and record["cpu_step"] is None
+    assert record["features"]["fused"]["estimates"]
+
+
+def test_the_recorded_fused_traffic_meets_its_goal():
+    """Issue goal: at most 300 MB per 299x299 image with the fused kernels (from 1,184 on the array code)."""
+    record = json.loads((SCRIPT.parent / "results" / "gpu-estimate-fused.json").read_text())
+    traffic = record["features"]["fused"]["traffic"]
+    assert record["settings"]["size"] == 299 and traffic["preset"] == "qi2021"
+    assert traffic["bytes_per_image"] <= 300e6 < record["features"]["traffic"]["bytes_per_image"]
