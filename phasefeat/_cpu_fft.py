@@ -2,8 +2,8 @@
 
 ``scipy.fft.irfft2`` runs its complex pass over the rows' axis out of place into a
 fresh array; run in place on one copy, then followed by the real pass along the last
-axis, the same arithmetic gives the same bits in less time (1024 x 1024 float32 on one
-core of the 2-core AMD EPYC VM: 4.26 ms against 5.24 ms; ``benchmarks/results/roofline-cpu.json``).
+axis, the same arithmetic gives the same bits in less time (both timed side by side at
+1024 x 1024 in ``benchmarks/results/roofline-cpu.json``).
 Only the names the maths use are here.
 """
 
