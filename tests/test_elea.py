@@ -66,6 +66,23 @@ def test_cached_power_spectrum_is_read_only():
 
 
 @pytest.mark.parametrize("meng_compat", [False, True])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (3, 5), (31, 47), (64, 64)])
+def test_closed_form_power_spectrum_equals_the_masks_ffts(meng_compat, shape):
+    h, w = shape
+    expected = np.zeros((h, w // 2 + 1))
+    for mask in kirsch.kirsch_masks(meng_compat):
+        kernel = np.zeros(shape)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                kernel[dy % h, dx % w] += mask[1 + dy, 1 + dx]
+        expected += np.abs(np.fft.rfft2(kernel)) ** 2
+    power = kirsch.power_spectrum(shape, meng_compat)
+    assert power.shape == expected.shape
+    assert np.allclose(power, expected, rtol=0, atol=1e-12)
+    assert power[0, 0] == 0  # every mask sums to 0: exactly nothing at DC
+
+
+@pytest.mark.parametrize("meng_compat", [False, True])
 @pytest.mark.parametrize("shape", [(21, 21), (20, 33)])
 def test_power_spectrum_matches_mask_transfer_functions(meng_compat, shape):
     power = kirsch.bank_power_spectrum(shape, meng_compat, "float64", NUMPY)
