@@ -560,6 +560,26 @@ def test_a_weighted_cce_run_weighs_by_the_training_split_s_classes(tmp_path, mon
     assert seen["model"].loss.weights == pytest.approx(weights) and max(weights) > 1.5 * min(weights)
 
 
+@pytest.mark.parametrize("loss", ["cce", "scce", "focal", "weighted_cce"])
+def test_only_the_weighted_loss_needs_every_class_in_the_training_split(tmp_path, monkeypatch, loss):
+    """An external test source can leave a class's only training patient in validation. The class weights
+    divide by the training counts, so `weighted_cce` refuses that split in one line; every other loss trains."""
+    from trainer.splits import Split
+
+    labels = np.arange(30) % 3
+    store = tiny_store(tmp_path / "s.h5", n=30, size=32, labels=labels)
+    index = np.arange(30)
+    split = Split(train=index[:20][labels[:20] != 2], val=np.sort(np.r_[index[:20][labels[:20] == 2], 20, 21, 22]),
+                  test=index[23:], seed=0, test_fraction=0.2, val_fraction=0.3, grouped=False)
+    cfg = dataclasses.replace(CFG, loss=loss)
+    if loss == "weighted_cce":
+        with pytest.raises(ValueError, match="a class has no training samples"):
+            _run_to_fit(monkeypatch, store, cfg, tmp_path / "run", split=split, progress=False)
+        return
+    seen = _run_to_fit(monkeypatch, store, cfg, tmp_path / "run", split=split, progress=False)
+    assert seen["model"].output_shape == (None, 3)  # built, compiled and handed to fit
+
+
 def test_full_width_vgg16_on_a_cpu_warns_with_the_image_size(tmp_path, monkeypatch, capsys):
     """With the defaults (progress shown) the warning names the model's input size, height x width."""
     from trainer import experiment
