@@ -19,7 +19,7 @@ RECORDS = ROOT / "benchmarks" / "results" / "mutation"
 CHAINS = {
     "trainer/splits.py": ["splits-run", "splits-rerun", "splits-rerun2"],
     "trainer/experiment.py": ["experiment-run", "experiment-rerun-targeted", "experiment-rerun2",
-                              "experiment-rerun3"],
+                              "experiment-rerun3", "experiment-rerun4"],
     "phasefeat/io/store.py": ["store-run4"],
     "trainer/audit.py": ["audit-run3"],
     "trainer/metrics.py": ["metrics-run2"],
