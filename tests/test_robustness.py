@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import h5py
@@ -701,3 +702,47 @@ def test_a_pool_whose_workers_were_killed_still_stops(tmp_path):
     script.write_text(_KILL_IDLE_WORKERS)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "stopped", done.stderr[-2000:]
+
+
+class _DyingPool:
+    """A process pool whose workers all die as soon as a result is waited for; counts each piece's starts."""
+
+    starts = None
+
+    def __init__(self, workers, initializer=None, initargs=()):
+        self._pool = [types.SimpleNamespace(pid=1000 + k) for k in range(workers)]
+
+    def apply_async(self, fn, args):
+        pool, task = self, args[0]
+        _DyingPool.starts[task["piece_id"]] += 1
+
+        class Result:
+            def ready(self):
+                return False
+
+            def wait(self, timeout):
+                pool._pool = [types.SimpleNamespace(pid=p.pid + 100) for p in pool._pool]  # replaced: one died
+
+        return Result()
+
+
+def test_a_piece_is_started_three_times_and_the_message_counts_its_starts(monkeypatch):
+    """Decided: a piece whose worker dies starts again, three starts in all; the third death stops the
+    conversion, and the message says how many times that piece's worker died (its starts, counted)."""
+    import collections
+
+    from phasefeat.io import convert as convert_module
+    from phasefeat.io.progress import PieceProgress
+
+    _DyingPool.starts = collections.Counter()
+    monkeypatch.setattr(convert_module, "_stop_pool", lambda pool, died: None)
+    context = types.SimpleNamespace(Pool=_DyingPool)
+    tasks = [{"piece_id": k, "entries": [(k, f"img{k}.png", 0, "", "")]} for k in range(3)]
+    bar = types.SimpleNamespace(update=lambda n=1: None, set_postfix=lambda **kw: None)
+    with pytest.raises(convert_module.ConvertError) as caught:
+        convert_module._pool_pieces(tasks, 2, lambda piece: None, PieceProgress(bar, [1, 1, 1], 0), context, None)
+    piece = int(str(caught.value).split("converting piece ")[1].split()[0])
+    assert _DyingPool.starts[piece] == 3
+    assert f"died {_DyingPool.starts[piece]} times while converting piece {piece} (from img{piece}.png)" \
+        in str(caught.value)
+    assert max(_DyingPool.starts.values()) == 3  # no piece is started a fourth time

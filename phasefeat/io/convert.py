@@ -428,7 +428,7 @@ def _pool_pieces(tasks, workers, on_result, progress, context, ticks):
             if spent:
                 first = spent[0]
                 raise ConvertError(
-                    f"a worker process died {PIECE_ATTEMPTS} times while converting piece {first['piece_id']} "
+                    f"a worker process died {attempts[first['piece_id']]} times while converting piece {first['piece_id']} "
                     f"(from {first['entries'][0][1]}): most often the memory ran out (features at the native "
                     "resolution need about 170 bytes per pixel); finished pieces are kept: lower --workers or "
                     "--piece-size, or pass --features-at, and rerun the same command") from None
