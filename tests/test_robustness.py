@@ -503,10 +503,27 @@ def test_ctrl_c_or_sigterm_during_a_conversion_is_one_line(tmp_path, when, signa
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"worker processes still running: {alive}"
     if signame == "SIGTERM":
-        assert subprocess.run(command, capture_output=True).returncode == 0
+        assert _run_or_dump(command).returncode == 0
         whole = tmp_path / "whole.h5"
-        assert subprocess.run([*command[:5], str(whole), *command[6:]], capture_output=True).returncode == 0
+        assert _run_or_dump([*command[:5], str(whole), *command[6:]]).returncode == 0
         assert_same_store(out, whole)
+
+
+def _run_or_dump(command, timeout: float = 600):
+    """Run ``command``; past ``timeout`` make it print where each of its threads is (faulthandler, on
+    SIGABRT) and fail with that, instead of holding the test run: a rerun after SIGTERM once ran past
+    900 s under load, and where it waited was not known."""
+    import signal
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        output, _ = proc.communicate(timeout=60)
+        pytest.fail(f"{' '.join(map(str, command[2:5]))} ran past {timeout:.0f} s; its threads:\n{output[-6000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, output, None)
 
 
 def test_a_failed_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
