@@ -62,7 +62,8 @@ def pin_cores(n: int) -> list[int]:
     return []
 
 
-def load_images(folder: Path, count: int):
+def load_images(folder: Path, count: int, size: int = SIZE):
+    """``count`` radiographs of ``folder`` resized to ``size`` x ``size`` (float32), phantoms where too few."""
     import numpy as np
 
     from phasefeat.io.imageio import ImageReadError, read_grey, resize
@@ -73,14 +74,14 @@ def load_images(folder: Path, count: int):
     images = []
     for path in paths:
         try:
-            images.append(resize(read_grey(path), (SIZE, SIZE)))
+            images.append(resize(read_grey(path), (size, size)))
         except ImageReadError:
             continue
         if len(images) == count:
             break
     source = f"{len(images)} real radiographs from {folder.name}/" if images else "generated phantoms"
     while len(images) < count:  # top up with phantoms
-        images.append(chest_phantom(SIZE, seed=len(images)).astype(np.float32))
+        images.append(chest_phantom(size, seed=len(images)).astype(np.float32))
     return np.stack(images).astype(np.float32), source
 
 

@@ -73,27 +73,13 @@ def worker(images_path: str, out_path: str, passes: int) -> None:
 
 
 def prepare_images(args, folder: Path) -> tuple[Path, str]:
+    """The images both sides enhance, saved once so that each reads the same array."""
     import numpy as np
+    from bench_features import load_images
 
-    sys.path.insert(0, str(REPO))
-    from phasefeat.io.imageio import ImageReadError, read_grey, resize
-    from phasefeat.tools.phantom import chest_phantom
-
-    paths = sorted(p for p in args.source.rglob("*") if p.suffix.lower() in
-                   {".png", ".jpg", ".jpeg"}) if args.source.is_dir() else []
-    images = []
-    for path in paths:
-        try:
-            images.append(resize(read_grey(path), (args.size, args.size)))
-        except ImageReadError:
-            continue
-        if len(images) == args.images:
-            break
-    source = f"{len(images)} real radiographs from {args.source.name}/" if images else "generated phantoms"
-    while len(images) < args.images:
-        images.append(chest_phantom(args.size, seed=len(images)))
+    images, source = load_images(args.source, args.images, args.size)
     target = folder / "images.npy"
-    np.save(target, (np.stack(images) * 255).astype(np.float32))
+    np.save(target, images)
     return target, source
 
 
@@ -214,6 +200,42 @@ def convert_rows(args, tmp: Path, sides: dict) -> dict:
             "parity": parity, "stages_this_tree": conversion_stages(args.source)}
 
 
+def print_enhance(enhance: dict, labels: dict, args, cpu: str) -> None:
+    med = enhance["median_seconds_per_image"]
+    enhance["speedup"] = med["baseline"] / med["this tree"]
+    print(f"enhance, float32, qi2021, {args.images} images {args.size}x{args.size} ({enhance['source']}); "
+          f"one core of {cpu}; medians of {args.repeats} alternating rounds\n")
+    print("| side | commit | s per image (median) | all rounds |\n|---|---|---:|---|")
+    for name, label in labels.items():
+        rounds = ", ".join(f"{s:.3f}" for s in enhance["seconds_per_image"][name])
+        print(f"| {name} | {label} | {med[name]:.3f} | {rounds} |")
+    parity = enhance["parity"]
+    print(f"\nspeed-up {enhance['speedup']:.2f}x; outputs: largest float difference "
+          f"{parity['max_float_difference']:.2e}, {100 * parity['uint8_pixels_differing']:.4f} % of uint8 "
+          f"pixels differ (by at most {parity['max_uint8_difference']})\n")
+
+
+def print_convert(convert: dict, labels: dict, args, cpu: str) -> None:
+    rate = convert["images_per_second"]
+    convert["speedup"] = rate["this tree"] / rate["baseline"]
+    print(f"phasefeat convert at the defaults (features at native size), {convert['source']}; "
+          f"{os.cpu_count()} cores of {cpu}; medians of {args.convert_rounds} alternating rounds\n")
+    print("| side | commit | s (median) | images/s | all rounds |\n|---|---|---:|---:|---|")
+    for name, label in labels.items():
+        rounds = ", ".join(f"{s:.1f}" for s in convert["seconds"][name])
+        print(f"| {name} | {label} | {convert['median_seconds'][name]:.1f} | {rate[name]:.2f} | {rounds} |")
+    parity = convert["parity"]
+    print(f"\nspeed-up {convert['speedup']:.2f}x; stored ENH: {100 * parity['uint8_pixels_differing']:.4f} % "
+          f"of pixels differ (by at most {parity['max_uint8_difference']}); stored CXR identical: "
+          f"{parity['cxr_identical']}")
+    stages = convert["stages_this_tree"]
+    total = sum(stages["ms_per_image"].values())
+    print(f"\nWhere a worker's time goes (this tree, one core, {stages['images']} images, one pass):\n")
+    print("| stage | ms per image | share |\n|---|---:|---:|")
+    for name, ms in stages["ms_per_image"].items():
+        print(f"| {name} | {ms:.1f} | {100 * ms / total:.0f} % |")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -222,7 +244,7 @@ def main(argv=None) -> int:
     if not args.skip_convert and not args.source.is_dir():
         raise SystemExit(f"bench_native: --source {args.source} is not a folder (the conversion needs one; "
                          "or --skip-convert)")
-    sys.path.insert(0, str(REPO))
+    sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
     from phasefeat.backend import cpu_model
 
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
@@ -238,38 +260,9 @@ def main(argv=None) -> int:
         enhance = None if args.skip_enhance else enhance_rows(args, tmp, sides)
         convert = None if args.skip_convert else convert_rows(args, tmp, sides)
     if enhance:
-        med = enhance["median_seconds_per_image"]
-        enhance["speedup"] = med["baseline"] / med["this tree"]
-        print(f"enhance, float32, qi2021, {args.images} images {args.size}x{args.size} ({enhance['source']}); "
-              f"one core of {cpu_model()}; medians of {args.repeats} alternating rounds\n")
-        print("| side | commit | s per image (median) | all rounds |\n|---|---|---:|---|")
-        for name in sides:
-            rounds = ", ".join(f"{s:.3f}" for s in enhance["seconds_per_image"][name])
-            print(f"| {name} | {labels[name]} | {med[name]:.3f} | {rounds} |")
-        parity = enhance["parity"]
-        print(f"\nspeed-up {enhance['speedup']:.2f}x; outputs: largest float difference "
-              f"{parity['max_float_difference']:.2e}, {100 * parity['uint8_pixels_differing']:.4f} % of uint8 "
-              f"pixels differ (by at most {parity['max_uint8_difference']})\n")
+        print_enhance(enhance, labels, args, cpu_model())
     if convert:
-        rate = convert["images_per_second"]
-        convert["speedup"] = rate["this tree"] / rate["baseline"]
-        print(f"phasefeat convert at the defaults (features at native size), {convert['source']}; "
-              f"{os.cpu_count()} cores of {cpu_model()}; medians of {args.convert_rounds} alternating rounds\n")
-        print("| side | commit | s (median) | images/s | all rounds |\n|---|---|---:|---:|---|")
-        for name in sides:
-            rounds = ", ".join(f"{s:.1f}" for s in convert["seconds"][name])
-            print(f"| {name} | {labels[name]} | {convert['median_seconds'][name]:.1f} | {rate[name]:.2f} | "
-                  f"{rounds} |")
-        parity = convert["parity"]
-        print(f"\nspeed-up {convert['speedup']:.2f}x; stored ENH: {100 * parity['uint8_pixels_differing']:.4f} % "
-              f"of pixels differ (by at most {parity['max_uint8_difference']}); stored CXR identical: "
-              f"{parity['cxr_identical']}")
-        stages = convert["stages_this_tree"]
-        total = sum(stages["ms_per_image"].values())
-        print(f"\nWhere a worker's time goes (this tree, one core, {stages['images']} images, one pass):\n")
-        print("| stage | ms per image | share |\n|---|---:|---:|")
-        for name, ms in stages["ms_per_image"].items():
-            print(f"| {name} | {ms:.1f} | {100 * ms / total:.0f} % |")
+        print_convert(convert, labels, args, cpu_model())
     from benchmarks._record import write_record
 
     write_record(args.json, "native", cpu_model(),

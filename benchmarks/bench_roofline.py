@@ -65,23 +65,10 @@ def bandwidth(repeats: int) -> float:
     return 2 * src.nbytes / best
 
 
-def load_image(args):
-    import numpy as np
+def pipeline(image):
+    """The CPU path's arrays for ``image`` (shape (1, H, W)), stage by stage: what both tables time on."""
+    import types
 
-    from phasefeat.io.imageio import ImageReadError, read_grey, resize
-    from phasefeat.tools.phantom import chest_phantom
-
-    paths = sorted(p for p in args.source.rglob("*.png")) if args.source.is_dir() else []
-    for path in paths:
-        try:
-            return (resize(read_grey(path), (args.size, args.size)) * 255)[None].astype(np.float32), path.name
-        except ImageReadError:
-            continue
-    return (chest_phantom(args.size, seed=0) * 255)[None].astype(np.float32), "a generated phantom"
-
-
-def stages(image):
-    """``(name, call, bytes)`` of each stage of the CPU path, on arrays computed from ``image``."""
     import numpy as np
 
     from phasefeat import PhaseParams, _cpu_fft
@@ -90,58 +77,67 @@ def stages(image):
     from phasefeat.maths._cpu_kernels import kernels
     from phasefeat.maths.filters import filter_bank
 
-    params, backend = PhaseParams(), get_backend("numpy")
-    fused = kernels()
-    n, h, w = image.shape
+    a = types.SimpleNamespace(params=PhaseParams(), backend=get_backend("numpy"), fused=kernels())
+    params, backend = a.params, a.backend
+    a.n, a.h, a.w = image.shape
+    a.bank = filter_bank((a.h, a.w), params, np.float32, backend)
+    a.spectrum = _cpu_fft.rfft2(image - image.mean())
+    a.comps = monogenic.monogenic_components(image, params, backend)
+    a.e_sum, a.odd_norm, a.pe = (np.empty(image.shape, np.float32) for _ in range(3))
+    a.fused[2](a.comps[0], params.polarity, a.e_sum[0], a.odd_norm[0], a.pe[0])
+    a.scaled = scaling.scale_map(a.pe, "energy", params, np)
+    a.rho = elea.airlight(a.scaled, params, np)
+    a.t_hat = elea.closing(elea.boundary_constraint(a.scaled, a.rho, params, np), params.closing_size,
+                           params.closing_border, np)
+    a.weights = elea.contextual_weights(a.scaled, params, backend)
+    a.power = kirsch.bank_power_spectrum((a.h, a.w), params.meng_compat, np.float32, backend)
+    a.transmission = elea.regularize_transmission(a.t_hat, a.weights, params, backend).transmission
+    a.x = a.scaled / np.float32(255)
+    a.t_spec = _cpu_fft.rfft2(a.t_hat)
+    return a
+
+
+def stages(image, a):
+    """``(name, call, bytes)`` of each stage of the CPU path, on the arrays ``a`` of :func:`pipeline`."""
+    import numpy as np
+
+    from phasefeat import _cpu_fft, enhance
+    from phasefeat.maths import elea, scaling
+
+    params, fused, h, w = a.params, a.fused, a.h, a.w
     plane, half = h * w * 4, h * (w // 2 + 1) * 8  # float32 image, complex64 half spectrum
-    bank = filter_bank((h, w), params, np.float32, backend)
-    spectrum = _cpu_fft.rfft2(image - image.mean())
-    comps = monogenic.monogenic_components(image, params, backend)
-    e_sum, odd_norm, pe = (np.empty((n, h, w), np.float32) for _ in range(3))
-    fused[2](comps[0], params.polarity, e_sum[0], odd_norm[0], pe[0])
-    lwpa = np.empty_like(e_sum)
-    scaled = scaling.scale_map(pe, "energy", params, np)
-    rho = elea.airlight(scaled, params, np)
-    t_b = elea.boundary_constraint(scaled, rho, params, np)
-    t_hat = elea.closing(t_b, params.closing_size, params.closing_border, np)
-    weights = elea.contextual_weights(scaled, params, backend)
-    power = kirsch.bank_power_spectrum((h, w), params.meng_compat, np.float32, backend)
-    t_spec = _cpu_fft.rfft2(t_hat)
-    v = np.empty_like(t_hat)
-    v_spec = _cpu_fft.rfft2(t_hat)
-    transmission = elea.regularize_transmission(t_hat, weights, params, backend).transmission
-    x = scaled / np.float32(255)
-    exponent = np.empty((8, n, h, w), np.float32)
-    fused[0](x[0], 2 * params.sigma_w, exponent[:, 0])
+    lwpa, v = np.empty_like(a.e_sum), np.empty_like(a.t_hat)
+    v_spec = a.t_spec.copy()
+    exponent = np.empty((8, a.n, h, w), np.float32)
+    fused[0](a.x[0], 2 * params.sigma_w, exponent[:, 0])
     exp_out = np.empty_like(exponent)
     planes_in = 7 if params.meng_compat else 8  # Meng's bank repeats mask 0: seven planes are read
-    k = len(bank)
+    k = len(a.bank)
     return [
         ("forward FFT of the image (rfft2)", lambda: _cpu_fft.rfft2(image), plane + half),
         (f"{k} inverse FFTs of the monogenic bank (product + irfft2)",
-         lambda: [_cpu_fft.irfft2(spectrum[0] * bank[i], s=(h, w), overwrite_x=True) for i in range(k)],
+         lambda: [_cpu_fft.irfft2(a.spectrum[0] * a.bank[i], s=(h, w), overwrite_x=True) for i in range(k)],
          k * (2 * half + plane)),
-        ("phase sums (E, |O|, PE)", lambda: fused[2](comps[0], params.polarity, e_sum[0], odd_norm[0], pe[0]),
-         (k + 3) * plane),
-        ("LwPA = atan2(E, |O|)", lambda: fused[4](e_sum[0], odd_norm[0], lwpa[0]), 3 * plane),
-        ("min-max scaling of one map", lambda: scaling.minmax_255(pe, np), 2 * plane),
+        ("phase sums (E, |O|, PE)",
+         lambda: fused[2](a.comps[0], params.polarity, a.e_sum[0], a.odd_norm[0], a.pe[0]), (k + 3) * plane),
+        ("LwPA = atan2(E, |O|)", lambda: fused[4](a.e_sum[0], a.odd_norm[0], lwpa[0]), 3 * plane),
+        ("min-max scaling of one map", lambda: scaling.minmax_255(a.pe, np), 2 * plane),
         ("airlight, boundary constraint, closing",
-         lambda: elea.closing(elea.boundary_constraint(scaled, elea.airlight(scaled, params, np), params, np),
+         lambda: elea.closing(elea.boundary_constraint(a.scaled, elea.airlight(a.scaled, params, np), params, np),
                               params.closing_size, params.closing_border, np), 2 * plane),
-        ("Kirsch responses -> weights' exponent", lambda: fused[0](x[0], 2 * params.sigma_w, exponent[:, 0]),
+        ("Kirsch responses -> weights' exponent", lambda: fused[0](a.x[0], 2 * params.sigma_w, exponent[:, 0]),
          9 * plane),
         (f"exp of the weights ({planes_in} planes)",
          lambda: [np.exp(exponent[i], out=exp_out[i]) for i in range(planes_in)], 2 * planes_in * plane),
         ("BCCR shrink + adjoint (one iteration)",
-         lambda: fused[1](t_hat[0], weights[:, 0], 1 / 8, params.meng_compat, v[0]), (planes_in + 2) * plane),
+         lambda: fused[1](a.t_hat[0], a.weights[:, 0], 1 / 8, params.meng_compat, v[0]), (planes_in + 2) * plane),
         ("BCCR rfft2 (one iteration)", lambda: _cpu_fft.rfft2(v), plane + half),
-        ("BCCR spectral solve (one iteration)", lambda: fused[3](t_spec[0], v_spec[0], power, np.float32(0.5)),
-         3 * half + half // 4),
-        ("BCCR irfft2 (one iteration)", lambda: _cpu_fft.irfft2(t_spec, s=(h, w)), half + plane),
-        ("attenuation inverted (ELEA)", lambda: elea.invert_attenuation(scaled, transmission, rho, params, np),
-         3 * plane),
-        ("whole enhance (for reference)",
-         lambda: __import__("phasefeat").enhance(image[0], dtype="float32"), 4 * plane),
+        ("BCCR spectral solve (one iteration)",
+         lambda: fused[3](a.t_spec[0], v_spec[0], a.power, np.float32(0.5)), 3 * half + half // 4),
+        ("BCCR irfft2 (one iteration)", lambda: _cpu_fft.irfft2(a.t_spec, s=(h, w)), half + plane),
+        ("attenuation inverted (ELEA)",
+         lambda: elea.invert_attenuation(a.scaled, a.transmission, a.rho, params, np), 3 * plane),
+        ("whole enhance (for reference)", lambda: enhance(image[0], dtype="float32"), 4 * plane),
     ]
 
 
@@ -179,35 +175,24 @@ def old_filter_bank(shape, params):
     return stacked.astype(np.complex64)
 
 
-def changes(image, rev: str, repeats: int, folder: Path) -> list[dict]:
-    """Each change beside what it replaced: ``{change, per_image, before_ms, after_ms}``."""
+def changes(a, rev: str, repeats: int, folder: Path) -> list[dict]:
+    """Each change beside what it replaced, on the arrays ``a`` of :func:`pipeline`:
+    ``{change, per_image, before_ms, after_ms}``."""
     import types
 
     import numpy as np
     import scipy.fft
 
-    from phasefeat import PhaseParams, _cpu_fft
-    from phasefeat.backend import get_backend
-    from phasefeat.maths import elea, filters, kirsch, monogenic, scaling
-    from phasefeat.maths._cpu_kernels import kernels
+    from phasefeat import _cpu_fft
+    from phasefeat.maths import filters, kirsch, scaling
 
     old = baseline_module(rev, "phasefeat/maths/_cpu_kernels.py", folder).kernels()
     old_kirsch = baseline_module(rev, "phasefeat/maths/kirsch.py", folder)
-    new, params, backend = kernels(), PhaseParams(), get_backend("numpy")
-    n, h, w = image.shape
-    comps = monogenic.monogenic_components(image, params, backend)
-    e_sum, odd_norm, pe = (np.empty((h, w), np.float32) for _ in range(3))
-    new[2](comps[0], params.polarity, e_sum, odd_norm, pe)
-    scaled = scaling.scale_map(pe[None], "energy", params, np)
-    x = scaled[0] / np.float32(255)
-    weights = elea.contextual_weights(scaled, params, backend)[:, 0]
-    t = elea.closing(elea.boundary_constraint(scaled, elea.airlight(scaled, params, np), params, np), 3,
-                     "nearest", np)[0]
+    new, params, h, w = a.fused, a.params, a.h, a.w
+    e_sum, odd_norm, pe, x, t, weights = a.e_sum[0], a.odd_norm[0], a.pe[0], a.x[0], a.t_hat[0], a.weights[:, 0]
+    spectrum, bank, power, t_spec = a.spectrum[0], a.bank, a.power, a.t_spec[0]
     v, lwpa, z = np.empty_like(t), np.empty_like(t), np.empty((8, h, w), np.float32)
-    spectrum = _cpu_fft.rfft2(image[0] - image[0].mean())
-    bank = filters.filter_bank((h, w), params, np.float32, backend)
-    t_spec, v_spec = _cpu_fft.rfft2(t), _cpu_fft.rfft2(v)
-    power = kirsch.bank_power_spectrum((h, w), True, np.float32, backend)
+    v_spec = _cpu_fft.rfft2(v)
     full_spectrum = scipy.fft.fft2(t + 1j * v).astype(np.complex64)
     array_module = types.SimpleNamespace(min=np.min, max=np.max, where=np.where)  # not numpy: the array path
     gamma = np.float32(0.5)
@@ -263,16 +248,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, [sorted(os.sched_getaffinity(0))[0]])
-    sys.path.insert(0, str(REPO))
+    sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
     import scipy.fft
+    from bench_features import load_images
 
     from phasefeat import _cpu_fft
     from phasefeat.backend import cpu_model
 
-    image, source = load_image(args)
+    images, source = load_images(args.source, 1, args.size)
+    image = images[:1]
+    arrays = pipeline(image)
     bw = bandwidth(args.repeats)
     rows = []
-    for name, call, traffic in stages(image):
+    for name, call, traffic in stages(image, arrays):
         seconds = median_seconds(call, args.repeats)
         bound = traffic / bw
         rows.append({"stage": name, "ms": 1e3 * seconds, "traffic_mb": traffic / 1e6, "bound_ms": 1e3 * bound,
@@ -291,7 +279,7 @@ def main(argv=None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        saved = changes(image, args.baseline, args.repeats, Path(tmp))
+        saved = changes(arrays, args.baseline, args.repeats, Path(tmp))
     print(f"\nEach change beside what it replaced (baseline {args.baseline[:7]}; same arrays, same core)\n")
     print("| change | times per image | before ms | after ms | saved per image ms |\n|---|---|---:|---:|---:|")
     for r in saved:

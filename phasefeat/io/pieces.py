@@ -132,8 +132,8 @@ class ConvertOptions:
 #: Largest automatic piece (images): in worker processes, and on a Dask cluster.
 MAX_PIECE, MAX_DASK_PIECE = 64, 256
 #: An automatic piece size cuts a conversion into about this many pieces (no fewer than 4 images
-#: each): a worker that has finished its last piece waits for the others, so pieces of 64 images,
-#: two or three per worker, left a core idle for a tenth of a small conversion.
+#: each): a worker that has finished its last piece waits for the others, and with pieces of 64
+#: images a small conversion has only two or three per worker, so that wait is a large share of it.
 AUTO_PIECES = 16
 
 

@@ -97,7 +97,7 @@ def monogenic_components(batch, params: PhaseParams, backend):
     spectrum = backend.fft.rfft2(batch)
     if _cpu_path(backend):
         # One plane at a time: a (3 * nscale)-plane inverse transform runs its
-        # column passes out of cache (1.5x slower per plane at 1024 x 1024).
+        # column passes out of cache (timed both ways: benchmarks/results/roofline-cpu.json).
         comps = xp.empty((batch.shape[0], bank.shape[0], *shape), dtype=batch.dtype)
         for n in range(batch.shape[0]):
             for k in range(bank.shape[0]):
