@@ -181,8 +181,9 @@ def enhance_rows(args, tmp: Path, sides: dict) -> dict:
     for _ in range(args.repeats):
         for name, root in sides.items():
             seconds[name] += run_side(root, images, tmp / f"{name}.npz")
-    return {"source": source, "seconds_per_image": seconds,
-            "median_seconds_per_image": {n: statistics.median(s) for n, s in seconds.items()},
+    med = {n: statistics.median(s) for n, s in seconds.items()}
+    return {"source": source, "seconds_per_image": seconds, "median_seconds_per_image": med,
+            "speedup": med["baseline"] / med["this tree"],
             "parity": compare_outputs(tmp / "baseline.npz", tmp / "this tree.npz")}
 
 
@@ -197,43 +198,43 @@ def convert_rows(args, tmp: Path, sides: dict) -> dict:
     med = {n: statistics.median(s) for n, s in seconds.items()}
     return {"source": f"{parity['images']} images of {args.source.name}/", "seconds": seconds,
             "median_seconds": med, "images_per_second": {n: parity["images"] / m for n, m in med.items()},
+            "speedup": med["baseline"] / med["this tree"],
             "parity": parity, "stages_this_tree": conversion_stages(args.source)}
 
 
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table: the first column left-aligned, the others right-aligned."""
+    print("| " + " | ".join(header) + " |\n|---|" + "---:|" * (len(header) - 1))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def print_enhance(enhance: dict, labels: dict, args, cpu: str) -> None:
-    med = enhance["median_seconds_per_image"]
-    enhance["speedup"] = med["baseline"] / med["this tree"]
+    med, parity = enhance["median_seconds_per_image"], enhance["parity"]
     print(f"enhance, float32, qi2021, {args.images} images {args.size}x{args.size} ({enhance['source']}); "
           f"one core of {cpu}; medians of {args.repeats} alternating rounds\n")
-    print("| side | commit | s per image (median) | all rounds |\n|---|---|---:|---|")
-    for name, label in labels.items():
-        rounds = ", ".join(f"{s:.3f}" for s in enhance["seconds_per_image"][name])
-        print(f"| {name} | {label} | {med[name]:.3f} | {rounds} |")
-    parity = enhance["parity"]
+    print_table(["side", "commit", "s per image (median)", "all rounds"],
+                [[name, label, f"{med[name]:.3f}", ", ".join(f"{s:.3f}" for s in enhance["seconds_per_image"][name])]
+                 for name, label in labels.items()])
     print(f"\nspeed-up {enhance['speedup']:.2f}x; outputs: largest float difference "
           f"{parity['max_float_difference']:.2e}, {100 * parity['uint8_pixels_differing']:.4f} % of uint8 "
           f"pixels differ (by at most {parity['max_uint8_difference']})\n")
 
 
 def print_convert(convert: dict, labels: dict, args, cpu: str) -> None:
-    rate = convert["images_per_second"]
-    convert["speedup"] = rate["this tree"] / rate["baseline"]
+    rate, parity, stages = convert["images_per_second"], convert["parity"], convert["stages_this_tree"]
     print(f"phasefeat convert at the defaults (features at native size), {convert['source']}; "
           f"{os.cpu_count()} cores of {cpu}; medians of {args.convert_rounds} alternating rounds\n")
-    print("| side | commit | s (median) | images/s | all rounds |\n|---|---|---:|---:|---|")
-    for name, label in labels.items():
-        rounds = ", ".join(f"{s:.1f}" for s in convert["seconds"][name])
-        print(f"| {name} | {label} | {convert['median_seconds'][name]:.1f} | {rate[name]:.2f} | {rounds} |")
-    parity = convert["parity"]
+    print_table(["side", "commit", "s (median)", "images/s", "all rounds"],
+                [[name, label, f"{convert['median_seconds'][name]:.1f}", f"{rate[name]:.2f}",
+                  ", ".join(f"{s:.1f}" for s in convert["seconds"][name])] for name, label in labels.items()])
     print(f"\nspeed-up {convert['speedup']:.2f}x; stored ENH: {100 * parity['uint8_pixels_differing']:.4f} % "
           f"of pixels differ (by at most {parity['max_uint8_difference']}); stored CXR identical: "
           f"{parity['cxr_identical']}")
-    stages = convert["stages_this_tree"]
     total = sum(stages["ms_per_image"].values())
     print(f"\nWhere a worker's time goes (this tree, one core, {stages['images']} images, one pass):\n")
-    print("| stage | ms per image | share |\n|---|---:|---:|")
-    for name, ms in stages["ms_per_image"].items():
-        print(f"| {name} | {ms:.1f} | {100 * ms / total:.0f} % |")
+    print_table(["stage", "ms per image", "share"],
+                [[name, f"{ms:.1f}", f"{100 * ms / total:.0f} %"] for name, ms in stages["ms_per_image"].items()])
 
 
 def main(argv=None) -> int:
