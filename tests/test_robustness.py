@@ -481,8 +481,7 @@ def test_ctrl_c_or_sigterm_during_a_conversion_is_one_line(tmp_path, when, signa
     out = tmp_path / "s.h5"
     command = [sys.executable, "-m", "phasefeat", "convert", str(root), str(out), "--size", "48",
                "--workers", str(workers), "--piece-size", "1", "--backend", "numpy"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = _start(command, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ready = (lambda: _loaded(proc.pid, "_multiarray_umath")) if when == "starting" else \
         (lambda: any((tmp_path / "s.h5.parts").glob("piece-*.npz")))
     deadline = time.monotonic() + 60
@@ -493,7 +492,7 @@ def test_ctrl_c_or_sigterm_during_a_conversion_is_one_line(tmp_path, when, signa
     except psutil.NoSuchProcess:
         children = []
     proc.send_signal(getattr(signal, signame))
-    output, _ = proc.communicate(timeout=120)
+    output = _output_or_dump(proc, 120)
     if proc.returncode == 0:
         pytest.skip("the conversion finished before the signal arrived")
     assert proc.returncode != 0 and "Traceback" not in output and "BrokenPipeError" not in output, output
@@ -509,20 +508,31 @@ def test_ctrl_c_or_sigterm_during_a_conversion_is_one_line(tmp_path, when, signa
         assert_same_store(out, whole)
 
 
-def _run_or_dump(command, timeout: float = 600):
-    """Run ``command``; past ``timeout`` make it print where each of its threads is (faulthandler, on
-    SIGABRT) and fail with that, instead of holding the test run: a rerun after SIGTERM once ran past
-    900 s under load, and where it waited was not known."""
-    import signal
+def _start(command, **popen):
+    """``command`` started with its output captured and faulthandler on, for :func:`_output_or_dump`."""
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"}, **popen)
 
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+
+def _output_or_dump(proc, timeout: float) -> str:
+    """The output of ``proc``; past ``timeout`` make it print where each of its threads is (faulthandler,
+    on SIGABRT) and fail with that, instead of holding the test run or leaving the process behind."""
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGABRT)
-        output, _ = proc.communicate(timeout=60)
-        pytest.fail(f"{' '.join(map(str, command[2:5]))} ran past {timeout:.0f} s; its threads:\n{output[-6000:]}")
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        pytest.fail(f"{' '.join(map(str, proc.args[2:5]))} ran past {timeout:.0f} s; its threads:\n{output[-6000:]}")
+    return output
+
+
+def _run_or_dump(command, timeout: float = 600):
+    proc = _start(command)
+    output = _output_or_dump(proc, timeout)
     return subprocess.CompletedProcess(command, proc.returncode, output, None)
 
 
@@ -630,17 +640,17 @@ def test_a_worker_that_dies_costs_only_its_pieces(tmp_path):
     class_folder_dataset(root, per_class=12)
     command = [sys.executable, "-m", "phasefeat", "convert", str(root), str(tmp_path / "s.h5"), "--size", "48",
                "--workers", "2", "--piece-size", "2", "--backend", "numpy", "-q"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _start(command)
     deadline = time.monotonic() + 60
     while proc.poll() is None and not any((tmp_path / "s.h5.parts").glob("piece-*.npz")) \
             and time.monotonic() < deadline:
         time.sleep(0.01)
     victims = _workers_of(proc.pid)
     if not victims:
-        proc.communicate(timeout=60)
+        _output_or_dump(proc, 60)
         pytest.skip("the conversion finished before a worker could be killed")
     victims[0].send_signal(signal.SIGKILL)
-    output, _ = proc.communicate(timeout=300)
+    output = _output_or_dump(proc, 300)
     assert proc.returncode == 0 and "Traceback" not in output, output
     whole = tmp_path / "whole.h5"
     assert subprocess.run([*command[:5], str(whole), *command[6:]], capture_output=True).returncode == 0
@@ -652,15 +662,14 @@ def test_workers_that_keep_dying_stop_the_conversion_in_one_line(tmp_path):
 
     root = tmp_path / "raw"
     class_folder_dataset(root, per_class=6)
-    proc = subprocess.Popen([sys.executable, "-m", "phasefeat", "convert", str(root), str(tmp_path / "s.h5"),
-                             "--size", "48", "--workers", "2", "--piece-size", "3", "--backend", "numpy", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _start([sys.executable, "-m", "phasefeat", "convert", str(root), str(tmp_path / "s.h5"),
+                   "--size", "48", "--workers", "2", "--piece-size", "3", "--backend", "numpy", "-q"])
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         for worker in _workers_of(proc.pid):
             _kill(worker)
         time.sleep(0.02)
-    output, _ = proc.communicate(timeout=60)
+    output = _output_or_dump(proc, 60)
     assert proc.returncode == 1 and "Traceback" not in output, output
     assert output.strip().splitlines()[-1].startswith("Error: a worker process died 3 times while converting piece")
     assert "memory" in output and "rerun the same command" in output
@@ -724,6 +733,38 @@ def test_a_pool_whose_workers_were_killed_still_stops(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == "stopped", done.stderr[-2000:]
 
 
+_KILL_A_WORKER_MID_TICK = """
+import multiprocessing, os, signal, sys, types
+from phasefeat.io.convert import _TickChannel
+
+
+def tick_and_die(queue):
+    queue._wlock.acquire()  # as the worker's feeder thread does while it sends a tick
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    ticked = []
+    channel = _TickChannel(context, types.SimpleNamespace(tick=ticked.append))
+    worker = context.Process(target=tick_and_die, args=(channel.queue,))
+    worker.start()
+    worker.join()
+    channel.close()
+    print("closed", worker.exitcode, "counting" if channel._reader.is_alive() else "done")
+"""
+
+
+def test_a_worker_killed_while_it_sends_a_tick_does_not_hold_the_exit(tmp_path):
+    """A killed worker keeps the progress queue's write lock; the conversion printed its summary and never
+    ended (Python's exit waited for the last put). The channel frees the lock: the last tick arrives, the
+    counting thread ends, and so does the process."""
+    script = tmp_path / "kill_mid_tick.py"
+    script.write_text(_KILL_A_WORKER_MID_TICK)
+    output = _output_or_dump(_start([sys.executable, str(script)]), 120)
+    assert output.strip() == f"closed {-signal.SIGKILL} done", output[-2000:]
+
+
 class _DyingPool:
     """A process pool whose workers all die as soon as a result is waited for; counts each piece's starts."""
 
@@ -766,3 +807,25 @@ def test_a_piece_is_started_three_times_and_the_message_counts_its_starts(monkey
     assert f"died {_DyingPool.starts[piece]} times while converting piece {piece} (from img{piece}.png)" \
         in str(caught.value)
     assert max(_DyingPool.starts.values()) == 3  # no piece is started a fourth time
+
+
+def test_after_a_worker_died_the_next_pool_can_send_ticks(monkeypatch):
+    """A worker that died holding the progress queue's write lock would silence every later worker's
+    ticks (their puts wait for the lock forever): once a pool has stopped, the lock is free again."""
+    import collections
+    import threading
+
+    from phasefeat.io import convert as convert_module
+    from phasefeat.io.progress import PieceProgress
+
+    _DyingPool.starts = collections.Counter()
+    monkeypatch.setattr(convert_module, "_stop_pool", lambda pool, died: None)
+    abandoned = threading.Lock()
+    abandoned.acquire()  # as a worker killed in the middle of a put leaves it
+    ticks = types.SimpleNamespace(_wlock=abandoned)
+    tasks = [{"piece_id": 0, "entries": [(0, "img0.png", 0, "", "")]}]
+    bar = types.SimpleNamespace(update=lambda n=1: None, set_postfix=lambda **kw: None)
+    with pytest.raises(convert_module.ConvertError):
+        convert_module._pool_pieces(tasks, 2, lambda piece: None, PieceProgress(bar, [1], 0),
+                                    types.SimpleNamespace(Pool=_DyingPool), ticks)
+    assert not abandoned.locked()

@@ -332,23 +332,41 @@ def _run_pieces(tasks, workers, on_result, progress: PieceProgress):
             report_progress_to(None)
         return
     import multiprocessing
-    import threading
 
     workers = min(workers, len(tasks))
     context = multiprocessing.get_context("spawn")
-    ticks = context.Queue()
+    ticks = _TickChannel(context, progress)
+    try:
+        _pool_pieces(tasks, workers, on_result, progress, context, ticks.queue)
+    finally:
+        ticks.close()
 
-    def drain():
-        for piece_id in iter(ticks.get, None):
+
+class _TickChannel:
+    """The workers' per-file progress ticks: a queue they put into, and a thread here that counts them.
+
+    The queue's write lock is shared by every process that puts into it; a worker killed while it holds
+    the lock (``kill -9``, the OOM killer, ``Pool.terminate``'s SIGTERM) never releases it. Every later
+    put then waits forever, this process's last one too, and Python's exit waits for that put: the
+    conversion printed its summary and never ended. The lock is freed after each pool has stopped.
+    """
+
+    def __init__(self, context, progress: PieceProgress):
+        import threading
+
+        self.queue = context.Queue()
+        self._reader = threading.Thread(target=self._count, args=(progress,), daemon=True)
+        self._reader.start()
+
+    def _count(self, progress: PieceProgress) -> None:
+        for piece_id in iter(self.queue.get, None):
             progress.tick(piece_id)
 
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        _pool_pieces(tasks, workers, on_result, progress, context, ticks)
-    finally:
-        ticks.put(None)
-        reader.join(timeout=5)
+    def close(self) -> None:
+        """End the counting thread; call once no worker is left."""
+        _free_abandoned(self.queue._wlock)
+        self.queue.put(None)
+        self._reader.join(timeout=5)
 
 
 class _WorkerDied(Exception):
@@ -379,10 +397,15 @@ def _unjam(pool) -> None:
         process.kill()
     for process in pool._pool:
         process.join()
-    for lock in (pool._inqueue._rlock, getattr(pool._outqueue, "_wlock", None)):
-        if lock is not None:
-            lock.acquire(timeout=0.2)  # free: now ours; held by a dead worker: nobody else will release it
-            lock.release()
+    _free_abandoned(pool._inqueue._rlock)
+    _free_abandoned(getattr(pool._outqueue, "_wlock", None))
+
+
+def _free_abandoned(lock) -> None:
+    """Release ``lock`` if a process that has ended holds it; call only when no live process can take it."""
+    if lock is not None:
+        lock.acquire(timeout=0.2)  # free: now ours; held by a dead worker: nobody else will release it
+        lock.release()
 
 
 def _stop_pool(pool, worker_died: bool) -> None:
@@ -436,6 +459,8 @@ def _pool_pieces(tasks, workers, on_result, progress, context, ticks):
             todo.extendleft(reversed(lost))
         finally:
             _stop_pool(pool, died)
+            if ticks is not None:  # a worker stopped mid-put must not silence the next pool's ticks
+                _free_abandoned(ticks._wlock)
 
 
 def convert(input_root, output, *, params: PhaseParams | None = None,
