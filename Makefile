@@ -8,6 +8,9 @@ OUT ?= out
 DATA ?=
 # Extra pytest options for make test, e.g. PYTEST_ARGS="-x -k checkpoint".
 PYTEST_ARGS ?=
+# make test runs the suite in this many processes (pytest-xdist; one per core by default, 0: in one process).
+TEST_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
+PARALLEL = -n $(TEST_PROCESSES) --dist loadgroup
 # With DATA: a regular expression whose first group is each file's source (hospital, archive), e.g.
 # DEMO_SOURCES='^[^/]+/([a-z]+)_' for names like covid/ieee_1.png; without it the audit cannot probe or
 # hold out a source.
@@ -89,11 +92,12 @@ demo: $(VENV)/.installed-train
 ## test: lint, then the whole test suite (GPU tests are skipped without a GPU; installs TensorFlow CPU,
 ##       torch CPU, MONAI and JAX CPU)
 # Both pytest steps always run (test_torch.py in a process of its own: torch's Triton and TensorFlow cannot
-# share one); the target fails if either failed.
+# share one); the target fails if either failed. The first runs in TEST_PROCESSES processes (pytest-xdist):
+# tests that share a changed fixture or a module's fixture stay in one process (tests/conftest.py).
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check phasefeat trainer benchmarks tests docs
 	@failed=""; \
-	$(BIN)/python -m pytest $(PYTEST_ARGS) --ignore=tests/test_torch.py || failed="$$failed main"; \
+	$(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS) --ignore=tests/test_torch.py || failed="$$failed main"; \
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/test_torch.py || failed="$$failed test_torch.py"; \
 	if [ -n "$$failed" ]; then echo "make test: failed:$$failed" >&2; exit 1; fi
 
@@ -101,7 +105,7 @@ test: $(VENV)/.installed-test
 ##                (generated phantoms instead of the shared radiographs; CI runs both ways)
 test-phantoms: $(VENV)/.installed-test
 	@failed=""; export PHASEFEAT_CXR_REAL="$(CURDIR)/.no-shared-radiographs"; \
-	$(BIN)/python -m pytest $(PYTEST_ARGS) -m real_data --ignore=tests/test_torch.py || failed="$$failed main"; \
+	$(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS) -m real_data --ignore=tests/test_torch.py || failed="$$failed main"; \
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m real_data tests/test_torch.py || failed="$$failed test_torch.py"; \
 	if [ -n "$$failed" ]; then echo "make test-phantoms: failed:$$failed" >&2; exit 1; fi
 

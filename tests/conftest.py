@@ -30,19 +30,42 @@ def real_class_counts() -> dict[str, int]:
     return counts
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
-_GPU_SKIPS: list[str] = []
-_STANDIN_RUNS: list[str] = []
+_GPU_SKIPS: set[str] = set()
+_STANDIN_RUNS: set[str] = set()
 
 
 #: Fixtures whose data switch between the shared radiographs and generated phantoms.
 REAL_OR_PHANTOM_FIXTURES = {"store", "radiograph", "real_images"}
 
 
+#: Session fixtures that tests change and put back (a run's result deleted and redone): every test that
+#: uses one runs in the same pytest-xdist worker, one after another, as in a run without workers.
+CHANGED_AND_RESTORED_FIXTURES = ("grid",)
+
+
 def pytest_itemcollected(item):
     """Mark ``real_data`` every test that sees other data where the shared radiographs are absent
-    (as each is collected: before ``-m`` selects on the mark)."""
+    (as each is collected: before ``-m`` selects on the mark), and give it its pytest-xdist group."""
     if REAL_OR_PHANTOM_FIXTURES & set(getattr(item, "fixturenames", ())):
         item.add_marker(pytest.mark.real_data)
+    group = xdist_group(item)
+    if group:
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def xdist_group(item) -> str | None:
+    """The pytest-xdist worker group of a test (``make test`` runs ``--dist loadgroup``): the name of the
+    changed and restored fixture it uses; else its module where it uses a module-scoped fixture (built
+    once, in one worker: the grid tests' reference grid takes a minute); else none (any worker)."""
+    names = set(getattr(item, "fixturenames", ()))
+    for name in CHANGED_AND_RESTORED_FIXTURES:
+        if name in names:
+            return name
+    info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the fixtures a test resolves to
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    if any(d and d[-1].scope == "module" for d in defs):
+        return item.nodeid.split("::")[0]
+    return None
 
 
 @pytest.hookimpl(trylast=True)  # after -m has deselected what it deselects
@@ -53,7 +76,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-            _GPU_SKIPS.append(item.nodeid)
+            _GPU_SKIPS.add(item.nodeid)
+
+
+def pytest_sessionfinish(session):
+    """In a pytest-xdist worker: hand this process's GPU counts to the controller, which prints them."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["gpu_skips"], output["standin_runs"] = sorted(_GPU_SKIPS), sorted(_STANDIN_RUNS)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: the controller gathers what its workers counted
+def pytest_testnodedown(node, error):
+    output = getattr(node, "workeroutput", {})
+    _GPU_SKIPS.update(output.get("gpu_skips", ()))
+    _STANDIN_RUNS.update(output.get("standin_runs", ()))
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -79,7 +116,7 @@ def cupy_standin(monkeypatch, request):
 
     monkeypatch.setitem(sys.modules, "cupy", cupy_standin.module)
     monkeypatch.setattr(backend, "_cupy_backend_or_reason", cupy_standin.backend)
-    _STANDIN_RUNS.append(request.node.nodeid)
+    _STANDIN_RUNS.add(request.node.nodeid)
     return cupy_standin.module
 
 
