@@ -69,7 +69,7 @@ def timed(command: list[str], log: Path, tree: Path = REPO, env: dict | None = N
         code = child.wait()
         seconds = time.perf_counter() - started
         sampler.join()
-    return {"command": " ".join(command[:2]), "exit_status": code, "seconds": round(seconds, 1),
+    return {"command": " ".join(c for c in command if not c.startswith(("-", "/"))), "exit_status": code, "seconds": round(seconds, 1),
             "peak_tree_rss_gb": round(peak[0] / 1e9, 2)}
 
 
