@@ -69,7 +69,7 @@ def timed(command: list[str], log: Path, tree: Path = REPO, env: dict | None = N
         code = child.wait()
         seconds = time.perf_counter() - started
         sampler.join()
-    return {"command": " ".join(c for c in command if not c.startswith(("-", "/"))), "exit_status": code, "seconds": round(seconds, 1),
+    return {"exit_status": code, "seconds": round(seconds, 1),
             "peak_tree_rss_gb": round(peak[0] / 1e9, 2)}
 
 
@@ -130,7 +130,7 @@ def run_steps(label: str, steps, tree: Path, venv: Path, out: Path, logs: Path, 
     for step in steps:
         row = timed([*make, step, f"VENV={venv}", f"OUT={out}", "--no-print-directory"],
                     logs / f"{label}-{step}.log", tree, env)
-        rows[step] = row
+        rows[step] = {"command": f"make {step}", **row}
         print(f"{label:<9} {step:<8} {row['seconds']:>8.1f} s  peak {row['peak_tree_rss_gb']:>5.2f} GB  "
               f"exit {row['exit_status']}", flush=True)
         if row["exit_status"] != 0:

@@ -188,6 +188,14 @@ def test_make_demo_keeps_each_input_in_its_own_folder(tmp_path):
     assert f"{setup['steps']['demo']['seconds'] / 60:.1f} min" == "8.8 min"  # the record behind the line
 
 
+def test_the_readme_s_make_test_time_is_its_record():
+    record = json.loads((REPO / "benchmarks" / "results" / "setup-test-cpu.json").read_text())
+    minutes = record["steps"]["test"]["seconds"] / 60
+    row = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `make test`"))
+    assert f"| {minutes:.1f} min |" in row and record["steps"]["test"]["exit_status"] == 0
+    assert record["baseline"]["steps"]["test"]["seconds"] > record["steps"]["test"]["seconds"]
+
+
 def _clidoc():
     import importlib.util
 
@@ -297,6 +305,7 @@ def test_make_test_runs_both_pytest_steps_and_fails_if_either_failed(tmp_path, f
                           text=True, env=env)
     steps = calls.read_text().splitlines()
     assert len(steps) == 2 and "--ignore=tests/test_torch.py" in steps[0] and steps[1].endswith("tests/test_torch.py")
+    assert "--dist loadgroup" in steps[0] and "-n " in steps[0]  # the main suite in one process per core
     assert (done.returncode == 0) == (failing == "none"), done.stderr
     if failing != "none":
         named = {"main": "main", "test_torch.py": "test_torch.py", "both": "main test_torch.py"}[failing]
