@@ -79,7 +79,7 @@ def prepare_images(args, folder: Path) -> tuple[Path, str]:
 
     images, source = load_images(args.source, args.images, args.size)
     target = folder / "images.npy"
-    np.save(target, images)
+    np.save(target, images * np.float32(255))  # on the 0..255 scale the records were measured at
     return target, source
 
 

@@ -56,7 +56,7 @@ def pytest_itemcollected(item):
 def xdist_group(item) -> str | None:
     """The pytest-xdist worker group of a test (``make test`` runs ``--dist loadgroup``): the name of the
     changed and restored fixture it uses; else its module where it uses a module-scoped fixture (built
-    once, in one worker: the grid tests' reference grid takes a minute); else none (any worker)."""
+    once, in one worker); else none (any worker)."""
     names = set(getattr(item, "fixturenames", ()))
     for name in CHANGED_AND_RESTORED_FIXTURES:
         if name in names:
