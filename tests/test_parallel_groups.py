@@ -38,3 +38,47 @@ def test_tests_that_share_a_changed_or_a_module_fixture_get_one_group(tmp_path):
     assert len(reference) >= 3 and all(groups[n][0] == "tests/test_grid.py" for n in reference)
     rest = set(groups) - grid - reference
     assert rest and all(groups[n][0] is None for n in rest)
+
+
+_GROUPED_SUITE = '''
+import os
+import time
+
+import pytest
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_grouped(k):
+    time.sleep(0.1)
+    with open(os.path.join(os.environ["GROUPS_OUT"], f"grouped-{k}"), "w") as handle:
+        handle.write(os.environ["PYTEST_XDIST_WORKER"])
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_free(k):
+    time.sleep(0.1)
+'''
+
+_GROUPED_CONFTEST = '''
+import pytest
+
+
+def pytest_itemcollected(item):  # as tests/conftest.py gives its groups: a mark added at collection
+    if item.name.startswith("test_grouped"):
+        item.add_marker(pytest.mark.xdist_group("together"))
+'''
+
+
+def test_the_installed_pytest_xdist_keeps_a_group_in_one_process(tmp_path):
+    """pytest 9.2 with pytest-xdist 3.8 ignored every group (each process built the grid fixture anew);
+    the installed pair must send a group's tests to one process."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "conftest.py").write_text(_GROUPED_CONFTEST)
+    (suite / "test_grouped.py").write_text(_GROUPED_SUITE)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist",
+                           "loadgroup", str(suite)], cwd=suite, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "GROUPS_OUT": str(tmp_path)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ran = [p.read_text() for p in tmp_path.glob("grouped-*")]
+    assert len(ran) == 8 and len(set(ran)) == 1, ran
