@@ -289,6 +289,9 @@ def train_run(store_path, cfg: RunConfig, out_dir, split: Split | None = None,
     optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}[cfg.optimizer](
         learning_rate=cfg.learning_rate)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=cfg.jit_compile)
+    # The optimizer's slot variables made here, as a resumed run makes them (restore_variables): made
+    # inside the first traced training step, they make TensorFlow trace that step twice (~2 s a run).
+    model.optimizer.build(model.trainable_variables)
 
     common = {"store_path": store_path, "what": cfg.input, "labels": labels, "n_classes": n_classes,
               "label_mode": spec.label_mode, "batch_size": cfg.batch_size,
