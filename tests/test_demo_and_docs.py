@@ -131,7 +131,8 @@ def test_make_demo_on_own_data_twice(tmp_path):
     out = tmp_path / "out"
     command = ["make", "--no-print-directory", "demo", f"VENV={venv}", f"BIN={bin_dir}", f"DATA={data}",
                f"OUT={out}", "DEMO_SIZE=32", "DEMO_CONVERT=--features-at 32",
-               "DEMO_TRAIN=--width 0.0625 --epochs 1 --repeats 1 --batch-size 16"]
+               "DEMO_TRAIN=--width 0.0625 --epochs 1 --repeats 1 --batch-size 16",
+               "DEMO_AUDIT=--audit --occlude-fractions 0.9"]  # the audit at one occlusion size, not two
     if data == REAL_DIR:  # the real files' names carry their archive: nih_..., ieee_..., mhh_...
         command.append("DEMO_SOURCES=^[^/]+/([a-z]+)_")
     first = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
