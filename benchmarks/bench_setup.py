@@ -114,6 +114,13 @@ def checkout(rev: str, into: Path) -> Path:
     return tree
 
 
+def link_venv(tree: Path, venv: Path) -> None:
+    """Give a baseline checkout the ``.venv`` a checkout has after ``make`` (the shared environment):
+    the docs' commands name ``--venv .venv``, and the tests read them from the checkout."""
+    if tree != REPO and not (tree / ".venv").exists():
+        (tree / ".venv").symlink_to(venv, target_is_directory=True)
+
+
 def run_steps(label: str, steps, tree: Path, venv: Path, out: Path, logs: Path, reuse_venv: bool) -> dict:
     """Each step's row for the tree ``tree``; stops at the first failure (its log's end to stderr)."""
     env = None
@@ -150,6 +157,8 @@ def main(argv=None) -> int:
     results = {}
     try:
         for label, tree in trees.items():
+            if args.venv is not None:
+                link_venv(tree, venv)
             results[label] = run_steps(label, steps, tree, venv, out / label.replace(" ", "-"), work,
                                        args.venv is not None)
             if any(r["exit_status"] != 0 for r in results[label].values()):
