@@ -182,7 +182,10 @@ def main(argv=None) -> int:
         from phasefeat.backend import cpu_model
 
         args.cpu = f"{cpu_model()} VM (development machine)"
-    extra = {"steps": results["this tree"]}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                             capture_output=True, text=True).stdout.strip()
+    extra = {"steps": results["this tree"], "revision": head or None, "uncommitted_changes": bool(changed)}
     note = ("fresh virtual environment and output folder; pip's download cache as found on the machine; "
             "peak memory: the whole process tree, sampled every 0.5 s")
     if args.venv is not None:
