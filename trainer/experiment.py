@@ -350,8 +350,8 @@ def _build_training_state(model, n_classes: int, label_mode: str) -> None:
 
     Created inside the first traced training step instead, they make TensorFlow trace that step
     twice (``train_run`` on the 32 x 32 test store: 6.8 s so, 3.8 s built here; 2-core VM). A
-    resumed run builds the optimizer so too (:func:`trainer.checkpoint.restore_variables`). The
-    metrics' one made-up sample is forgotten: ``fit`` and ``evaluate`` reset them before they count.
+    resumed run's :func:`trainer.checkpoint.restore_variables` then fills the variables made here.
+    The metrics' one made-up sample is forgotten: ``fit`` and ``evaluate`` reset them before they count.
     """
     model.optimizer.build(model.trainable_variables)
     y_true = np.zeros((1,), "int32") if label_mode == "int" else np.zeros((1, n_classes), "float32")
