@@ -50,6 +50,8 @@ MODULES = {
     "trainer/audit.py": "tests/test_audit_verdicts.py",
     "trainer/data.py": "tests/test_data.py",
     "phasefeat/io/progress.py": "tests/test_progress.py",
+    "phasefeat/io/discover.py": "tests/test_discover.py tests/test_sources.py",
+    "trainer/report_html.py": "tests/test_report_html.py",
 }
 
 

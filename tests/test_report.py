@@ -553,17 +553,6 @@ def test_the_terminal_summary_says_what_other_findings_are():
                            "apart; ENH not flagged, but falls on an unseen source.")
 
 
-def test_indented_lines_continue_their_list_item_in_html(tmp_path):
-    """The audit verdict's "Also:" lines rendered as loose paragraphs outside their input's bullet."""
-    from trainer.report_html import markdown_to_html
-
-    page = markdown_to_html("* **CXR**: flagged.\n  Also: the source.\n  Occlusion: 0.9.\n* **ENH**: fine.\n\nAfter.",
-                            tmp_path, title="t")
-    assert ("<ul><li><strong>CXR</strong>: flagged.<br>Also: the source.<br>Occlusion: 0.9.</li>"
-            "<li><strong>ENH</strong>: fine.</li></ul>") in page
-    assert "<p>After.</p>" in page and page.count("<p>") == 1
-
-
 def test_the_audit_section_explains_itself_without_a_path_into_the_project(tmp_path):
     from trainer.audit_report import READING_GUIDE, audit_markdown
 

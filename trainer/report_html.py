@@ -20,13 +20,18 @@ th{background:#eef}td{text-align:right}td:first-child{text-align:left}img{max-wi
 pre{background:#f4f4f4;padding:.6em;overflow:auto}code{background:#f4f4f4}"""
 
 
+def _is_item(line: str) -> bool:
+    return line.lstrip().startswith(("* ", "- "))
+
+
 def _inline(text: str, folder: Path) -> str:
     text = html.escape(text, quote=False)
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
 
     def image(match):
-        alt, target = match.group(1), match.group(2)
+        # The text is escaped already; a quote must not end the attribute.
+        alt, target = match.group(1).replace('"', "&quot;"), match.group(2)
         path = folder / target
         if not path.is_file():
             return f"[missing figure {html.escape(target)}]"
@@ -38,7 +43,7 @@ def _inline(text: str, folder: Path) -> str:
 
 def _table(rows: list[str], folder: Path) -> str:
     cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
-    head, body = cells[0], [r for r in cells[2:]]
+    head, body = cells[0], cells[2:]  # cells[1] is the |---| row under the header
     out = ["<table><thead><tr>" + "".join(f"<th>{_inline(c, folder)}</th>" for c in head) + "</tr></thead>",
            "<tbody>"]
     out += ["<tr>" + "".join(f"<td>{_inline(c, folder)}</td>" for c in r) + "</tr>" for r in body]
@@ -68,11 +73,11 @@ def markdown_to_html(text: str, folder, title: str) -> str:
                 i += 1
             parts.append(_table(rows, folder))
             continue
-        elif line.lstrip().startswith(("* ", "- ")):
+        elif _is_item(line):
             items: list[list[str]] = []
             while i < len(lines):
                 current = lines[i]
-                if current.lstrip().startswith(("* ", "- ")):
+                if _is_item(current):
                     items.append([current.lstrip()[2:]])
                 elif current.startswith("  ") and current.strip():  # an indented line continues its item
                     items[-1].append(current.strip())
@@ -84,7 +89,8 @@ def markdown_to_html(text: str, folder, title: str) -> str:
             continue
         elif line.strip():
             paragraph = [line]
-            while i + 1 < len(lines) and lines[i + 1].strip() and not lines[i + 1].startswith(("#", "|", "```", "* ")):
+            while (i + 1 < len(lines) and lines[i + 1].strip()
+                   and not (lines[i + 1].startswith(("#", "|", "```")) or _is_item(lines[i + 1]))):
                 i += 1
                 paragraph.append(lines[i])
             parts.append(f"<p>{_inline(' '.join(paragraph), folder)}</p>")
