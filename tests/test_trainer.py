@@ -151,22 +151,6 @@ def test_report_reads_without_the_code(grid, store):
     assert (grid / "roc_curves.png").stat().st_size > 1000
 
 
-def test_headline_says_when_loss_and_accuracy_disagree():
-    from trainer.report_summary import headline as _headline
-
-    def arm(loss, acc):
-        return {"test_loss": {"mean": loss, "std": 0.01}, "test_accuracy": {"mean": acc, "std": 0.01}}
-
-    agree = _headline({"cxr+cce": arm(0.5, 0.8), "enh+cce": arm(0.4, 0.9)})
-    assert agree[1] == "* It also has the highest mean test accuracy."
-    tie = _headline({"cxr+cce": arm(0.5, 1.0), "enh+cce": arm(0.4, 1.0)})
-    assert tie[1] == "* All 2 arms reach the same mean test accuracy, 100.0 %: accuracy does not tell them apart."
-    shared = _headline({"cxr+cce": arm(0.5, 0.7), "enh+cce": arm(0.4, 0.9), "enh+scce": arm(0.45, 0.9)})
-    assert shared[1] == "* It also has the highest mean test accuracy (tied with ENH+SCCE)."
-    disagree = _headline({"cxr+cce": arm(0.5, 0.9), "enh+cce": arm(0.4, 0.8)})
-    assert "Loss and accuracy disagree" in " ".join(disagree)
-
-
 def test_html_report_is_self_contained(grid):
     """Every heading, table row (not the separator) and figure of report.md is in report.html, escaped."""
     import html as html_module
