@@ -174,3 +174,101 @@ def test_a_mask_of_the_same_name_beside_images_becomes_the_samples_lung_mask(tmp
     assert masks["COVID/images/COVID 0.png"] == "COVID/masks/COVID 0.jpg"
     assert [p for p, m in masks.items() if m] == ["COVID/images/COVID 0.png"]
     assert len(d.samples) == 6  # the masks themselves are not samples
+
+
+def test_an_unreadable_folder_is_a_row_and_an_unreadable_class_an_error(tmp_path, monkeypatch):
+    """Permissions as a user other than root meets them (the tests may run as root, who reads anything):
+    a subfolder that cannot be listed is a failure row; a class folder that can be listed but not
+    entered (read without execute permission) stops the discovery, unless --classes leaves it out."""
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=2)
+    (root / "Normal" / "images" / "private").mkdir()
+    real_scandir, real_access = os.scandir, os.access
+
+    def scandir(path="."):
+        if str(path).endswith("private"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    d = discover(root)
+    assert ("Normal/images/private/", "cannot read folder (Permission denied)") in d.failures
+    monkeypatch.setattr(os, "access", lambda p, mode: (mode & os.X_OK == 0) if str(p).endswith("COVID")
+                        else real_access(p, mode))
+    with pytest.raises(DiscoveryError, match="class folder .*COVID cannot be read"):
+        discover(root)
+    kept = discover(root, classes=["normal", "pneumonia"])  # excluded anyway: no error
+    assert kept.class_names == ("normal", "pneumonia")
+
+
+def test_entries_that_cannot_be_read_are_failure_rows_with_their_reason(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=1)
+    folder = root / "Normal" / "images"
+    os.symlink(folder / "nowhere.png", folder / "dangling.png")
+    os.symlink(folder / "loop.png", folder / "loop.png")
+    os.symlink("/dev/null", folder / "device.png")
+    os.mkfifo(folder / "fifo.png")
+    os.mkfifo(folder / "scan0002")  # no suffix: it might be an image, so it is a row, not skipped
+    (folder / "notes").write_bytes(b"not an image, no suffix: ignored")
+    reasons = {path.removeprefix("Normal/images/"): why for path, why in discover(root).failures}
+    assert reasons == {"dangling.png": "dangling symbolic link (its target does not exist)",
+                       "loop.png": "symbolic link loop", "device.png": "not a regular file (device)",
+                       "fifo.png": "not a regular file (FIFO)", "scan0002": "not a regular file (FIFO)"}
+
+
+def test_a_file_name_that_cannot_be_stored_is_a_failure_row(tmp_path):
+    root = tmp_path / "raw"
+    class_folder_dataset(root, per_class=1)
+    image = (root / "Normal" / "images" / "Normal 0.png").read_bytes()
+    with open(os.fsencode(root / "Normal" / "images") + b"/bad\xffname.png", "wb") as handle:
+        handle.write(image)
+    (root / "Normal" / "images" / "two\nlines.png").write_bytes(image)
+    reasons = dict(discover(root).failures)
+    assert reasons == {"Normal/images/bad\\xffname.png": "file name is not valid UTF-8 (rename it)",
+                       "Normal/images/two\nlines.png": "file name holds a control character such as a "
+                                                       "newline or tab (rename it)"}
+
+
+def test_mask_folders_and_suffixes_match_in_any_case(tmp_path):
+    """`Images/` and `Masks/` (or `mask/`) as some archives spell them, `.PNG` masks: each image
+    takes the mask of its name; the mask folders are never read as images."""
+    from PIL import Image
+
+    def write(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16), 50, np.uint8)).save(path, format="PNG")
+
+    for path in ("covid/Images/a.png", "covid/Masks/a.PNG", "normal/images/b.png", "normal/mask/b.png",
+                 "normal/images/c.png", "pneumonia/scans/d.png", "pneumonia/masks/d.png"):
+        write(tmp_path / path)
+    d = discover(tmp_path)
+    assert {s.path: s.mask for s in d.samples} == {
+        "covid/Images/a.png": "covid/Masks/a.PNG", "normal/images/b.png": "normal/mask/b.png",
+        "normal/images/c.png": "", "pneumonia/scans/d.png": ""}  # only an images/ folder has masks beside it
+    write(tmp_path / "normal" / "masks" / "b.png")
+    assert {s.path: s.mask for s in discover(tmp_path).samples}["normal/images/b.png"] == "normal/masks/b.png"
+
+
+def test_a_class_named_twice_in_classes_is_refused(tmp_path):
+    class_folder_dataset(tmp_path, per_class=1)
+    with pytest.raises(DiscoveryError, match=r"--classes names 'normal' twice after normalisation "
+                                             r"\(Normal, COVID-19, NORMAL\)"):
+        discover(tmp_path, classes=["Normal", "COVID-19", "NORMAL"])
+
+
+def test_one_class_in_a_label_file_is_not_an_input_one_level_too_high(tmp_path):
+    class_folder_dataset(tmp_path, per_class=1)
+    (tmp_path / "labels.csv").write_text("path,label\nNormal/images/Normal 0.png,normal\n")
+    d = discover(tmp_path, labels=tmp_path / "labels.csv")
+    assert d.class_names == ("normal",) and d.warnings == ()
+
+
+def test_a_line_that_is_neither_csv_nor_covidx_is_quoted_to_80_characters(tmp_path):
+    (tmp_path / "raw").mkdir()
+    line = "x" * 79 + "yz"
+    (tmp_path / "l.txt").write_text(f"{line}\n")
+    with pytest.raises(DiscoveryError) as error:
+        discover(tmp_path / "raw", labels=tmp_path / "l.txt")
+    assert str(error.value).endswith(f"l.txt:1: expected a CSV with 'path,label' columns or COVIDx lines "
+                                     f"'patient_id filename class source', got {line[:80]!r}")

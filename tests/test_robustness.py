@@ -84,30 +84,6 @@ def test_all_files_failing_still_writes_the_reasons_and_exits_non_zero(tmp_path)
         assert len(store) == 0 and len(store.failures) == 2
 
 
-def test_an_unreadable_folder_is_a_row_and_an_unreadable_class_an_error(tmp_path, monkeypatch):
-    root = tmp_path / "raw"
-    class_folder_dataset(root, per_class=2)
-    (root / "Normal" / "images" / "private").mkdir()
-    real_scandir = os.scandir
-
-    def scandir(path="."):
-        if str(path).endswith("private"):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
-    from phasefeat.io.discover import DiscoveryError, discover
-
-    d = discover(root)
-    assert ("Normal/images/private/", "cannot read folder (Permission denied)") in d.failures
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, m: False if str(p).endswith("COVID") else real_access(p, m))
-    with pytest.raises(DiscoveryError, match="class folder .*COVID cannot be read"):
-        discover(root)
-    kept = discover(root, classes=["normal", "pneumonia"])  # excluded anyway: no error
-    assert kept.class_names == ("normal", "pneumonia")
-
-
 def test_pixel_limit_above_pillows_own_takes_effect(tmp_path, monkeypatch):
     from PIL import Image
 

@@ -26,6 +26,7 @@ import dataclasses
 import glob
 import os
 import re
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 __all__ = ["Sample", "Discovery", "DiscoveryError", "DEFAULT_ALIASES", "IMAGE_SUFFIXES",
@@ -131,8 +132,10 @@ def _looks_like_an_image(path: Path) -> bool:
 
 def _classify(path: Path, rel: str) -> tuple[str, str]:
     """``("sample", rel)``, ``("failure", reason)`` or ``("ignore", "")`` for one directory entry."""
-    if not rel.isprintable() or _display(rel) != rel:
+    if _display(rel) != rel:
         return "failure", "file name is not valid UTF-8 (rename it)"
+    if not rel.isprintable():
+        return "failure", "file name holds a control character such as a newline or tab (rename it)"
     name = path.name
     if name.startswith("."):
         return "ignore", ""
@@ -224,20 +227,28 @@ def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tup
 
 
 def _with_masks(root: Path, samples: list[Sample]) -> list[Sample]:
-    """Give each ``.../images/NAME`` the lung mask ``.../masks/NAME`` (any image suffix), if there is one."""
+    """Give each ``.../images/NAME`` the lung mask ``.../masks/NAME`` (any image suffix), if there is one.
+
+    Folder names and suffixes match in any case (``Images/``, ``Masks/``, ``.PNG``), as the folders
+    left out of the images are; ``mask/`` is read where there is no ``masks/``.
+    """
+    beside: dict[Path, list[Path]] = {}
     out = []
     for sample in samples:
         parts = PurePosixPath(sample.path).parts
         if len(parts) >= 2 and parts[-2].casefold() == "images":
             folder = root.joinpath(*parts[:-2])
-            for masks in (folder / "masks", folder / "mask"):
-                if masks.is_dir():
-                    stem = PurePosixPath(parts[-1]).stem
-                    found = sorted(p for p in masks.glob(f"{glob.escape(stem)}.*")
-                                   if p.suffix.lower() in IMAGE_SUFFIXES)
-                    if found:
-                        sample = dataclasses.replace(sample, mask=found[0].relative_to(root).as_posix())
-                        break
+            if folder not in beside:  # "masks" sorts after "mask": reversed, masks/ comes first
+                beside[folder] = sorted((p for p in folder.iterdir() if p.is_dir()
+                                         and p.name.casefold() in ("masks", "mask")),
+                                        key=lambda p: (p.name.casefold(), p.name), reverse=True)
+            stem = PurePosixPath(parts[-1]).stem
+            for masks in beside[folder]:
+                found = sorted(p for p in masks.glob(f"{glob.escape(stem)}.*")
+                               if p.suffix.lower() in IMAGE_SUFFIXES)
+                if found:
+                    sample = dataclasses.replace(sample, mask=found[0].relative_to(root).as_posix())
+                    break
         out.append(sample)
     return out
 
@@ -392,8 +403,10 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
     found = sorted({s.label for s in samples})
     if classes:
         pinned = [normalise_class(c, aliases) for c in classes]
-        if len(set(pinned)) != len(pinned):
-            raise DiscoveryError(f"--classes names a class twice after normalisation: {pinned}")
+        twice = sorted(c for c, n in Counter(pinned).items() if n > 1)
+        if twice:
+            raise DiscoveryError(f"--classes names {', '.join(map(repr, twice))} twice after normalisation "
+                                 f"({', '.join(classes)})")
         empty = [c for c in pinned if c not in found]
         if empty:
             raise DiscoveryError(f"--classes names {', '.join(map(repr, empty))}, which hold(s) no image in "
