@@ -53,6 +53,7 @@ MODULES = {
     "phasefeat/io/discover.py": "tests/test_discover.py tests/test_sources.py",
     "trainer/report_html.py": "tests/test_report_html.py",
     "trainer/report_summary.py": "tests/test_report_summary.py",
+    "trainer/progress.py": "tests/test_training_progress.py",
 }
 
 

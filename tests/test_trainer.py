@@ -96,22 +96,6 @@ def test_grid_says_what_it_will_do_before_it_trains(grid, store):
     assert "first epoch" not in again.output
 
 
-def test_grid_estimate_is_the_steady_epoch_scaled():
-    """The first epoch includes compiling (an estimate from it ran 5-20x long): the second sets the rate,
-    and every later run pays the compiling once more."""
-    from trainer.progress import grid_estimate, runs_left_estimate
-
-    line = grid_estimate("enh-cce-r0", 150.0, 120.0, 20, 0, 11)
-    assert "first epoch 2.5 min (it includes compiling the model), second 2.0 min" in line
-    assert "if every run trains to its last epoch, this run needs about 36 min more" in line  # 18 x 120 s
-    assert "the 11 run(s) after it about 7.4 h (about 8.0 h in all" in line  # 11 x (30 + 20 x 120) s
-    assert "this run needs about 32 min more" in grid_estimate("enh-cce-r0", 150.0, 120.0, 20, 2, 1)  # resumed
-    assert runs_left_estimate("cxr-cce-r0", 300.0, 7, 23) == (
-        "cxr-cce-r0 took 5.0 min (7 epoch(s)); at that time each, the 23 run(s) left need about 1.9 h (runs that "
-        "stop later or sooner change it)")
-    assert "need about 60 min, 2 at a time" in runs_left_estimate("x", 300.0, 7, 23, at_once=2)  # 12 waves
-
-
 def test_grid_writes_consistent_tables(grid):
     with open(grid / "runs.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -432,31 +416,6 @@ def test_tensorflow_log_lines_only_with_verbose(store, tmp_path):
     loud = subprocess.run([sys.executable, "-m", "trainer", "-v", *args, "--out", str(tmp_path / "l")],
                           capture_output=True, text=True)
     assert loud.returncode == 0 and len(loud.stderr) >= len(quiet.stderr)
-
-
-def test_epoch_estimate_line():
-    from trainer.progress import SLOW_EPOCH_S, epoch_estimate
-
-    slow = epoch_estimate("enh-cce-r0", 6.7, 465, 20)
-    assert "about 52 min per epoch" in slow and "up to 17.3 h for 20 epochs" in slow
-    assert "--width 0.125" in slow and "--image-size 128" in slow
-    quick = epoch_estimate("cxr-cce-r0", 0.2, 10, 5)
-    assert "about 2 s per epoch" in quick and "--width" not in quick and 0.2 * 10 < SLOW_EPOCH_S
-
-
-def test_a_full_width_run_on_a_cpu_is_warned_with_its_time():
-    from trainer.experiment import RunConfig
-    from trainer.progress import cpu_warning
-
-    study = RunConfig(epochs=20)  # full-width VGG16, the study's 9,156 training images at 299 px
-    line = cpu_warning(study, "CPU", 9156, (299, 299))
-    assert line.startswith("warning: full-width VGG16 at 299x299 is training on a CPU: about 2.0 h per epoch, "
-                           "up to 39.4 h for 20 epochs")
-    assert "train-gpu or jax-gpu" in line and "--width 0.125" in line
-    assert "about 30 min per epoch" in cpu_warning(study, "CPU", 9156, (150, 150))  # a quarter of the pixels
-    assert cpu_warning(study, "NVIDIA H100 80GB HBM3", 9156, (299, 299)) is None
-    assert cpu_warning(RunConfig(width=0.125), "CPU", 9156, (299, 299)) is None
-    assert cpu_warning(RunConfig(model="resnet50"), "CPU", 9156, (299, 299)) is None
 
 
 @pytest.mark.parametrize(("args", "message"), [
