@@ -28,6 +28,7 @@ CHAINS = {
     "phasefeat/maths/elea.py": ["elea-run", "elea-rerun", "elea-rerun2"],
     "trainer/data.py": ["data-run2", "data-rerun"],
     "phasefeat/io/progress.py": ["progress-io-run", "progress-io-rerun", "progress-io-rerun2"],
+    "trainer/report_html.py": ["report-html-run", "report-html-rerun"],
 }
 
 

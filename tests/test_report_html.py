@@ -43,8 +43,9 @@ def test_code_and_bold_inline(tmp_path):
 
 
 @pytest.mark.parametrize("level", [1, 2, 3, 4])
-def test_a_heading_has_its_level(tmp_path, level):
-    assert _body("#" * level + "  Results **now**", tmp_path) == f"<h{level}>Results <strong>now</strong></h{level}>"
+@pytest.mark.parametrize(("text", "html"), [("  Results **now**", "Results <strong>now</strong>"), (" H", "H")])
+def test_a_heading_has_its_level(tmp_path, level, text, html):
+    assert _body("#" * level + text, tmp_path) == f"<h{level}>{html}</h{level}>"
 
 
 def test_a_table_has_its_header_and_rows_but_not_the_separator_row(tmp_path):
@@ -89,26 +90,57 @@ def test_list_items_of_either_marker_and_their_continued_lines(tmp_path):
                     "<li><strong>ENH</strong>: fine.</li></ul>\n<p>After.</p>")
 
 
+def test_an_indented_line_continues_the_item_above_it(tmp_path):
+    assert _body("* a\n* b\n  more", tmp_path) == "<ul><li>a</li><li>b<br>more</li></ul>"
+
+
 def test_a_list_ends_where_an_unindented_line_starts(tmp_path):
     assert _body("* a\nb", tmp_path) == "<ul><li>a</li></ul>\n<p>b</p>"
 
 
+#: A paragraph's line numbers matter to the parser: each case is also tried one line further down.
+SHIFTS = pytest.mark.parametrize("above", ["", "\n", "# T\n\n"])
+
+
+@SHIFTS
 @pytest.mark.parametrize("marker", ["* ", "- "])
-def test_a_list_right_under_a_paragraph_is_a_list(tmp_path, marker):
-    assert _body(f"Verdicts:\n{marker}CXR\n{marker}ENH", tmp_path) == "<p>Verdicts:</p>\n<ul><li>CXR</li><li>ENH</li></ul>"
+@pytest.mark.parametrize(("items", "html"), [(["CXR", "ENH"], "<li>CXR</li><li>ENH</li>"), (["CXR"], "<li>CXR</li>")])
+@pytest.mark.parametrize("below", ["", "\n\nEnd."])
+def test_a_list_right_under_a_paragraph_is_a_list(tmp_path, above, marker, items, html, below):
+    body = _body(above + "Verdicts:\n" + "\n".join(marker + item for item in items) + below, tmp_path)
+    assert body.endswith("<p>Verdicts:</p>\n<ul>" + html + "</ul>" + ("\n<p>End.</p>" if below else ""))
 
 
-def test_lines_of_a_paragraph_are_joined(tmp_path):
-    assert _body("one\ntwo\nthree\n\nfour", tmp_path) == "<p>one two three</p>\n<p>four</p>"
+@SHIFTS
+@pytest.mark.parametrize(("text", "html"), [("one\ntwo\nthree\n\nfour", "<p>one two three</p>\n<p>four</p>"),
+                                            ("one\ntwo", "<p>one two</p>")])
+def test_lines_of_a_paragraph_are_joined(tmp_path, above, text, html):
+    assert _body(above + text, tmp_path).endswith(html)
+    assert _body(above + text, tmp_path).count("<p>") == html.count("<p>")
 
 
+@SHIFTS
 @pytest.mark.parametrize(("block", "html"), [
     ("# H", "<h1>H</h1>"),
     ("| h |\n|---|", "<table><thead><tr><th>h</th></tr></thead>\n<tbody>\n</tbody></table>"),
     ("```\nc\n```", "<pre>c</pre>"),
 ])
-def test_a_paragraph_ends_where_another_block_starts(tmp_path, block, html):
-    assert _body(f"text\n{block}", tmp_path) == f"<p>text</p>\n{html}"
+@pytest.mark.parametrize("below", ["", "\nEnd."])
+def test_a_paragraph_ends_where_another_block_starts(tmp_path, above, block, html, below):
+    body = _body(f"{above}text\n{block}{below}", tmp_path)
+    assert body.endswith(f"<p>text</p>\n{html}" + ("\n<p>End.</p>" if below else ""))
+
+
+@pytest.mark.parametrize(("last", "html"), [
+    ("| h |\n|---|\n| c |", "<tr><td>c</td></tr>\n</tbody></table>"),
+    ("```\nno closing fence", "<pre>no closing fence</pre>"),
+    ("* a\n  b", "<ul><li>a<br>b</li></ul>"),
+    ("last\nlines", "<p>last lines</p>"),
+])
+def test_a_long_report_ends_in_any_block(tmp_path, last, html):
+    """Hundreds of lines (a grid's report.md is long), the last block running to the end of the text."""
+    body = _body("\n\n".join(f"Line {k}." for k in range(200)) + "\n\n" + last, tmp_path)
+    assert body.count("<p>Line ") == 200 and body.endswith(html)
 
 
 def test_blank_lines_make_no_empty_paragraphs(tmp_path):
