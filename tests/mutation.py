@@ -54,6 +54,7 @@ MODULES = {
     "trainer/report_html.py": "tests/test_report_html.py",
     "trainer/report_summary.py": "tests/test_report_summary.py",
     "trainer/progress.py": "tests/test_training_progress.py",
+    "trainer/checkpoint.py": "tests/test_checkpoint_state.py tests/test_checkpoint.py",
 }
 
 

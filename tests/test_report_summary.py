@@ -246,3 +246,12 @@ def test_with_an_audit_the_third_line_is_its_verdict(tmp_path):
                      "No two arms trained bit-identical weights.",
                      "Shortcut audit: CXR FLAGGED: confounded by source; ENH not flagged. Verdicts and the "
                      "occlusion curve in audit/audit.md."]
+
+
+def test_the_terminal_summary_of_two_models_compares_inputs_within_a_model(tmp_path):
+    summary = {"resnet50+cxr+cce": arm(0.5, 0.8), "resnet50+enh+cce": arm(0.4, 0.9), "cxr+cce": arm(0.45, 0.85)}
+    comparisons = [comparison("cxr+cce", "resnet50+cxr+cce", (-1, 1), (-1, 1)),
+                   comparison("resnet50+cxr+cce", "resnet50+enh+cce", (0.01, 0.2), (-1, 1), mean_diff=0.1)]
+    assert summary_lines(_grid(tmp_path, summary, comparisons))[1] == (
+        "RESNET50+CXR+CCE - RESNET50+ENH+CCE: test loss +10.00 points (x 100; 95 % CI +1.00 to +20.00, paired "
+        "over 3 seeds).")
