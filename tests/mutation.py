@@ -55,6 +55,7 @@ MODULES = {
     "trainer/report_summary.py": "tests/test_report_summary.py",
     "trainer/progress.py": "tests/test_training_progress.py",
     "trainer/checkpoint.py": "tests/test_checkpoint_state.py tests/test_checkpoint.py",
+    "trainer/saved.py": "tests/test_saved.py",
 }
 
 
