@@ -272,3 +272,254 @@ def test_a_line_that_is_neither_csv_nor_covidx_is_quoted_to_80_characters(tmp_pa
         discover(tmp_path / "raw", labels=tmp_path / "l.txt")
     assert str(error.value).endswith(f"l.txt:1: expected a CSV with 'path,label' columns or COVIDx lines "
                                      f"'patient_id filename class source', got {line[:80]!r}")
+
+
+def _png(path, value=60):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((16, 16), value, np.uint8)).save(path, format="PNG")
+
+
+def test_samples_are_values_that_can_be_kept_in_sets(tmp_path):
+    import dataclasses
+
+    class_folder_dataset(tmp_path, per_class=1)
+    d = discover(tmp_path)
+    assert len(set(d.samples) | set(discover(tmp_path).samples)) == 3 and hash(d) == hash(discover(tmp_path))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.samples[0].label = "normal"
+
+
+def test_every_file_is_counted_once_as_a_sample_or_a_failure(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        _png(tmp_path / "normal" / name)
+    (tmp_path / "normal" / "d.jp2").write_bytes(b"\x00\x00\x00\x0cjP  ")
+    d = discover(tmp_path)
+    assert (len(d.samples), len(d.failures), d.discovered) == (3, 1, 4)
+
+
+def test_a_file_named_as_an_image_is_a_sample_whatever_it_holds(tmp_path):
+    """Its conversion then says why it failed: a .png that is not one is never skipped without a word."""
+    _png(tmp_path / "normal" / "a.png")
+    (tmp_path / "normal" / "b.png").write_bytes(b"this is not a PNG")
+    assert [s.path for s in discover(tmp_path).samples] == ["normal/a.png", "normal/b.png"]
+
+
+def test_a_file_without_a_suffix_is_a_sample_when_its_first_bytes_say_image(tmp_path):
+    from datasets import phantom, write_dicom
+
+    _png(tmp_path / "normal" / "a.png")
+    write_dicom(tmp_path / "normal" / "scan0001", np.rint(phantom(8) * 4095).astype(np.uint16))
+    (tmp_path / "normal" / "README").write_bytes(b"\0" * 200)
+    d = discover(tmp_path)
+    assert [s.path for s in d.samples] == ["normal/a.png", "normal/scan0001"] and not d.failures
+
+
+def test_a_file_that_vanishes_before_it_is_sniffed_is_not_a_sample(tmp_path, monkeypatch):
+    import builtins
+
+    _png(tmp_path / "normal" / "a.png")
+    (tmp_path / "normal" / "scan0002").write_bytes(b"\x89PNG\r\n\x1a\n")
+    real_open = builtins.open
+
+    def vanishing(path, *args, **kwargs):
+        if str(path).endswith("scan0002"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", vanishing)
+    assert [s.path for s in discover(tmp_path).samples] == ["normal/a.png"]
+
+
+def test_a_file_that_cannot_be_read_says_why(tmp_path, monkeypatch):
+    import pathlib
+
+    for name in ("a.png", "locked.png", "private.png"):
+        _png(tmp_path / "normal" / name)
+    real_stat, real_access = pathlib.Path.stat, os.access
+
+    def stat(self, **kwargs):
+        if self.name == "locked.png" and kwargs.get("follow_symlinks", True):  # the link itself is readable
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "stat", stat)
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith("private.png") else real_access(p, mode))
+    assert dict(discover(tmp_path).failures) == {"normal/locked.png": "cannot read file (Permission denied)",
+                                                 "normal/private.png": "cannot read file (Permission denied)"}
+
+
+def test_a_socket_is_a_failure_row(tmp_path):
+    import socket
+
+    _png(tmp_path / "n" / "a.png")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "n" / "s.png"))
+    except OSError:  # a path too long for a socket address
+        pytest.skip("the temporary folder's path is too long for a socket")
+    finally:
+        sock.close()
+    assert dict(discover(tmp_path).failures) == {"n/s.png": "not a regular file (socket)"}
+
+
+def test_a_folder_gone_while_it_is_walked_is_a_row_and_the_walk_goes_on(tmp_path, monkeypatch):
+    import pathlib
+
+    for path in ("normal/a.png", "normal/gone/b.png", "normal/later/c.png"):
+        _png(tmp_path / path)
+    real_stat = pathlib.Path.stat
+
+    def stat(self, **kwargs):
+        if self.name == "gone":
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_stat(self, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "stat", stat)
+    d = discover(tmp_path)
+    assert [s.path for s in d.samples] == ["normal/a.png", "normal/later/c.png"]
+    assert d.failures == (("normal/gone/", "cannot read folder (No such file or directory)"),)
+
+
+def test_folders_left_out_do_not_stop_the_classes_after_them(tmp_path):
+    """A zip extracted on a Mac leaves __MACOSX/ first in name order; a Masks/ folder may sit beside the classes."""
+    for path in ("__MACOSX/normal/._a.png", "Masks/m.png", "covid/a.png", "normal/b.png"):
+        _png(tmp_path / path)
+    d = discover(tmp_path)
+    assert d.class_names == ("covid", "normal") and not d.failures
+
+
+def test_a_class_folder_linked_from_elsewhere_is_a_row_and_the_others_are_read(tmp_path):
+    _png(tmp_path / "elsewhere" / "x.png")
+    _png(tmp_path / "raw" / "normal" / "b.png")
+    _png(tmp_path / "raw" / "pneumonia" / "c.png")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "raw" / "covid")
+    d = discover(tmp_path / "raw")
+    assert d.class_names == ("normal", "pneumonia")
+    assert d.failures == (("covid/", "symbolic link leaves the input folder (not followed)"),)
+
+
+def test_a_link_to_a_text_file_elsewhere_is_ignored_as_the_text_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    _png(tmp_path / "raw" / "normal" / "b.png")
+    os.symlink(tmp_path / "notes.txt", tmp_path / "raw" / "normal" / "notes.txt")
+    d = discover(tmp_path / "raw")
+    assert [s.path for s in d.samples] == ["normal/b.png"] and not d.failures
+
+
+def test_a_read_only_class_folder_is_read(tmp_path, monkeypatch):
+    """Read and execute permission are what a class folder needs (a folder on read-only media has no write)."""
+    class_folder_dataset(tmp_path, per_class=1)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: (mode & os.W_OK == 0 and real_access(p, mode)))
+    assert discover(tmp_path).class_names == ("covid", "normal", "pneumonia")
+
+
+@pytest.mark.parametrize("folder", ["cases", "scans"])
+def test_only_an_images_folder_inside_a_class_takes_masks(tmp_path, folder):
+    for path in (f"normal/{folder}/a.png", "normal/masks/a.png", "images/b.png", "masks/b.png",
+                 "covid/x/images/c.png", "covid/x/masks/c.png"):
+        _png(tmp_path / path)
+    masks = {s.path: s.mask for s in discover(tmp_path).samples}
+    assert masks == {f"normal/{folder}/a.png": "", "images/b.png": "", "covid/x/images/c.png": "covid/x/masks/c.png"}
+
+
+def test_of_two_masks_of_an_images_name_the_first_in_name_order_is_taken(tmp_path):
+    for path in ("normal/images/a.png", "normal/masks/a.tif", "normal/masks/a.png"):
+        _png(tmp_path / path)
+    assert discover(tmp_path).samples[0].mask == "normal/masks/a.png"
+
+
+def test_a_csv_with_masks_links_loops_and_rows_without_a_label(tmp_path):
+    for path in ("normal/a.png", "normal/b.png", "normal/c.png", "masks/a.png"):
+        _png(tmp_path / path)
+    os.symlink(tmp_path / "loop.png", tmp_path / "loop.png")
+    (tmp_path / "labels.csv").write_text("path,label,mask\nnormal/a.png,normal,masks/a.png\n"
+                                         "normal/b.png,normal,masks/missing.png\nnormal/c.png,normal,\n"
+                                         "loop.png,normal,\nnormal/x.png,,\n,normal,\nnul\0.png,normal,\n")
+    d = discover(tmp_path, labels=tmp_path / "labels.csv")
+    assert [(s.path, s.mask) for s in d.samples] == [("normal/a.png", "masks/a.png"), ("normal/c.png", "")]
+    assert dict(d.failures) == {
+        "normal/b.png": "its lung mask masks/missing.png: listed in the label file but missing",
+        "loop.png": "symbolic link loop", "normal/x.png": "label file row without path or label",
+        "<empty path>": "label file row without path or label", "nul\0.png": "listed path holds a NUL character"}
+
+
+def test_a_listed_path_that_cannot_be_resolved_says_why(tmp_path, monkeypatch):
+    import pathlib
+
+    _png(tmp_path / "normal" / "a.png")
+    (tmp_path / "labels.csv").write_text("path,label\nnormal/a.png,normal\nsecret/b.png,normal\n")
+    real_resolve = pathlib.Path.resolve
+
+    def resolve(self, strict=False):
+        if "secret" in self.parts:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_resolve(self, strict=strict)
+
+    monkeypatch.setattr(pathlib.Path, "resolve", resolve)
+    d = discover(tmp_path, labels=tmp_path / "labels.csv")
+    assert dict(d.failures) == {"secret/b.png": "cannot read file (Permission denied)"}
+
+
+@pytest.mark.parametrize(("header", "line"), [("path,class", 1), ("file,label", 1)])
+def test_a_csv_without_both_path_and_label_columns_is_refused(tmp_path, header, line):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "l.csv").write_text(f"{header}\na.png,normal\n")
+    with pytest.raises(DiscoveryError, match=rf"l.csv:{line}: expected a CSV with 'path,label' columns"):
+        discover(tmp_path / "raw", labels=tmp_path / "l.csv")
+
+
+def test_the_line_number_of_a_bad_covidx_line_is_given(tmp_path):
+    _png(tmp_path / "raw" / "a.png")
+    (tmp_path / "l.txt").write_text("1 a.png normal rsna\n2 b.png normal\n")
+    with pytest.raises(DiscoveryError, match=r"l.txt:2: expected a CSV"):
+        discover(tmp_path / "raw", labels=tmp_path / "l.txt")
+
+
+def test_covidx_lines_with_more_columns_are_read(tmp_path):
+    _png(tmp_path / "a.png")
+    (tmp_path / "l.txt").write_text("17 a.png normal rsna extra columns\n")
+    d = discover(tmp_path, labels=tmp_path / "l.txt")
+    assert [(s.patient_id, s.path, s.label, s.source) for s in d.samples] == [("17", "a.png", "normal", "rsna")]
+
+
+def test_a_label_file_that_is_a_folder_or_cannot_be_read_says_so(tmp_path, monkeypatch):
+    import pathlib
+
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(DiscoveryError, match=r"^label file \S+raw is not a file$"):
+        discover(tmp_path / "raw", labels=tmp_path / "raw")
+    (tmp_path / "l.csv").write_text("path,label\n")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "read_text", denied)
+    with pytest.raises(DiscoveryError, match=r"^cannot read label file \S+l.csv: \[Errno 13\] Permission denied"):
+        discover(tmp_path / "raw", labels=tmp_path / "l.csv")
+
+
+def test_a_path_pattern_takes_its_first_group(tmp_path):
+    _png(tmp_path / "normal" / "rsna_17_a.png")
+    d = discover(tmp_path, source_pattern=r"([a-z]+)_([0-9]+)", patient_pattern=r"_([0-9]+)_(a)")
+    assert (d.samples[0].source, d.samples[0].patient_id) == ("rsna", "17")
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"normal/a.jp2": b"\x00\x00\x00\x0cjP  "}, r"^no image under \S+ can be read: 1 file\(s\) failed, the first "
+                                               r"normal/a.jp2: unsupported image format \(.jp2"),
+    ({"covid/b.png": None, "normal/a.jp2": b"x"}, r"^no image under \S+ can be read: 2 file\(s\) failed, the first "
+                                                  r"covid/b.png: not a regular file \(FIFO\)$"),
+    ({"normal/notes.txt": b"x"}, r"^no image files found under \S+ \(looked for "),
+])
+def test_an_input_where_no_image_can_be_read_says_what_failed(tmp_path, files, message):
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            os.mkfifo(tmp_path / name)
+        else:
+            (tmp_path / name).write_bytes(content)
+    with pytest.raises(DiscoveryError, match=message):
+        discover(tmp_path)

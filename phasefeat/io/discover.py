@@ -199,7 +199,10 @@ def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tup
             here = Path(dirpath)
             try:
                 st = here.stat()
-            except OSError:
+            except OSError as exc:  # gone since it was listed: its files can no longer be read
+                failures.append((_display(here.relative_to(root).as_posix()) + "/",
+                                 f"cannot read folder ({exc.strerror or exc})"))
+                dirnames[:] = []
                 continue
             outside = _boundary(here.resolve(), class_dir, real_root)
             if (st.st_dev, st.st_ino) in seen or outside:  # a link back to a folder already walked
@@ -236,7 +239,7 @@ def _with_masks(root: Path, samples: list[Sample]) -> list[Sample]:
     out = []
     for sample in samples:
         parts = PurePosixPath(sample.path).parts
-        if len(parts) >= 2 and parts[-2].casefold() == "images":
+        if len(parts) >= 3 and parts[-2].casefold() == "images":  # inside a class folder, never its root
             folder = root.joinpath(*parts[:-2])
             if folder not in beside:  # "masks" sorts after "mask": reversed, masks/ comes first
                 beside[folder] = sorted((p for p in folder.iterdir() if p.is_dir()
@@ -255,10 +258,16 @@ def _with_masks(root: Path, samples: list[Sample]) -> list[Sample]:
 
 def _resolve_listed(root: Path, listed: str) -> tuple[str | None, str]:
     """Relative posix path of a label-file entry, or (None, reason)."""
+    import errno
+
     try:
         candidate = (root / listed).resolve()
-    except (OSError, RuntimeError):  # Python raises RuntimeError for a symbolic link loop
+    except RuntimeError:  # what Python 3.11 and 3.12 raise for a symbolic link loop
         return None, "symbolic link loop"
+    except OSError as exc:
+        return None, "symbolic link loop" if exc.errno == errno.ELOOP else f"cannot read file ({exc.strerror or exc})"
+    except ValueError:
+        return None, "listed path holds a NUL character"
     try:
         rel = candidate.relative_to(root.resolve())
     except ValueError:
@@ -395,11 +404,16 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
     else:
         label_path = Path(labels)
         if not label_path.is_file():
-            raise DiscoveryError(f"label file {label_path} does not exist")
+            raise DiscoveryError(f"label file {label_path} " + ("is not a file" if os.path.lexists(label_path)
+                                                                 else "does not exist"))
         layout, samples, failures = _label_file(root, label_path, aliases)
-    if not samples and all(reason == EMPTY_CLASS for _, reason in failures):
-        raise DiscoveryError(f"no image files found under {root} "
-                             f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if not samples:
+        failed = [(path, reason) for path, reason in sorted(failures) if reason != EMPTY_CLASS]
+        if not failed:
+            raise DiscoveryError(f"no image files found under {root} "
+                                 f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DiscoveryError(f"no image under {root} can be read: {len(failed)} file(s) failed, the first "
+                             f"{failed[0][0]}: {failed[0][1]}")
     found = sorted({s.label for s in samples})
     if classes:
         pinned = [normalise_class(c, aliases) for c in classes]
@@ -416,8 +430,6 @@ def discover(root: str | os.PathLike, *, labels: str | os.PathLike | None = None
         failures += [(s.path, f"class {s.label!r} is not among --classes") for s in samples
                      if s.label not in pinned]
         samples, found = keep, pinned
-    if not found:
-        raise DiscoveryError(f"no classes found in {root}")
     if pattern is not None:
         samples = [_from_path(s, pattern, "source") for s in samples]
     if patient is not None:
