@@ -65,7 +65,13 @@ def test_an_arm_as_accurate_as_the_first_is_named_as_tied():
     assert lines[1] == "* It also has the highest mean test accuracy (tied with ENH+SCCE)."
 
 
-@pytest.mark.parametrize("count", [2, 3])
+def test_an_arm_as_accurate_that_comes_first_in_the_table_is_tied_not_disagreeing():
+    """The most accurate arm found first is CXR+CCE, as accurate as ENH+CCE, which has the lowest loss."""
+    summary = json.loads(json.dumps({"cxr+cce": arm(0.5, 0.9), "enh+cce": arm(0.4, 0.9), "enh+scce": arm(0.45, 0.8)}))
+    assert headline(summary)[1] == "* It also has the highest mean test accuracy (tied with CXR+CCE)."
+
+
+@pytest.mark.parametrize("count", [2, 3, 300])
 def test_all_arms_equally_accurate_is_said(count):
     summary = {f"a{k}+cce": arm(0.5 - k / 10, 0.75) for k in range(count)}
     assert headline(summary)[1] == (f"* All {count} arms reach the same mean test accuracy, 75.0 %: "
@@ -224,6 +230,12 @@ def test_the_terminal_summary_names_the_first_arm_the_inputs_difference_and_the_
         "Lowest mean test loss: ENH+CCE at 41.23 (loss x 100) with accuracy 90.0 %.",
         "CXR+CCE - ENH+CCE: test loss +8.77 points (x 100; 95 % CI +1.00 to +20.00, paired over 2 seeds).",
         "CXR+CCE and CXR+SCCE trained bit-identical weights on 2 of 3 paired seeds: the losses coincide."]
+
+
+def test_the_terminal_summary_of_equally_accurate_arms_claims_no_disagreement(tmp_path):
+    summary = {"cxr+cce": arm(0.5, 0.9), "enh+cce": arm(0.4, 0.9)}
+    first = summary_lines(_grid(tmp_path, summary, []))[0]
+    assert first == "Lowest mean test loss: ENH+CCE at 40.00 (loss x 100) with accuracy 90.0 %."
 
 
 def test_the_terminal_summary_says_when_loss_and_accuracy_disagree_and_nothing_differs(tmp_path):
