@@ -145,7 +145,9 @@ def test_mistakes_in_the_layout_are_said_not_skipped(tmp_path):
     assert reasons["normal/scan.jp2"].startswith("unsupported image format (.jp2")
     assert reasons["covid/phone.HEIC"].startswith("unsupported image format (.heic")
     assert d.class_names == ("covid", "normal") and not d.warnings
-    with pytest.raises(DiscoveryError, match="--classes names 'pneumonia', which hold\\(s\\) no image"):
+    with pytest.raises(DiscoveryError, match=r"--classes names 'pneumonia', which hold\(s\) no image in \S+ \(classes "
+                                             r"found: covid, normal\); a class without images would count in every "
+                                             r"macro average$"):
         discover(root, classes=["covid", "normal", "pneumonia"])
 
 
@@ -333,21 +335,25 @@ def test_a_file_that_vanishes_before_it_is_sniffed_is_not_a_sample(tmp_path, mon
 
 
 def test_a_file_that_cannot_be_read_says_why(tmp_path, monkeypatch):
+    import errno
     import pathlib
 
-    for name in ("a.png", "locked.png", "private.png"):
+    for name in ("a.png", "locked.png", "private.png", "nfs.png"):
         _png(tmp_path / "normal" / name)
     real_stat, real_access = pathlib.Path.stat, os.access
 
     def stat(self, **kwargs):
         if self.name == "locked.png" and kwargs.get("follow_symlinks", True):  # the link itself is readable
             raise PermissionError(13, "Permission denied", str(self))
+        if self.name == "nfs.png":
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), str(self))
         return real_stat(self, **kwargs)
 
     monkeypatch.setattr(pathlib.Path, "stat", stat)
     monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith("private.png") else real_access(p, mode))
     assert dict(discover(tmp_path).failures) == {"normal/locked.png": "cannot read file (Permission denied)",
-                                                 "normal/private.png": "cannot read file (Permission denied)"}
+                                                 "normal/private.png": "cannot read file (Permission denied)",
+                                                 "normal/nfs.png": f"cannot read file ({os.strerror(errno.ESTALE)})"}
 
 
 def test_a_socket_is_a_failure_row(tmp_path):
@@ -437,11 +443,13 @@ def test_a_csv_with_masks_links_loops_and_rows_without_a_label(tmp_path):
     os.symlink(tmp_path / "loop.png", tmp_path / "loop.png")
     (tmp_path / "labels.csv").write_text("path,label,mask\nnormal/a.png,normal,masks/a.png\n"
                                          "normal/b.png,normal,masks/missing.png\nnormal/c.png,normal,\n"
-                                         "loop.png,normal,\nnormal/x.png,,\n,normal,\nnul\0.png,normal,\n")
+                                         "normal/a.png,normal,\nloop.png,normal,\nnormal/x.png,,\n,normal,\n"
+                                         "nul\0.png,normal,\n")
     d = discover(tmp_path, labels=tmp_path / "labels.csv")
     assert [(s.path, s.mask) for s in d.samples] == [("normal/a.png", "masks/a.png"), ("normal/c.png", "")]
     assert dict(d.failures) == {
         "normal/b.png": "its lung mask masks/missing.png: listed in the label file but missing",
+        "normal/a.png": "listed more than once in the label file",
         "loop.png": "symbolic link loop", "normal/x.png": "label file row without path or label",
         "<empty path>": "label file row without path or label", "nul\0.png": "listed path holds a NUL character"}
 
@@ -450,17 +458,26 @@ def test_a_listed_path_that_cannot_be_resolved_says_why(tmp_path, monkeypatch):
     import pathlib
 
     _png(tmp_path / "normal" / "a.png")
-    (tmp_path / "labels.csv").write_text("path,label\nnormal/a.png,normal\nsecret/b.png,normal\n")
+    import errno
+
+    (tmp_path / "labels.csv").write_text("path,label\nnormal/a.png,normal\nsecret/b.png,normal\nnfs/c.png,normal\n"
+                                         "loop/d.png,normal\n")
     real_resolve = pathlib.Path.resolve
 
     def resolve(self, strict=False):
         if "secret" in self.parts:
             raise PermissionError(13, "Permission denied", str(self))
+        if "nfs" in self.parts:
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), str(self))
+        if "loop" in self.parts:  # how Python 3.13 says it in strict mode
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(self))
         return real_resolve(self, strict=strict)
 
     monkeypatch.setattr(pathlib.Path, "resolve", resolve)
     d = discover(tmp_path, labels=tmp_path / "labels.csv")
-    assert dict(d.failures) == {"secret/b.png": "cannot read file (Permission denied)"}
+    assert dict(d.failures) == {"secret/b.png": "cannot read file (Permission denied)",
+                                "nfs/c.png": f"cannot read file ({os.strerror(errno.ESTALE)})",
+                                "loop/d.png": "symbolic link loop"}
 
 
 @pytest.mark.parametrize(("header", "line"), [("path,class", 1), ("file,label", 1)])
@@ -522,4 +539,23 @@ def test_an_input_where_no_image_can_be_read_says_what_failed(tmp_path, files, m
         else:
             (tmp_path / name).write_bytes(content)
     with pytest.raises(DiscoveryError, match=message):
+        discover(tmp_path)
+
+
+def test_an_empty_class_after_hundreds_of_images_is_said(tmp_path):
+    (tmp_path / "a").mkdir()
+    for k in range(260):
+        (tmp_path / "a" / f"{k}.png").write_bytes(b"a .png: a sample whatever it holds")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("x")
+    d = discover(tmp_path)
+    assert len(d.samples) == 260 and d.failures == (("b/", "class folder holds no image: not a class"),)
+
+
+def test_an_input_of_unreadable_files_only_names_the_first(tmp_path, monkeypatch):
+    _png(tmp_path / "normal" / "a.png")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith(".png") else real_access(p, mode))
+    with pytest.raises(DiscoveryError, match=r"^no image under \S+ can be read: 1 file\(s\) failed, the first "
+                                             r"normal/a.png: cannot read file \(Permission denied\)$"):
         discover(tmp_path)

@@ -107,7 +107,7 @@ def _entry_problem(path: Path) -> str | None:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "symbolic link loop"
-        if path.is_symlink():
+        if os.path.islink(path):  # False where the link itself cannot be read (a stale NFS handle)
             return "dangling symbolic link (its target does not exist)"
         return f"cannot read file ({exc.strerror or exc})"
     if not stat.S_ISREG(st.st_mode):
