@@ -79,6 +79,7 @@ def test_a_full_width_run_on_a_cpu_is_warned_with_its_time():
         "epochs, by the rate measured on a 2-core VM (docs/benchmarks.md); a GPU takes minutes (README: extras "
         "train-gpu or jax-gpu), and --width 0.125 --image-size 128 gives a quick look on a CPU")
     assert "at 299x150 is training on a CPU: about 59 min per epoch" in cpu_warning(study, "CPU", 9156, (299, 150))
+    assert "about 90 s per epoch" in cpu_warning(study, "CPU", 116, (299, 299))  # 89.9 s, not cut to 89
     assert cpu_warning(study, "NVIDIA H100 80GB HBM3", 9156, (299, 299)) is None
     assert cpu_warning(RunConfig(width=0.125), "CPU", 9156, (299, 299)) is None
     assert cpu_warning(RunConfig(model="resnet50"), "CPU", 9156, (299, 299)) is None
@@ -88,7 +89,7 @@ def test_a_full_width_run_on_a_cpu_is_warned_with_its_time():
 
 class Clock:
     def __init__(self):
-        self.now = 1000.0
+        self.now = 7.0
 
     def __call__(self):
         return self.now
@@ -123,6 +124,12 @@ def test_the_epoch_estimate_comes_after_the_first_batches_without_the_first(cloc
     _batches(bar, clock, [2.0, 50.0, 50.0])
     assert capsys.readouterr().out == f"{epoch_estimate('enh-cce-r0', 1.0, 100, 5)}\n"  # median of 1, 1, 2; once
     bar.on_train_end()
+
+
+def test_an_epoch_just_over_a_minute_gets_its_estimate(clock, capsys):
+    bar = _started(121, clock, enabled=False)
+    _batches(bar, clock, [9.0, 0.5, 0.5, 0.5])  # 121 batches of 0.5 s: 60.5 s
+    assert capsys.readouterr().out == f"{epoch_estimate('enh-cce-r0', 0.5, 121, 5)}\n"
 
 
 def test_a_quick_epoch_gets_no_estimate(clock, capsys):
@@ -171,11 +178,11 @@ def test_no_grid_estimate_without_runs_after_or_with_the_bar_off(clock, capsys, 
 @pytest.mark.parametrize("loss", [float("nan"), float("inf"), -float("inf")])
 def test_a_loss_that_is_not_finite_stops_the_run_with_where(loss):
     guard = nan_guard()
-    guard.on_epoch_begin(1)
+    guard.on_epoch_begin(2)
     guard.on_train_batch_end(3, {"loss": 0.7})
     with pytest.raises(TrainingDiverged) as stopped:
-        guard.on_train_batch_end(4, {"loss": loss})
-    assert str(stopped.value) == (f"the training loss became {loss} in epoch 2, batch 5: the run diverged (try a "
+        guard.on_train_batch_end(5, {"loss": loss})
+    assert str(stopped.value) == (f"the training loss became {loss} in epoch 3, batch 6: the run diverged (try a "
                                   "lower --learning-rate)")
 
 
