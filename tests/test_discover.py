@@ -559,3 +559,10 @@ def test_an_input_of_unreadable_files_only_names_the_first(tmp_path, monkeypatch
     with pytest.raises(DiscoveryError, match=r"^no image under \S+ can be read: 1 file\(s\) failed, the first "
                                              r"normal/a.png: cannot read file \(Permission denied\)$"):
         discover(tmp_path)
+
+
+def test_discover_takes_its_root_by_keyword_and_its_options_only_by_keyword(tmp_path):
+    class_folder_dataset(tmp_path, per_class=1)
+    assert discover(root=tmp_path).class_names == ("covid", "normal", "pneumonia")
+    with pytest.raises(TypeError):
+        discover(tmp_path, None)  # a label file passed without its name would be read as something else
