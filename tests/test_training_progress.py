@@ -28,7 +28,7 @@ from trainer.progress import (
 
 @pytest.mark.parametrize(("seconds", "said"), [
     (0.4, "0 s"), (89.4, "89 s"), (90, "1.5 min"), (599, "10.0 min"), (600, "10 min"), (5399, "90 min"),
-    (5400, "1.5 h"), (36000, "10.0 h"),
+    (5400, "1.5 h"), (36000, "10.0 h"), (7379.64, "2.0 h"), (7380.18, "2.1 h"),  # 2.0499 and 2.05005 hours
 ])
 def test_durations_are_said_in_the_unit_that_reads_best(seconds, said):
     assert progress._duration(seconds) == said
@@ -43,9 +43,11 @@ def test_epoch_estimate_line():
                                                         "to 10 s for 5 epochs")
 
 
-def test_the_hint_comes_only_above_the_slow_epoch():
-    assert "--width" not in epoch_estimate("r", SLOW_EPOCH_S / 100, 100, 1)
-    assert "--width" in epoch_estimate("r", SLOW_EPOCH_S / 100 + 0.01, 100, 1)
+def test_the_hint_comes_only_above_five_minutes_an_epoch():
+    assert SLOW_EPOCH_S == 300
+    assert "--width" not in epoch_estimate("r", 2.99, 100, 1)
+    assert "--width" not in epoch_estimate("r", 3.0, 100, 1)
+    assert "--width" in epoch_estimate("r", 3.01, 100, 1)
 
 
 def test_grid_estimate_is_the_steady_epoch_scaled():
@@ -61,6 +63,7 @@ def test_grid_estimate_is_the_steady_epoch_scaled():
 
 def test_a_first_epoch_quicker_than_the_second_adds_no_start_up():
     assert "the 2 run(s) after it about 40 min" in grid_estimate("r", 100.0, 120.0, 10, 0, 2)  # 2 x 10 x 120 s
+    assert "the 2 run(s) after it about 60 s" in grid_estimate("r", 20.0, 30.0, 1, 0, 2)  # nothing for start-up
 
 
 @pytest.mark.parametrize(("at_once", "said"), [
@@ -70,6 +73,7 @@ def test_runs_left_are_counted_in_waves(at_once, said):
     line = runs_left_estimate("cxr-cce-r0", 300.0, 7, 23, at_once=at_once)
     assert line.startswith("cxr-cce-r0 took 5.0 min (7 epoch(s)); at that time each, the 23 run(s) left ")
     assert said in line and line.endswith("(runs that stop later or sooner change it)")
+    assert runs_left_estimate("cxr-cce-r0", 300.0, 7, 23) == runs_left_estimate("cxr-cce-r0", 300.0, 7, 23, 1)
 
 
 def test_a_full_width_run_on_a_cpu_is_warned_with_its_time():
@@ -81,6 +85,7 @@ def test_a_full_width_run_on_a_cpu_is_warned_with_its_time():
     assert "at 299x150 is training on a CPU: about 59 min per epoch" in cpu_warning(study, "CPU", 9156, (299, 150))
     assert "about 90 s per epoch" in cpu_warning(study, "CPU", 116, (299, 299))  # 89.9 s, not cut to 89
     assert cpu_warning(study, "NVIDIA H100 80GB HBM3", 9156, (299, 299)) is None
+    assert cpu_warning(study, "AMD Instinct MI300X", 9156, (299, 299)) is None
     assert cpu_warning(RunConfig(width=0.125), "CPU", 9156, (299, 299)) is None
     assert cpu_warning(RunConfig(model="resnet50"), "CPU", 9156, (299, 299)) is None
 
@@ -132,12 +137,16 @@ def test_an_epoch_just_over_a_minute_gets_its_estimate(clock, capsys):
     assert capsys.readouterr().out == f"{epoch_estimate('enh-cce-r0', 0.5, 121, 5)}\n"
 
 
-def test_a_quick_epoch_gets_no_estimate(clock, capsys):
-    bar = _started(60, clock, enabled=False)
-    _batches(bar, clock, [9.0, 1.0, 1.0, 1.0, 1.0])  # 60 batches of 1 s: not above a minute
+@pytest.mark.parametrize("steps", [60, 50])
+def test_a_quick_epoch_gets_no_estimate(clock, capsys, steps):
+    bar = _started(steps, clock, enabled=False)
+    _batches(bar, clock, [9.0, 1.0, 1.0, 1.0, 1.0])  # batches of 1 s: not above a minute
     assert capsys.readouterr().out == ""
-    bar = _started(None, clock, enabled=False)  # the batch count is unknown: nothing to scale
-    _batches(bar, clock, [9.0, 9.0, 9.0, 9.0])
+
+
+def test_without_a_batch_count_there_is_nothing_to_scale(clock, capsys):
+    bar = _started(None, clock, enabled=False)
+    _batches(bar, clock, [100.0, 100.0, 100.0, 100.0])
     assert capsys.readouterr().out == ""
 
 
@@ -149,28 +158,39 @@ def test_a_batch_end_without_its_start_is_not_timed(clock, capsys):
     assert bar.times == [] and capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize("initial", [0, 2])
+@pytest.mark.parametrize("initial", [0, 1, 2, 300])
 def test_the_grid_estimate_follows_the_second_epoch_trained(clock, capsys, initial):
-    bar = epoch_bar("enh-cce-r0", 10, True, initial=initial, runs_after=3)
-    bar.set_params({"steps": 4, "epochs": 10})
+    bar = epoch_bar("enh-cce-r0", 310, True, initial=initial, runs_after=3)
+    bar.set_params({"steps": 4, "epochs": 310})
     bar.on_train_begin()
     for epoch, seconds in zip(range(initial, initial + 3), [150.0, 120.0, 500.0], strict=True):
         clock.now += seconds
         bar.on_epoch_end(epoch, {"loss": 0.123456, "val_loss": 0.5, "accuracy": 0.9})
-    assert capsys.readouterr().out == f"{grid_estimate('enh-cce-r0', 150.0, 120.0, 10, initial, 3)}\n"
+    assert capsys.readouterr().out == f"{grid_estimate('enh-cce-r0', 150.0, 120.0, 310, initial, 3)}\n"
     assert bar.bar.n == initial + 3 and bar.bar.postfix == "loss=0.1235, val_loss=0.5000"
     bar.on_train_end()
 
 
-@pytest.mark.parametrize(("enabled", "runs_after"), [(False, 3), (True, 0)])
+@pytest.mark.parametrize(("enabled", "runs_after"), [(False, 3), (True, 0), (True, None)])
 def test_no_grid_estimate_without_runs_after_or_with_the_bar_off(clock, capsys, enabled, runs_after):
-    bar = epoch_bar("r", 10, enabled, runs_after=runs_after)
+    bar = epoch_bar("r", 10, enabled) if runs_after is None else epoch_bar("r", 10, enabled, runs_after=runs_after)
     bar.set_params({"steps": 4})
     bar.on_train_begin()
     for epoch in range(3):
         clock.now += 100.0
         bar.on_epoch_end(epoch)
     assert capsys.readouterr().out == "" and bar.bar.n == (3 if enabled else 0)  # a disabled bar does not count
+
+
+def test_the_bar_shows_new_losses_with_their_epoch_and_leaves_no_line_behind(clock, capsys):
+    bar = epoch_bar("enh-cce-r0", 10, True)
+    bar.set_params({"steps": 4})
+    bar.on_train_begin()
+    bar.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.25})
+    frames = capsys.readouterr().err.split("\r")
+    assert not any(" 0/10 " in frame and "loss=0.5000" in frame for frame in frames)  # no frame of the old count
+    assert bar.bar.leave is False  # a finished run's bar is removed: the grid prints one line per run
+    bar.on_train_end()
 
 
 # -- the NaN guard ------------------------------------------------------------------------------------------
@@ -205,7 +225,7 @@ def test_a_tensorflow_gpu_is_named(monkeypatch):
     import tensorflow as tf
 
     _backend(monkeypatch, "tensorflow")
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: ["gpu0"] if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: ["gpu0", "gpu1"] if kind == "GPU" else [])
     monkeypatch.setattr(tf.config.experimental, "get_device_details",
                         lambda device: {"device_name": f"NVIDIA H100 ({device})"})
     assert training_device() == "NVIDIA H100 (gpu0)"
@@ -227,10 +247,11 @@ def test_a_broken_driver_reads_as_the_cpu(monkeypatch):
     assert training_device() == "CPU"
 
 
-@pytest.mark.parametrize(("platform", "said"), [("gpu", "H200"), ("cpu", "CPU")])
+@pytest.mark.parametrize(("platform", "said"), [("gpu", "H200"), ("cpu", "CPU"), ("METAL", "H200")])
 def test_a_jax_device_is_named(monkeypatch, platform, said):
     _backend(monkeypatch, "jax")
-    fake = types.SimpleNamespace(devices=lambda: [types.SimpleNamespace(platform=platform, device_kind="H200")])
+    fake = types.SimpleNamespace(devices=lambda: [types.SimpleNamespace(platform=platform, device_kind="H200"),
+                                                  types.SimpleNamespace(platform=platform, device_kind="H100")])
     monkeypatch.setitem(sys.modules, "jax", fake)
     assert training_device() == said
 
@@ -243,6 +264,9 @@ def test_a_torch_device_is_named(monkeypatch, available, said):
     assert training_device() == said
 
 
-def test_another_backend_reads_as_the_cpu(monkeypatch):
-    _backend(monkeypatch, "openvino")
+@pytest.mark.parametrize("backend", ["numpy", "openvino"])
+def test_another_backend_reads_as_the_cpu(monkeypatch, backend):
+    _backend(monkeypatch, backend)
+    cuda = types.SimpleNamespace(is_available=lambda: True, get_device_name=lambda k: "a GPU torch would use")
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))  # not asked: not this backend
     assert training_device() == "CPU"
