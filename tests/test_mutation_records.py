@@ -29,6 +29,7 @@ CHAINS = {
     "trainer/data.py": ["data-run2", "data-rerun"],
     "phasefeat/io/progress.py": ["progress-io-run", "progress-io-rerun", "progress-io-rerun2"],
     "trainer/report_html.py": ["report-html-run", "report-html-rerun"],
+    "phasefeat/io/discover.py": ["discover-run3", "discover-rerun"],
     "trainer/report_summary.py": ["report-summary-run", "report-summary-rerun", "report-summary-rerun2"],
 }
 
