@@ -131,6 +131,12 @@ def test_the_epoch_estimate_comes_after_the_first_batches_without_the_first(cloc
     bar.on_train_end()
 
 
+def test_each_batch_is_timed_from_its_own_start(clock, capsys):
+    bar = _started(100, clock, enabled=False)
+    _batches(bar, clock, [1.0, 1.0, 30.0, 30.0])  # the later batches last longer than the clock had run
+    assert capsys.readouterr().out == f"{epoch_estimate('enh-cce-r0', 30.0, 100, 5)}\n"
+
+
 def test_an_epoch_just_over_a_minute_gets_its_estimate(clock, capsys):
     bar = _started(121, clock, enabled=False)
     _batches(bar, clock, [9.0, 0.5, 0.5, 0.5])  # 121 batches of 0.5 s: 60.5 s
