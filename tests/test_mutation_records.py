@@ -30,6 +30,7 @@ CHAINS = {
     "phasefeat/io/progress.py": ["progress-io-run", "progress-io-rerun", "progress-io-rerun2"],
     "trainer/report_html.py": ["report-html-run", "report-html-rerun"],
     "phasefeat/io/discover.py": ["discover-run3", "discover-rerun"],
+    "trainer/progress.py": ["progress-trainer-run", "progress-trainer-rerun", "progress-trainer-rerun2"],
     "trainer/report_summary.py": ["report-summary-run", "report-summary-rerun", "report-summary-rerun2"],
 }
 
