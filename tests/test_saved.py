@@ -67,6 +67,11 @@ def test_an_enh_model_needs_enh_made_with_its_parameters():
     assert check_fit(info(), NAMES, None, None) == "enh"
 
 
+def test_a_model_of_hundreds_of_outputs_fits_a_store_of_as_many_names():
+    names = [f"site {k}" for k in range(300)]
+    assert check_fit(info(target="source", n_outputs=300, class_names=names), names, None, "a" * 64) == "enh"
+
+
 def test_a_model_without_class_names_fits_any_store_of_as_many_classes():
     assert check_fit(info(class_names=None), ["x", "y", "z"], None) == "enh"
 
@@ -228,6 +233,19 @@ def test_a_saved_model_tells_what_it_was_trained_on(tmp_path):
     got = model_info(load_model(tmp_path / "m.keras"))
     assert got == {**recorded, "n_outputs": 3, "image_size": 32, "channels": 1, "recorded": True,
                    "input_scale": pytest.approx(1 / 255)}
+
+
+def test_only_the_layer_named_run_info_tells_what_the_model_was_trained_on():
+    import keras
+
+    from trainer.model import run_info_layer
+
+    inputs = keras.Input((8, 8, 1))
+    x = run_info_layer({"input": "cxr", "class_names": NAMES})(inputs)
+    x = run_info_layer({"input": "enh", "class_names": ["a", "b", "c"]}, name="source_info")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    got = model_info(model)
+    assert (got["input"], got["class_names"]) == ("cxr", NAMES)
 
 
 @pytest.mark.parametrize(("channels", "inferred"), [(1, "cxr"), (3, "enh"), (2, None)])
