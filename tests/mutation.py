@@ -56,6 +56,7 @@ MODULES = {
     "trainer/progress.py": "tests/test_training_progress.py",
     "trainer/checkpoint.py": "tests/test_checkpoint_state.py tests/test_checkpoint.py",
     "trainer/saved.py": "tests/test_saved.py",
+    "trainer/report_figures.py": "tests/test_report_figures.py",
 }
 
 
