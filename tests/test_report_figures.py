@@ -33,6 +33,11 @@ def drawn(monkeypatch):
     return figures
 
 
+def test_an_arms_key_names_its_model_unless_it_is_vgg16():
+    assert report_figures.arm_key(("vgg16", "cxr", "cce")) == "cxr+cce"
+    assert report_figures.arm_key(("resnet50", "cxr", "cce")) == "resnet50+cxr+cce"
+
+
 def test_the_best_run_is_the_lowest_validation_loss_of_its_arm():
     runs = [_run("cxr", "cce", 0, 0.5), _run("cxr", "cce", 1, 0.3), _run("enh", "cce", 2, 0.1),
             _run("cxr", "scce", 3, 0.2)]
@@ -149,18 +154,20 @@ def test_roc_curves_of_the_best_runs(tmp_path, drawn):
                                                           "pneumonia (AUC 0.70)"]
     diagonal = ax.lines[3]
     assert list(diagonal.get_xdata()) == [0, 1] == list(diagonal.get_ydata()) and diagonal.get_linestyle() == ":"
+    assert diagonal.get_color() == "grey" and diagonal.get_linewidth() == 1
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("false positive rate (1 - specificity)",
                                                   "true positive rate (sensitivity)")
     legend = ax.get_legend()
     assert legend.get_texts()[0].get_fontsize() == ROC_LEGEND_POINTS == 9 and legend._loc == 4  # lower right
 
 
-def test_a_class_absent_from_the_test_split_has_no_curve(tmp_path, drawn):
+@pytest.mark.parametrize(("labels", "shown"), [([0, 0, 1, 1], ["covid", "normal"]), ([1, 1, 2, 2], ["normal", "pneumonia"])])
+def test_a_class_absent_from_the_test_split_has_no_curve(tmp_path, drawn, labels, shown):
     runs = [_run("cxr", "cce", 0, 0.5)]
-    _predictions(tmp_path, "cxr-cce-r0", [0, 0, 1, 1], np.full((4, 3), 1 / 3))
+    _predictions(tmp_path, "cxr-cce-r0", labels, np.full((4, 3), 1 / 3))
     report_figures._roc(runs, [("vgg16", "cxr", "cce")], tmp_path)
     ax = drawn["roc_curves.png"].axes[0]
-    assert [line.get_label() for line in ax.lines[:-1]] == ["covid (AUC 0.50)", "normal (AUC 0.60)"]
+    assert [line.get_label().split(" ")[0] for line in ax.lines[:-1]] == shown
     assert tuple(drawn["roc_curves.png"].get_size_inches()) == (4.6, 4.0)
 
 
