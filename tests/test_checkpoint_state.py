@@ -180,9 +180,10 @@ def test_the_checkpoint_format_is_version_1(tmp_path, clock):
         assert json.loads(str(data["meta"]))["format"] == 1
 
 
-def test_a_checkpoint_of_another_format_or_run_is_refused(tmp_path, clock, monkeypatch):
+@pytest.mark.parametrize("other", [0, 2])
+def test_a_checkpoint_of_another_format_or_run_is_refused(tmp_path, clock, monkeypatch, other):
     model, path = _model(), tmp_path / "checkpoint.npz"
-    monkeypatch.setattr(checkpoint, "_FORMAT", 2)
+    monkeypatch.setattr(checkpoint, "_FORMAT", other)
     early, saver = _started(model, path)
     _epoch(early, saver, 0, 0.8, clock)
     monkeypatch.setattr(checkpoint, "_FORMAT", 1)

@@ -54,6 +54,9 @@ def test_learning_curves_mark_the_best_run_of_each_arm(tmp_path, drawn):
     fig = drawn["learning_curves.png"]
     assert tuple(fig.get_size_inches()) == (8.0, 3.4) and len(fig.axes) == 2
     ax = fig.axes[0]
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # whole epochs only
     assert ax.get_title() == "CXR + CCE: every seed, best = seed 1" and ax.title.get_fontsize() == 9
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("epoch", "loss x 100 (as in the tables)")
     lines = {(line.get_linestyle(), line.get_alpha(), line.get_linewidth(), line.get_color()): line for line in ax.lines}
@@ -86,7 +89,7 @@ def test_confusion_matrices_show_the_best_runs_counts(tmp_path, drawn):
     assert (name, caption) == ("confusion_matrices.png", "Confusion matrices of each arm's best run on the test "
                                                          "split (counts)")
     fig = drawn["confusion_matrices.png"]
-    assert tuple(np.round(fig.get_size_inches(), 6)) == (7.2, 3.4)
+    assert tuple(np.round(fig.get_size_inches(), 6)) == (7.2, 3.4) and len(fig.axes) == 2
     ax = fig.axes[0]
     image = ax.images[0]
     assert np.array_equal(image.get_array(), [[8, 1, 0], [0, 4, 1], [1, 0, 5]])
@@ -97,6 +100,7 @@ def test_confusion_matrices_show_the_best_runs_counts(tmp_path, drawn):
     assert texts[(2, 2)].get_color() == "white" and texts[(2, 2)].get_fontsize() == 8
     assert [t.get_text() for t in ax.get_xticklabels()] == NAMES == [t.get_text() for t in ax.get_yticklabels()]
     assert ax.get_xticklabels()[0].get_rotation() == 30 and ax.get_xticklabels()[0].get_fontsize() == 7
+    assert ax.get_yticklabels()[0].get_fontsize() == 7
     assert ax.get_title() == "CXR + CCE\ncxr-cce-r1 (seed 1)" and ax.title.get_fontsize() == 9
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class")
     assert fig.axes[1].images[0].get_clim() == (0, 1)  # an empty matrix still has a scale
@@ -122,10 +126,9 @@ def test_per_seed_losses_draw_twins_as_one_line(tmp_path, drawn):
 
 
 def test_arms_that_are_not_twins_each_get_a_line_and_a_marker(tmp_path, drawn):
-    runs = [_run("cxr", loss, 0, 0.5, sha=f"{loss}{k}") for k, loss in
-            enumerate(["a", "b", "c", "d", "e", "f", "g", "h", "i"])]
+    runs = [_run("cxr", f"loss{k:02d}", 0, 0.5) for k in range(17)]
     report_figures._per_seed(runs, sorted({arm_of(r) for r in runs}), tmp_path)
-    assert [line.get_marker() for line in drawn["per_seed_losses.png"].axes[0].lines] == list("osD^v<>po")
+    assert [line.get_marker() for line in drawn["per_seed_losses.png"].axes[0].lines] == list("osD^v<>p" * 2 + "o")
 
 
 def _predictions(out, run, labels, probabilities):

@@ -132,6 +132,8 @@ def test_the_pixels_note_says_what_differs_and_how_values_are_rescaled():
         "float32): the results describe these pixels; its float32 values are rescaled by 255 to the scale the "
         "model was trained on (1.0 = 255)")
     assert pixels_note(info(store_identity="legacy digest"), other).startswith("its float32 values are rescaled")
+    assert pixels_note(info(input_scale=0.4), {**same, "dtype": "float32"}) == (
+        "its float32 values are rescaled by 2.5 to the scale the model was trained on (1.0 = 2.5)")
     assert pixels_note(info(store_identity={"samples": {"count": 10}}), other).startswith("its float32 values")
 
 
@@ -178,11 +180,11 @@ def test_a_model_of_an_earlier_version_is_evaluated_on_the_default_split_with_a_
 
 def test_an_earlier_versions_store_digest_is_matched_against_the_stores():
     old = info(store_identity="digest-1")
-    settings, note = evaluation_split(old, STORE, legacy_identity="digest-1")
+    settings, note = evaluation_split(old, STORE, legacy_identity="-".join(["digest", "1"]))  # equal, not the same
     assert note.startswith("the model records an earlier version's store identity, which left out patient ids")
     with pytest.raises(ModelError, match=r"\(the model records an earlier version's identity\)"):
         evaluation_split(old, STORE, legacy_identity="digest-2")
-    assert evaluation_split(old, STORE, split_seed=0, legacy_identity="digest-1")[1] == ""
+    assert evaluation_split(old, STORE, split_seed=0, legacy_identity="-".join(["digest", "1"]))[1] == ""
 
 
 def test_a_model_that_records_no_store_is_evaluated_on_its_split():
@@ -198,10 +200,20 @@ def test_what_is_not_a_keras_model_is_named(tmp_path):
     with pytest.raises(ModelError, match=r"store.h5 is not a Keras model \(.keras files are zip archives; this one "
                                          r"is not; it looks like an HDF5 store: pass it as --store\)$"):
         load_model(tmp_path / "store.h5")
+    (tmp_path / "image.keras").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)  # sorts after HDF5's signature
+    with pytest.raises(ModelError, match=r"image.keras is not a Keras model \(.keras files are zip archives; this "
+                                         r"one is not\)$"):
+        load_model(tmp_path / "image.keras")
     (tmp_path / "notes.keras").write_text("hello")
     with pytest.raises(ModelError, match=r"notes.keras is not a Keras model \(.keras files are zip archives; this "
                                          r"one is not\)$"):
         load_model(tmp_path / "notes.keras")
+
+
+def test_a_loading_error_is_one_line_of_300_characters_at_most():
+    from trainer.saved import _one_line
+
+    assert _one_line(ValueError("\x1b[31mbad\x1b[0m\n  file " + "x" * 400)) == ("bad file " + "x" * 400)[:300]
 
 
 def test_a_zip_that_is_no_model_and_a_model_with_code_are_refused(tmp_path):
@@ -246,6 +258,14 @@ def test_only_the_layer_named_run_info_tells_what_the_model_was_trained_on():
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
     got = model_info(model)
     assert (got["input"], got["class_names"]) == ("cxr", NAMES)
+
+
+def test_the_outputs_are_counted_on_the_last_axis():
+    import keras
+
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(6),
+                              keras.layers.Reshape((2, 3))])
+    assert model_info(model)["n_outputs"] == 3
 
 
 @pytest.mark.parametrize(("channels", "inferred"), [(1, "cxr"), (3, "enh"), (2, None)])
