@@ -72,6 +72,7 @@ def test_learning_curves_mark_the_best_run_of_each_arm(tmp_path, drawn):
                                                                    "validation (best: cxr-cce-r1)"]
     assert ax.get_legend().get_texts()[0].get_fontsize() == 7
     assert fig.axes[1].get_title() == "ENH + CCE: every seed, best = seed 0"
+    assert (len(fig.axes[0].lines), len(fig.axes[1].lines)) == (4, 2)  # each arm's own runs only
 
 
 def test_another_models_arm_is_named_with_its_model(tmp_path, drawn):
@@ -97,6 +98,7 @@ def test_confusion_matrices_show_the_best_runs_counts(tmp_path, drawn):
     texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
     assert texts[(0, 0)].get_text() == "8" and texts[(0, 0)].get_color() == "white"
     assert texts[(1, 1)].get_text() == "4" and texts[(1, 1)].get_color() == "black"  # 4 is not above half of 8
+    assert texts[(0, 1)].get_text() == "1" and texts[(0, 1)].get_color() == "black"
     assert texts[(2, 2)].get_color() == "white" and texts[(2, 2)].get_fontsize() == 8
     assert [t.get_text() for t in ax.get_xticklabels()] == NAMES == [t.get_text() for t in ax.get_yticklabels()]
     assert ax.get_xticklabels()[0].get_rotation() == 30 and ax.get_xticklabels()[0].get_fontsize() == 7
