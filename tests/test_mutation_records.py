@@ -31,6 +31,7 @@ CHAINS = {
     "trainer/report_html.py": ["report-html-run", "report-html-rerun"],
     "phasefeat/io/discover.py": ["discover-run3", "discover-rerun"],
     "trainer/progress.py": ["progress-trainer-run", "progress-trainer-rerun", "progress-trainer-rerun2"],
+    "trainer/checkpoint.py": ["checkpoint-run", "checkpoint-rerun"],
     "trainer/report_summary.py": ["report-summary-run", "report-summary-rerun", "report-summary-rerun2"],
 }
 
