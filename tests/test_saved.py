@@ -36,7 +36,7 @@ def info(**changes):
 
 def test_a_fitting_model_gives_its_input():
     assert check_fit(info(), NAMES, None, "a" * 64) == "enh"
-    assert check_fit(info(), NAMES, "enh") == "enh"
+    assert check_fit(info(), NAMES, "".join(["e", "nh"])) == "enh"  # as the command line gives it: equal, not the same
     assert check_fit(info(input="cxr", channels=1), NAMES, "cxr", "b" * 64) == "cxr"  # CXR needs no ENH params
 
 
@@ -44,11 +44,16 @@ def test_a_fitting_model_gives_its_input():
     ({"input": None, "channels": 2}, NAMES, None,
      "the model takes 2-channel images; a store holds 1 (cxr) or 3 (enh)"),
     ({}, NAMES, "cxr", "the model was trained on ENH (3 channel(s)); --input cxr does not fit it"),
+    ({"input": "cxr", "channels": 1}, NAMES, "enh", "the model was trained on CXR (1 channel(s)); --input enh does "
+                                                    "not fit it"),
     ({}, NAMES[:2], None, "the model predicts 3 classes; the store has 2 (covid, normal)"),
     ({"target": "source", "n_outputs": 2}, ["a", "b", "c"], None,
      "the model predicts 2 sourcees; the store has 3 (a, b, c)"),
     ({}, ["normal", "covid", "pneumonia"], None,
      "the model's class names ['covid', 'normal', 'pneumonia'] differ from the store's ['normal', 'covid', "
+     "'pneumonia'] (names and order must match)"),
+    ({"class_names": ["normal", "covid", "pneumonia"]}, NAMES, None,
+     "the model's class names ['normal', 'covid', 'pneumonia'] differ from the store's ['covid', 'normal', "
      "'pneumonia'] (names and order must match)"),
 ])
 def test_a_model_that_does_not_fit_is_refused_with_why(changes, names, requested, message):
@@ -57,11 +62,12 @@ def test_a_model_that_does_not_fit_is_refused_with_why(changes, names, requested
     assert str(refused.value) == message
 
 
-def test_an_enh_model_needs_enh_made_with_its_parameters():
+@pytest.mark.parametrize(("model", "store"), [("a", "b"), ("b", "a")])
+def test_an_enh_model_needs_enh_made_with_its_parameters(model, store):
     with pytest.raises(ModelError) as refused:
-        check_fit(info(), NAMES, None, "b" * 64)
+        check_fit(info(store_params_digest=model * 64), NAMES, None, store * 64)
     assert str(refused.value) == (f"the model was trained on ENH made with other feature parameters (digest "
-                                  f"{'a' * 12}, the store's {'b' * 12}); convert the store with the model's "
+                                  f"{model * 12}, the store's {store * 12}); convert the store with the model's "
                                   "parameters")
     assert check_fit(info(store_params_digest=None), NAMES, None, "b" * 64) == "enh"  # an earlier version's model
     assert check_fit(info(), NAMES, None, None) == "enh"
@@ -216,6 +222,25 @@ def test_a_loading_error_is_one_line_of_300_characters_at_most():
     assert _one_line(ValueError("\x1b[31mbad\x1b[0m\n  file " + "x" * 400)) == ("bad file " + "x" * 400)[:300]
 
 
+def test_code_that_safe_mode_refuses_is_named_so(tmp_path, monkeypatch):
+    import keras
+
+    (tmp_path / "custom.keras").write_bytes(b"")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "custom.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+
+    def refuse(*args, **kwargs):  # what Keras says of a custom function in a model file
+        raise ValueError("Requested the deserialization of `my_function`, a Python function. Pass "
+                         "`safe_mode=False` to load it")
+
+    monkeypatch.setattr(keras.saving, "load_model", refuse)
+    with pytest.raises(ModelError, match=r"^refused: \S+custom.keras contains code safe mode does not load; safe "
+                                         r"mode does not run code from model files$"):
+        load_model(tmp_path / "custom.keras")
+
+
 def test_a_zip_that_is_no_model_and_a_model_with_code_are_refused(tmp_path):
     import zipfile
 
@@ -255,9 +280,37 @@ def test_only_the_layer_named_run_info_tells_what_the_model_was_trained_on():
     inputs = keras.Input((8, 8, 1))
     x = run_info_layer({"input": "cxr", "class_names": NAMES})(inputs)
     x = run_info_layer({"input": "enh", "class_names": ["a", "b", "c"]}, name="source_info")(x)
+    x = run_info_layer({"input": "enh", "class_names": ["d", "e", "f"]}, name="audit_info")(x)
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
     got = model_info(model)
     assert (got["input"], got["class_names"]) == ("cxr", NAMES)
+
+
+def test_the_image_size_is_the_inputs_height():
+    import keras
+
+    model = keras.Sequential([keras.Input((16, 24, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    assert model_info(model)["image_size"] == 16
+
+
+def test_an_earlier_versions_model_is_evaluated_on_its_split_of_the_store(tmp_path):
+    from datasets import tiny_store
+
+    from phasefeat.io.identity import legacy_identity
+    from phasefeat.io.store import open_store
+    from trainer.experiment import store_info
+    from trainer.saved import model_test_split
+
+    path = tiny_store(tmp_path / "s.h5", n=12)
+    with open_store(path) as store:
+        digest = legacy_identity(store)
+    data = store_info(path, "cxr")
+    old = info(input="cxr", store_identity=digest, split={"split_seed": 1, "split_by": "patient", "test_sources": []})
+    split, settings, note = model_test_split(path, old, data, "cxr")
+    assert settings["split_seed"] == 1 and len(split.test) > 0
+    assert note.startswith("the model records an earlier version's store identity")
+    new = info(input="cxr", store_identity=data["store_identity"], split=settings)
+    assert model_test_split(path, new, data, "cxr")[2] == ""
 
 
 def test_the_outputs_are_counted_on_the_last_axis():
