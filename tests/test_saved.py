@@ -163,6 +163,12 @@ def test_another_split_is_said_not_to_be_the_models_test_set():
                     "grouped by patient): these test images may include ones it was trained on")
 
 
+def test_settings_asked_below_the_models_are_said_to_differ():
+    recorded = info(split={"split_seed": 5, "split_by": "source", "test_sources": ["b"]})
+    note = evaluation_split(recorded, STORE, split_seed=2, split_by="patient", test_sources=["a"])[1]
+    assert note.startswith("not the model's own test set (split by, split seed, test sources differ from the model's")
+
+
 def test_a_store_of_other_samples_is_refused_unless_a_split_is_asked():
     other = {"samples": {"count": 12}, "pixels": {}}
     with pytest.raises(ModelError) as refused:
@@ -188,8 +194,9 @@ def test_an_earlier_versions_store_digest_is_matched_against_the_stores():
     old = info(store_identity="digest-1")
     settings, note = evaluation_split(old, STORE, legacy_identity="-".join(["digest", "1"]))  # equal, not the same
     assert note.startswith("the model records an earlier version's store identity, which left out patient ids")
-    with pytest.raises(ModelError, match=r"\(the model records an earlier version's identity\)"):
-        evaluation_split(old, STORE, legacy_identity="digest-2")
+    for other in ("digest-0", "digest-2"):  # another store's digest, sorting either way
+        with pytest.raises(ModelError, match=r"\(the model records an earlier version's identity\)"):
+            evaluation_split(old, STORE, legacy_identity=other)
     assert evaluation_split(old, STORE, split_seed=0, legacy_identity="-".join(["digest", "1"]))[1] == ""
 
 
@@ -284,6 +291,26 @@ def test_only_the_layer_named_run_info_tells_what_the_model_was_trained_on():
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
     got = model_info(model)
     assert (got["input"], got["class_names"]) == ("cxr", NAMES)
+
+
+def test_the_input_scale_is_read_from_the_layer_named_scale_only():
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)  # has a `scale` attribute too (True: use gamma)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    assert model_info(model)["input_scale"] == pytest.approx(1 / 255)
+
+
+def test_a_model_is_loaded_without_its_optimizer_and_loss(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    assert loaded.compiled is False and getattr(loaded, "optimizer", None) is None
 
 
 def test_the_image_size_is_the_inputs_height():
