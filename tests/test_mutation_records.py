@@ -33,6 +33,7 @@ CHAINS = {
     "trainer/progress.py": ["progress-trainer-run", "progress-trainer-rerun", "progress-trainer-rerun2"],
     "trainer/checkpoint.py": ["checkpoint-run", "checkpoint-rerun"],
     "trainer/report_figures.py": ["report-figures-run", "report-figures-rerun", "report-figures-rerun2"],
+    "trainer/saved.py": ["saved-run", "saved-rerun", "saved-rerun2"],
     "trainer/report_summary.py": ["report-summary-run", "report-summary-rerun", "report-summary-rerun2"],
 }
 
