@@ -105,7 +105,7 @@ def test_a_resumed_run_goes_on_from_the_saved_state(tmp_path, clock):
     assert state["history"]["val_loss"] == [0.8, 0.9]  # the state given was not changed in place
 
 
-def test_a_run_without_improvement_yet_saves_no_best(tmp_path, clock, monkeypatch):
+def test_a_run_without_improvement_yet_saves_no_best(tmp_path, clock):
     model, path = _model(), tmp_path / "checkpoint.npz"
     early, saver = _started(model, path)
     saver.on_epoch_begin(0)

@@ -230,10 +230,9 @@ def test_a_loading_error_is_one_line_of_300_characters_at_most():
 
 
 def test_code_that_safe_mode_refuses_is_named_so(tmp_path, monkeypatch):
-    import keras
-
-    (tmp_path / "custom.keras").write_bytes(b"")
     import zipfile
+
+    import keras
 
     with zipfile.ZipFile(tmp_path / "custom.keras", "w") as archive:
         archive.writestr("config.json", "{}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import glob
 import os
 import re
@@ -99,7 +100,6 @@ def _display(path: str) -> str:
 
 def _entry_problem(path: Path) -> str | None:
     """Why ``path`` cannot be read as a file, or None for a readable regular file."""
-    import errno
     import stat
 
     try:
@@ -200,8 +200,7 @@ def _class_folders(root: Path, aliases, classes) -> tuple[list[Sample], list[tup
             try:
                 st = here.stat()
             except OSError as exc:  # gone since it was listed: its files can no longer be read
-                failures.append((_display(here.relative_to(root).as_posix()) + "/",
-                                 f"cannot read folder ({exc.strerror or exc})"))
+                unreadable(exc)
                 dirnames[:] = []
                 continue
             outside = _boundary(here.resolve(), class_dir, real_root)
@@ -258,8 +257,6 @@ def _with_masks(root: Path, samples: list[Sample]) -> list[Sample]:
 
 def _resolve_listed(root: Path, listed: str) -> tuple[str | None, str]:
     """Relative posix path of a label-file entry, or (None, reason)."""
-    import errno
-
     try:
         candidate = (root / listed).resolve()
     except RuntimeError:  # what Python 3.11 and 3.12 raise for a symbolic link loop
