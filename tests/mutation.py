@@ -57,6 +57,8 @@ MODULES = {
     "trainer/checkpoint.py": "tests/test_checkpoint_state.py tests/test_checkpoint.py",
     "trainer/saved.py": "tests/test_saved.py",
     "trainer/report_figures.py": "tests/test_report_figures.py",
+    "phasefeat/io/pieces.py": "tests/test_pieces.py tests/test_features_at.py",
+    "phasefeat/io/assemble.py": "tests/test_assemble.py",
 }
 
 
