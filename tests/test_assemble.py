@@ -89,7 +89,7 @@ def test_failures_are_read_as_pairs_without_the_images(tmp_path):
 
 def test_failure_columns_of_different_lengths_are_an_error(tmp_path):
     write_piece(tmp_path / "p.npz", {"failed_path": np.array(["a", "b"]), "failed_reason": np.array(["r"])})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="shorter"):
         read_piece_failures(tmp_path / "p.npz")
 
 
