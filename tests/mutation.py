@@ -59,6 +59,7 @@ MODULES = {
     "trainer/report_figures.py": "tests/test_report_figures.py",
     "phasefeat/io/pieces.py": "tests/test_pieces.py tests/test_features_at.py",
     "phasefeat/io/assemble.py": "tests/test_assemble.py",
+    "trainer/worker.py": "tests/test_worker.py",
 }
 
 

@@ -325,34 +325,6 @@ def test_the_audit_runs_on_the_cluster_too(store, tmp_path):
         assert result["threads"] == 1 and result["device"] == "CPU"
 
 
-def test_a_run_lock_that_cannot_be_taken_fails_the_run_once_with_its_reason(tmp_path):
-    """A run.lock that is a directory was tried 4 times and reported as an out-of-memory signal, with a
-    stray traceback line in the driver's output."""
-    from trainer.worker import FAILED_EXIT, main
-
-    run = tmp_path / "run"
-    (run / "run.lock").mkdir(parents=True)
-    task = run / "task.json"
-    task.write_text(json.dumps({"run_dir": str(run)}))
-    assert main(str(task)) == FAILED_EXIT  # failed for a reason of its own: not retried
-    reason = json.loads((run / "failure.json").read_text())["reason"]
-    assert reason == (f"cannot take the run's lock {run / 'run.lock'} (Is a directory); delete it and run the "
-                      "same command again")
-
-
-@pytest.mark.parametrize(("code", "said"), [(1, "(exit status 1); log:"),
-                                            (-9, "(killed by SIGKILL; a signal usually means the system ran "
-                                                 "out of memory); log:")])
-def test_a_run_process_that_ended_says_a_signal_only_for_a_signal(tmp_path, monkeypatch, code, said):
-    from trainer import worker
-
-    monkeypatch.setattr(worker.subprocess, "call", lambda *a, **k: code)
-    spec = {"run_dir": str(tmp_path / "run"), "threads": 1}
-    with pytest.raises(worker.RunInterrupted) as raised:
-        worker.run_task(spec)
-    assert said in str(raised.value) and str(raised.value).startswith("run: the run's process ended ")
-
-
 @pytest.mark.slow
 def test_a_cluster_that_loses_its_only_worker_says_so_and_goes_on_when_one_joins(store, tmp_path):
     """The driver waited with "running 1" and no message after `dask worker` was killed (~290 s by hand)."""
