@@ -60,6 +60,7 @@ MODULES = {
     "phasefeat/io/pieces.py": "tests/test_pieces.py tests/test_features_at.py",
     "phasefeat/io/assemble.py": "tests/test_assemble.py",
     "trainer/worker.py": "tests/test_worker.py",
+    "trainer/grid.py": "tests/test_grid_plan.py",
 }
 
 
