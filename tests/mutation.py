@@ -61,6 +61,7 @@ MODULES = {
     "phasefeat/io/assemble.py": "tests/test_assemble.py",
     "trainer/worker.py": "tests/test_worker.py",
     "trainer/grid.py": "tests/test_grid_plan.py",
+    "trainer/cluster.py": "tests/test_cluster_runner.py",
 }
 
 

@@ -241,22 +241,6 @@ def test_a_run_failing_on_its_own_is_reported_and_the_others_finish(store, tmp_p
     assert "## Failed runs" not in (out / "report.md").read_text()
 
 
-def test_run_slots_share_each_hosts_cores():
-    from trainer.cluster import run_slots
-
-    one_host = {f"w{k}": {"nthreads": 1, "resources": {}, "host": "a"} for k in range(2)}
-    views = {f"w{k}": {"host": "a", "cores": 2} for k in range(2)}
-    assert run_slots(one_host, views, 0) == (2, 1)  # local:2 on 2 cores
-    big = {"b0": {"nthreads": 4, "resources": {}, "host": "b"}}
-    assert run_slots(big, {"b0": {"host": "b", "cores": 16}}, 0) == (4, 4)
-    gpus = {f"g{k}": {"nthreads": 2, "resources": {"GPU": 1}, "host": "c"} for k in range(8)}
-    gviews = {f"g{k}": {"host": "c", "cores": 64} for k in range(8)}
-    assert run_slots(gpus, gviews, 1) == (8, 8)  # 8 GPUs: one run each, 64 / 8 threads
-    assert run_slots(gpus, gviews, 0) == (16, 4)  # the same workers without the GPU resource
-    mixed = {**one_host, **big}
-    assert run_slots(mixed, {**views, "b0": {"host": "b", "cores": 16}}, 0) == (6, 1)  # the smallest share
-
-
 @pytest.mark.parametrize(("args", "message"), [
     (["--scheduler", "bogus"], "--scheduler takes local:N, tcp://HOST:PORT or a scheduler file"),
     (["--scheduler", "local:0"], "local:N needs N >= 1"),
@@ -288,24 +272,6 @@ def test_gpus_per_run_on_a_machine_without_gpus_is_one_line(store, tmp_path):
         "Error: --gpus-per-run 1 with --scheduler local:2 needs 2 GPUs; this machine shows 0 "
         "(CUDA_VISIBLE_DEVICES or nvidia-smi)")
     assert not out.exists()
-
-
-def test_local_gpus_come_from_cuda_visible_devices(monkeypatch):
-    from trainer.cluster import local_gpus
-
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0, 2,5")
-    assert local_gpus() == ["0", "2", "5"]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert local_gpus() == []
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # CUDA's way of hiding every GPU
-    assert local_gpus() == []
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,-1,2")  # CUDA stops at the first invalid entry
-    assert local_gpus() == ["1"]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1,0")
-    assert local_gpus() == []
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert local_gpus() == []
 
 
 @pytest.mark.slow

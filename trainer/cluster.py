@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -55,7 +56,8 @@ def local_gpus() -> list[str]:
         listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [str(k) for k, line in enumerate(listed.splitlines()) if line.startswith("GPU ")]
+    # "GPU 0: NVIDIA H100 (UUID: ...)", each followed by its MIG devices' lines when it has some
+    return [line.split(":", 1)[0].split()[1] for line in listed.splitlines() if re.match(r"GPU \d+:", line)]
 
 
 def _cores() -> int:
