@@ -62,6 +62,7 @@ MODULES = {
     "trainer/worker.py": "tests/test_worker.py",
     "trainer/grid.py": "tests/test_grid_plan.py",
     "trainer/cluster.py": "tests/test_cluster_runner.py",
+    "phasefeat/io/convert.py": "tests/test_convert_steps.py",
 }
 
 

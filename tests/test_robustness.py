@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import h5py
@@ -739,69 +738,3 @@ def test_a_worker_killed_while_it_sends_a_tick_does_not_hold_the_exit(tmp_path):
     script.write_text(_KILL_A_WORKER_MID_TICK)
     output = _output_or_dump(_start([sys.executable, str(script)]), 120)
     assert output.strip() == f"closed {-signal.SIGKILL} done", output[-2000:]
-
-
-class _DyingPool:
-    """A process pool whose workers all die as soon as a result is waited for; counts each piece's starts."""
-
-    starts = None
-
-    def __init__(self, workers, initializer=None, initargs=()):
-        self._pool = [types.SimpleNamespace(pid=1000 + k) for k in range(workers)]
-
-    def apply_async(self, fn, args):
-        pool, task = self, args[0]
-        _DyingPool.starts[task["piece_id"]] += 1
-
-        class Result:
-            def ready(self):
-                return False
-
-            def wait(self, timeout):
-                pool._pool = [types.SimpleNamespace(pid=p.pid + 100) for p in pool._pool]  # replaced: one died
-
-        return Result()
-
-
-def test_a_piece_is_started_three_times_and_the_message_counts_its_starts(monkeypatch):
-    """Decided: a piece whose worker dies starts again, three starts in all; the third death stops the
-    conversion, and the message says how many times that piece's worker died (its starts, counted)."""
-    import collections
-
-    from phasefeat.io import convert as convert_module
-    from phasefeat.io.progress import PieceProgress
-
-    _DyingPool.starts = collections.Counter()
-    monkeypatch.setattr(convert_module, "_stop_pool", lambda pool, died: None)
-    context = types.SimpleNamespace(Pool=_DyingPool)
-    tasks = [{"piece_id": k, "entries": [(k, f"img{k}.png", 0, "", "")]} for k in range(3)]
-    bar = types.SimpleNamespace(update=lambda n=1: None, set_postfix=lambda **kw: None)
-    with pytest.raises(convert_module.ConvertError) as caught:
-        convert_module._pool_pieces(tasks, 2, lambda piece: None, PieceProgress(bar, [1, 1, 1], 0), context, None)
-    piece = int(str(caught.value).split("converting piece ")[1].split()[0])
-    assert _DyingPool.starts[piece] == 3
-    assert f"died {_DyingPool.starts[piece]} times while converting piece {piece} (from img{piece}.png)" \
-        in str(caught.value)
-    assert max(_DyingPool.starts.values()) == 3  # no piece is started a fourth time
-
-
-def test_after_a_worker_died_the_next_pool_can_send_ticks(monkeypatch):
-    """A worker that died holding the progress queue's write lock would silence every later worker's
-    ticks (their puts wait for the lock forever): once a pool has stopped, the lock is free again."""
-    import collections
-    import threading
-
-    from phasefeat.io import convert as convert_module
-    from phasefeat.io.progress import PieceProgress
-
-    _DyingPool.starts = collections.Counter()
-    monkeypatch.setattr(convert_module, "_stop_pool", lambda pool, died: None)
-    abandoned = threading.Lock()
-    abandoned.acquire()  # as a worker killed in the middle of a put leaves it
-    ticks = types.SimpleNamespace(_wlock=abandoned)
-    tasks = [{"piece_id": 0, "entries": [(0, "img0.png", 0, "", "")]}]
-    bar = types.SimpleNamespace(update=lambda n=1: None, set_postfix=lambda **kw: None)
-    with pytest.raises(convert_module.ConvertError):
-        convert_module._pool_pieces(tasks, 2, lambda piece: None, PieceProgress(bar, [1], 0),
-                                    types.SimpleNamespace(Pool=_DyingPool), ticks)
-    assert not abandoned.locked()
