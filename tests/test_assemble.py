@@ -317,3 +317,66 @@ def test_a_random_store_depends_on_its_seed_only(tmp_path):
     a, b, c = (random_store(tmp_path / f"{n}.h5", 3, size=8, seed=s) for n, s in (("a", 1), ("b", 1), ("c", 2)))
     assert np.array_equal(enh(a), enh(b)) and not np.array_equal(enh(a), enh(c))
     assert enh(a).dtype == np.uint8 and enh(a).shape == (3, 8, 8, 3)
+
+
+def test_rows_of_a_later_piece_land_after_the_earlier_pieces_rows(tmp_path):
+    # offsets that differ from a bitwise or/xor of row and index: 1 + 1 is 2, 1 | 1 is 1
+    paths = pieces_at(tmp_path, make_piece(1, 0, masks=[0]), make_piece(2, 1, masks=[0, 1]), make_piece(1, 3, masks=[0]))
+    out = tmp_path / "s.h5"
+    build(out, paths)
+    with h5py.File(out, "r") as f:
+        assert f["mask"][:, 0, 0, 0].tolist() == [0, 0, 1, 0]
+        assert f["meta/has_mask"][:].tolist() == [False, False, True, False]
+
+
+def test_the_images_settings_are_keywords_only(tmp_path):
+    with pytest.raises(TypeError, match="positional"):
+        assemble(tmp_path / "s.h5", [], (H, W), "uint8", "uint8", CLASSES, [], {})
+    assert not (tmp_path / "s.h5").exists()
+
+
+@pytest.mark.parametrize("column", ["failed_path", "labels", "has_mask"])
+def test_a_piece_holding_python_objects_is_refused_unread(tmp_path, column):
+    """A piece is data, never code: an object array would be unpickled (code run) on loading."""
+    piece = make_piece(2, masks=[0, 1])
+    piece[column] = np.array([{"x": 1}, None], dtype=object)
+    path = tmp_path / "p.npz"
+    write_piece(path, piece)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        read_piece_failures(path) if column == "failed_path" else build(tmp_path / "s.h5", [path])
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_a_virtual_store_missing_a_shard_reads_as_zeros_in_hdf5_itself(tmp_path):
+    """What docs/store-format.md says HDF5 does (the product's reader refuses such a store instead)."""
+    paths = pieces_at(tmp_path, make_piece(2, 5), make_piece(1, 7))
+    out = tmp_path / "s.h5"
+    build(out, paths, virtual=True)
+    (tmp_path / "s.h5.shards" / "shard-000000.h5").unlink()
+    with h5py.File(out, "r") as f:
+        assert f["cxr"].fillvalue == 0 and f["enh"].fillvalue == 0
+        assert samples(f, "cxr") == [0, 0, 7] and f["enh"][:2].max() == 0
+
+
+def test_a_random_store_starts_over_after_a_killed_one(tmp_path):
+    (tmp_path / "r.h5.parts").mkdir()
+    (tmp_path / "r.h5.parts" / "piece-000000.npz").write_bytes(b"half")
+    random_store(tmp_path / "r.h5", 2, size=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
+
+
+def test_a_random_store_by_default_is_the_studys_size_and_seed_zero(tmp_path):
+    a = random_store(tmp_path / "a.h5", 1)
+    b = random_store(tmp_path / "b.h5", 1, size=299, seed=0)
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        assert fa["cxr"].shape == (1, 299, 299, 1) and fa["enh"].shape == (1, 299, 299, 3)
+        assert np.array_equal(fa["enh"][:], fb["enh"][:]) and np.array_equal(fa["cxr"][:], fb["cxr"][:])
+
+
+def test_a_random_store_spans_every_grey_level_with_well_formed_metadata(tmp_path):
+    out = random_store(tmp_path / "r.h5", 64, size=8)
+    with h5py.File(out, "r") as f:
+        for what in ("cxr", "enh"):
+            assert f[what][:].min() == 0 and f[what][:].max() == 255, what
+    with open_store(out) as store:
+        assert store.sha256 == ["0" * 64] * 64
