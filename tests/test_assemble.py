@@ -4,6 +4,7 @@ Fast unit tests of :mod:`phasefeat.io.assemble`, read back with h5py and the pro
 """
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,15 +348,39 @@ def test_a_piece_holding_python_objects_is_refused_unread(tmp_path, column):
     assert not (tmp_path / "s.h5").exists()
 
 
-def test_a_virtual_store_missing_a_shard_reads_as_zeros_in_hdf5_itself(tmp_path):
+@pytest.mark.parametrize("enh_dtype", ["uint8", "float32"])
+def test_a_virtual_store_missing_a_shard_reads_as_zeros_in_hdf5_itself(tmp_path, enh_dtype):
     """What docs/store-format.md says HDF5 does (the product's reader refuses such a store instead)."""
-    paths = pieces_at(tmp_path, make_piece(2, 5), make_piece(1, 7))
+    paths = pieces_at(tmp_path, make_piece(2, 5, enh_dtype=enh_dtype), make_piece(1, 7, enh_dtype=enh_dtype))
     out = tmp_path / "s.h5"
-    build(out, paths, virtual=True)
+    build(out, paths, virtual=True, enh_dtype=enh_dtype)
     (tmp_path / "s.h5.shards" / "shard-000000.h5").unlink()
     with h5py.File(out, "r") as f:
         assert f["cxr"].fillvalue == 0 and f["enh"].fillvalue == 0
-        assert samples(f, "cxr") == [0, 0, 7] and f["enh"][:2].max() == 0
+        assert samples(f, "cxr") == [0, 0, 7]
+        assert f["enh"][:2].min() == f["enh"][:2].max() == 0 and f["enh"][2, 0, 0].tolist() == [7, 8, 9]
+
+
+class RunsWhenUnpickled:
+    """Unpickling this touches ``marker``: code a crafted piece would run if it were unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.parametrize("column", ["labels", "has_mask", "failed_path"])
+def test_no_code_in_a_piece_runs_when_it_is_assembled(tmp_path, column):
+    marker = tmp_path / "code-ran"
+    piece = make_piece(2, masks=[0, 1])
+    piece[column] = np.array([RunsWhenUnpickled(marker), None], dtype=object)
+    path = tmp_path / "p.npz"
+    write_piece(path, piece)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        read_piece_failures(path) if column == "failed_path" else build(tmp_path / "s.h5", [path])
+    assert not marker.exists()
 
 
 def test_a_random_store_starts_over_after_a_killed_one(tmp_path):
