@@ -35,6 +35,7 @@ CHAINS = {
     "trainer/report_figures.py": ["report-figures-run", "report-figures-rerun", "report-figures-rerun2"],
     "trainer/saved.py": ["saved-run", "saved-rerun", "saved-rerun2"],
     "trainer/report_summary.py": ["report-summary-run", "report-summary-rerun", "report-summary-rerun2"],
+    "phasefeat/io/assemble.py": ["assemble-run", "assemble-rerun", "assemble-rerun2"],
 }
 
 
