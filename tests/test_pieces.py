@@ -423,8 +423,8 @@ def test_the_batch_size_defaults_to_64(monkeypatch):
                         lambda batch, *a: sizes.append(len(batch)) or np.zeros((len(batch), SIZE, SIZE, 3)))
     t = task("unused", [])
     del t["batch_size"]
-    finish_piece({"features": [np.zeros((9, 9), np.float32)] * 130}, t, "numpy")
-    assert sizes == [64, 64, 2]
+    finish_piece({"features": [np.zeros((9, 9), np.float32)] * 300}, t, "numpy")
+    assert sizes == [64, 64, 64, 64, 44]  # past 256 images too (small integers are shared objects)
 
 
 def test_progress_ticks_once_per_file_converted_or_failed(folder):
@@ -438,3 +438,71 @@ def test_progress_ticks_once_per_file_converted_or_failed(folder):
     assert ticks == [7, 7, 7]
     process_piece(task(folder, [(0, "edge.png", 0, "", "")]))
     assert ticks == [7, 7, 7]  # stopped
+
+
+def test_a_batch_larger_than_256_images_is_cut_at_its_size(monkeypatch):
+    sizes = []
+    monkeypatch.setattr(pieces, "enhance_to_store",
+                        lambda batch, *a: sizes.append(len(batch)) or np.zeros((len(batch), SIZE, SIZE, 3)))
+    finish_piece({"features": [np.zeros((9, 9), np.float32)] * 300}, task("unused", []) | {"batch_size": 257},
+                 "numpy")
+    assert sizes == [257, 43]
+
+
+def test_a_run_of_one_shape_after_another_is_cut_at_the_batch_size(monkeypatch):
+    sizes = []
+    monkeypatch.setattr(pieces, "enhance_to_store",
+                        lambda batch, *a: sizes.append(batch.shape) or np.zeros((len(batch), SIZE, SIZE, 3)))
+    images = [np.zeros((10, 9), np.float32)] + [np.zeros((9, 9), np.float32)] * 5
+    finish_piece({"features": images}, task("unused", []) | {"batch_size": 4}, "numpy")
+    assert sizes == [(1, 10, 9), (4, 9, 9), (1, 9, 9)]
+
+
+def test_maps_at_the_store_size_are_quantised_where_they_are_computed(phantom, monkeypatch):
+    """On a GPU, ``out="uint8"`` quantises on the device: a quarter of the float32 maps' transfer."""
+    calls = []
+
+    def recording(images, params, **kwargs):
+        calls.append(kwargs)
+        return enhance(images, params, **kwargs)
+
+    monkeypatch.setattr("phasefeat.maths.features.enhance", recording)
+    batch = fit(phantom, SIZE)[None]
+    enhance_to_store(batch, PhaseParams(), ConvertOptions(size=SIZE), "numpy")
+    enhance_to_store(batch, PhaseParams(), ConvertOptions(size=SIZE, enh_dtype="float16"), "numpy")
+    enhance_to_store(square(phantom, "pad")[None], PhaseParams(), ConvertOptions(size=SIZE), "numpy")
+    assert calls == [{"backend": "numpy", "out": "uint8"}, {"backend": "numpy"}, {"backend": "numpy"}]
+
+
+@pytest.mark.parametrize(("size", "accepted"), [(16384, True), (16385, False)])
+def test_the_largest_size_is_16384(size, accepted):
+    if accepted:
+        assert ConvertOptions(size=size, features_at=size).size == size
+    else:
+        with pytest.raises(ValueError, match="must be"):
+            ConvertOptions(size=size)
+        with pytest.raises(ValueError, match="must be"):
+            ConvertOptions(features_at=size)
+
+
+def test_by_default_files_over_256_mib_are_refused_before_they_are_read(tmp_path):
+    """Sparse files: the limit is checked on the file's size, and a file at the limit is read."""
+    at, over = tmp_path / "at.png", tmp_path / "over.png"
+    for path, size in ((at, 256 * 2**20), (over, 256 * 2**20 + 1)):
+        with open(path, "wb") as handle:
+            handle.truncate(size)
+    assert ConvertOptions().max_bytes == 256 * 2**20
+    piece = process_piece(task(tmp_path, [(0, "at.png", 0, "", ""), (1, "over.png", 0, "", "")]))
+    reasons = dict(zip(piece["failed_path"].tolist(), piece["failed_reason"].tolist(), strict=True))
+    assert reasons["over.png"] == ("file exceeds the size limit (268,435,457 > 268,435,456 bytes; raise --max-bytes if "
+                                   "it is genuine)")
+    assert reasons["at.png"].startswith("not an image")
+
+
+def test_the_command_lines_default_limits_are_the_librarys():
+    from phasefeat.cli import cli
+    from phasefeat.io.imageio import DEFAULT_MAX_PIXELS
+
+    params = {p.name: p for p in cli.commands["convert"].params}
+    assert params["max_bytes"].default == pieces.DEFAULT_MAX_BYTES == ConvertOptions().max_bytes
+    assert params["max_pixels"].default == DEFAULT_MAX_PIXELS == ConvertOptions().max_pixels
