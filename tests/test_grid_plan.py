@@ -401,3 +401,17 @@ def test_a_last_run_alone_gives_no_estimate(tmp_path, monkeypatch, capsys):
     said = capsys.readouterr()
     assert "left need about" not in said.out + said.err
     assert "grid: 1 run(s) of up to 20 epochs; 1 to train" in said.out + said.err
+
+
+def test_a_grid_by_default_trains_quietly_with_one_reader_thread(store, tmp_path, monkeypatch):
+    calls = stub_training(monkeypatch)
+    run_grid(store, tmp_path / "g", inputs=("enh",), losses=("cce",), repeats=1, progress=False)
+    (_, cfg, _, kwargs), = calls
+    assert kwargs["verbose"] == 0 and kwargs["workers"] == 1 and kwargs["progress"] is False
+    assert cfg == dataclasses.replace(RunConfig(), input="enh", loss="cce")
+
+
+def test_the_sequential_runner_by_default_reads_with_one_thread(tmp_path, monkeypatch):
+    calls = stub_training(monkeypatch)
+    SequentialRunner(progress=False).run("s.h5", [job(root=tmp_path)], identity())
+    assert calls[0][3]["workers"] == 1 and calls[0][3]["verbose"] == 0

@@ -188,10 +188,10 @@ def test_outside_a_dask_worker_no_event_is_logged(spec, monkeypatch):
 
 # --- the run process's side -------------------------------------------------------------------------
 
-def child(code, env):
+def child(code, env, timeout=60):
     """Run ``code`` in a fresh Python with ``env`` added; its completed process."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=60)
+                          env={**os.environ, **env}, timeout=timeout)
 
 
 @pytest.mark.parametrize("value", [None, "0"])
@@ -406,3 +406,41 @@ def test_threads_are_pinned_in_the_backend_that_trains(monkeypatch, backend, pin
     calls = fake_modules(monkeypatch, backend)
     worker._pin_threads(3)
     assert calls == pinned
+
+
+@pytest.mark.parametrize(("code", "signal_name"), [(-1, "SIGHUP"), (-2, "SIGINT")])
+def test_the_smallest_signals_are_named_too(spec, monkeypatch, code, signal_name):
+    monkeypatch.setattr(worker.subprocess, "call", FakeRunProcess(code))
+    with pytest.raises(RunInterrupted, match=rf"\(killed by {signal_name}; a signal usually means"):
+        run_task(spec)
+
+
+def test_a_run_process_ends_when_its_work_is_done_while_its_worker_lives():
+    """The watchdog thread must not keep a finished run process alive until its worker dies."""
+    done = child("import sys\nfrom trainer.worker import _die_with_parent\nsys.platform = 'darwin'\n"
+                 "_die_with_parent()\nprint('finished')", {"TRAINER_PARENT_PID": str(os.getpid())}, timeout=20)
+    assert done.returncode == 0 and done.stdout == "finished\n"
+
+
+def test_a_failure_reaches_the_log_even_if_the_process_is_ended_at_once(tmp_path):
+    """The watchdog ends the process with ``os._exit`` (no buffers flushed) when the worker dies; a log
+    file is block-buffered (unless PYTHONUNBUFFERED is set, which this test clears)."""
+    log = tmp_path / "log.txt"
+    with open(log, "w") as handle:
+        code = subprocess.call([sys.executable, "-c", "import os\nfrom pathlib import Path\n"
+                                "from trainer.worker import _fail\n"
+                                f"_fail(Path({str(tmp_path)!r}), 'why')\nos._exit(1)"], stdout=handle,
+                               stderr=subprocess.STDOUT, timeout=60,
+                               env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
+    assert code == 1 and log.read_text() == "FAILED: why\n"
+
+
+def test_the_run_process_is_the_modules_own_command(tmp_path):
+    """``python -m trainer.worker TASK`` is what a Dask worker starts: it runs ``main`` and exits with its code."""
+    run = tmp_path / "run"
+    (run / "run.lock").mkdir(parents=True)  # fails at once, before any framework is imported
+    (run / "task.json").write_text(json.dumps({"run_dir": str(run)}))
+    done = subprocess.run([sys.executable, "-m", "trainer.worker", str(run / "task.json")], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == FAILED_EXIT and done.stdout.startswith("FAILED: cannot take the run's lock")
+    assert json.loads((run / "failure.json").read_text())["reason"].startswith("cannot take the run's lock")
