@@ -7,6 +7,7 @@ are trained by ``test_trainer.py`` and on clusters by ``test_grid.py``.
 
 import dataclasses
 import json
+import types
 from pathlib import Path
 
 import numpy as np
@@ -415,3 +416,36 @@ def test_the_sequential_runner_by_default_reads_with_one_thread(tmp_path, monkey
     calls = stub_training(monkeypatch)
     SequentialRunner(progress=False).run("s.h5", [job(root=tmp_path)], identity())
     assert calls[0][3]["workers"] == 1 and calls[0][3]["verbose"] == 0
+
+
+@pytest.mark.parametrize(("inputs", "message"), [(("enh", "ENH"), "input must be cxr or enh, got 'ENH'"),
+                                                 (("nope",), "input must be cxr or enh, got 'nope'"),
+                                                 ((), r"a grid needs at least one input \(cxr, enh\)")])
+def test_every_input_name_is_checked_before_the_store_is_read(store, tmp_path, monkeypatch, inputs, message):
+    monkeypatch.setattr(grid, "store_info", lambda *a: pytest.fail("the store was read"))
+    with pytest.raises(GridError, match=f"^{message}$"):
+        run_grid(store, tmp_path / "g", inputs=inputs, runner=PlanningRunner())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_default_grid_is_the_studys_three_repeats_of_four_arms(store, tmp_path):
+    runner = PlanningRunner()
+    run_grid(store, tmp_path / "g", base=RunConfig(epochs=3), runner=runner)
+    assert [j.run_dir.name for j in runner.jobs] == [f"{i}-{loss}-r{k}" for k in range(3) for i in ("cxr", "enh")
+                                                     for loss in ("cce", "scce")]
+    assert [j.config.seed for j in runner.jobs] == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_a_grids_settings_are_keywords(store, tmp_path):
+    with pytest.raises(TypeError, match="positional"):
+        run_grid(store, tmp_path / "g", ("enh",))
+
+
+def test_the_estimate_uses_the_first_runs_own_time(tmp_path, monkeypatch, capsys):
+    stub_training(monkeypatch)
+    clock = iter([100.0, 107.0, 200.0])  # the first run starts, ends; the second starts
+    monkeypatch.setattr(grid, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    SequentialRunner(progress=True).run("s.h5", [job(n, root=tmp_path) for n in ("enh-cce-r0", "cxr-cce-r0")],
+                                        identity())
+    said = capsys.readouterr()
+    assert "enh-cce-r0 took 7 s (2 epoch(s)); at that time each, the 1 run(s) left need about 7 s" in said.out + said.err

@@ -147,7 +147,8 @@ def test_a_run_that_failed_on_its_own_is_an_outcome_not_a_retry(spec, monkeypatc
 
 
 @pytest.mark.parametrize(("code", "said"), [
-    (1, "(exit status 1)"), (2, "(exit status 2)"), (-200, "(exit status -200)"),
+    (1, "(exit status 1)"), (2, "(exit status 2)"), (5, "(exit status 5)"), (120, "(exit status 120)"),
+    (-200, "(exit status -200)"),
     (RETRY_EXIT, "(out of memory)"),
     (-9, "(killed by SIGKILL; a signal usually means the system ran out of memory)"),
     (-15, "(killed by SIGTERM; a signal usually means the system ran out of memory)"),
@@ -206,9 +207,29 @@ def test_without_a_parent_to_follow_the_process_goes_on(value, monkeypatch):
 
 
 def test_a_run_process_whose_parent_is_already_gone_ends_at_once():
-    done = child("from trainer.worker import _die_with_parent\n_die_with_parent()\nprint('alive')",
-                 {"TRAINER_PARENT_PID": "1"})  # this test's process is its parent, not pid 1
+    # this test's process is its parent, not pid 1; no watchdog, so the check itself must end it
+    done = child("import threading\nthreading.Thread.start = lambda self: None\n"
+                 "from trainer.worker import _die_with_parent\n_die_with_parent()\nprint('alive')",
+                 {"TRAINER_PARENT_PID": "1"})
     assert done.returncode == 1 and "alive" not in done.stdout
+
+
+def test_the_watchdog_looks_at_its_parent_every_second():
+    done = child("""
+        import os, time
+        real = time.sleep
+
+        def once(seconds):
+            print("sleeps", seconds, flush=True)
+            raise SystemExit  # ends the watchdog thread
+
+        time.sleep = once
+        from trainer.worker import _die_with_parent
+        _die_with_parent()
+        real(0.5)
+        print("alive", flush=True)
+    """, {"TRAINER_PARENT_PID": str(os.getpid())})
+    assert done.returncode == 0 and done.stdout == "sleeps 1\nalive\n"
 
 
 ORPHAN = """
@@ -216,7 +237,8 @@ ORPHAN = """
     # the worker: starts a run process that follows it, says its pid, and is killed
     code = ("import sys, time{platform}\\nfrom trainer.worker import _die_with_parent\\n_die_with_parent()\\n"
             "print('following', flush=True)\\ntime.sleep(60)")
-    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           text=True,
                            env={{**os.environ, "TRAINER_PARENT_PID": str(os.getpid())}})
     assert run.stdout.readline() == "following\\n"
     print(run.pid, flush=True)
@@ -229,7 +251,9 @@ def test_a_run_process_dies_with_its_worker(platform):
     """On Linux the kernel ends it (PR_SET_PDEATHSIG); elsewhere a watchdog thread notices within a second."""
     import psutil
 
-    patch = "" if platform == "linux" else "; sys.platform = 'darwin'"
+    # on Linux without the watchdog (the kernel alone must end it); elsewhere the watchdog alone
+    patch = ("; import threading; threading.Thread.start = lambda self: None" if platform == "linux"
+             else "; sys.platform = 'darwin'")
     done = child(ORPHAN.format(platform=patch), {})
     assert done.returncode == -9, done.stderr
     pid = int(done.stdout.split()[0])

@@ -139,6 +139,11 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
         get_loss(loss)
     if out.exists() and not out.is_dir():
         raise GridError(f"--out {out} is a file, not a folder")
+    if not inputs:
+        raise GridError("a grid needs at least one input (cxr, enh)")
+    for what in inputs:  # all of them before the store is read (store_info checks only the first)
+        if what not in ("cxr", "enh"):
+            raise GridError(f"input must be cxr or enh, got {what!r}")
     info = store_info(store_path, inputs[0], base.target)
     for what in inputs:  # once here, not in every run
         check_values(store_path, what)
