@@ -350,11 +350,12 @@ def test_run_or_reuse_trains_with_the_planned_store_and_threads(tmp_path, monkey
                                                     "progress": False, "workers": 2})]
 
 
-def test_run_or_reuse_refuses_a_process_of_another_backend(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", ["torch", "jax"])  # names that sort after and before the planned one
+def test_run_or_reuse_refuses_a_process_of_another_backend(tmp_path, monkeypatch, backend):
     calls = stub_training(monkeypatch)
-    monkeypatch.setenv("KERAS_BACKEND", "torch")
-    with pytest.raises(GridError, match=r"^this process trains with Keras' torch backend; the grid was planned with "
-                                        r"tensorflow \(set KERAS_BACKEND alike everywhere\)$"):
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    with pytest.raises(GridError, match=rf"^this process trains with Keras' {backend} backend; the grid was planned "
+                                        r"with tensorflow \(set KERAS_BACKEND alike everywhere\)$"):
         run_or_reuse("s.h5", RunConfig(), tmp_path / "r", SPLIT, identity())
     assert calls == []
 
