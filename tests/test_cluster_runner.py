@@ -304,7 +304,8 @@ def local_start(monkeypatch):
 
 
 @pytest.mark.parametrize(("visible", "gpus", "on_gpus"), [("", None, False), ("0,1,2", None, True),
-                                                          ("0", None, False), ("0,1", 0, False)])
+                                                          ("0,1", None, True), ("0", None, False),
+                                                          ("0,1", 0, False)])
 def test_a_local_cluster_gives_each_worker_one_gpu_or_none(local_start, monkeypatch, visible, gpus, on_gpus):
     from distributed import Nanny, Scheduler
 
@@ -391,6 +392,13 @@ def test_workers_that_advertise_a_gpu_get_one_run_each(store, store_id, monkeypa
     runner, _ = runner_with(FakeClient(ws), gpus_per_run=0)
     runner.prepare(store, store_id)
     assert (runner.gpus, runner.slots) == (0, 12)
+
+
+def test_a_worker_advertising_two_gpus_makes_runs_ask_for_one(store, store_id, monkeypatch):
+    monkeypatch.setattr(cluster, "_cores", lambda: 16)
+    runner, _ = runner_with(FakeClient({"tcp://w0": {"host": "a", "nthreads": 2, "resources": {"GPU": 2}}}))
+    runner.prepare(store, store_id)
+    assert (runner.gpus, runner.slots, runner.threads) == (1, 2, 8)
 
 
 def test_gpus_per_run_without_gpu_workers_is_one_line(store, store_id):
@@ -706,11 +714,12 @@ def watch(runner, until, timeout=10, said=None):
 
 def test_usable_workers_are_the_ones_that_can_take_a_run():
     ws = {**workers(2, gpus=1), "tcp://c": {"host": "a", "nthreads": 2, "resources": {}},
-          "tcp://h": {"host": "a", "nthreads": 2, "resources": {"GPU": 0.5}}}
+          "tcp://h": {"host": "a", "nthreads": 2, "resources": {"GPU": 0.5}},
+          "tcp://two": {"host": "b", "nthreads": 2, "resources": {"GPU": 2}}}
     runner, _ = ready(FakeClient(ws), gpus=1)
-    assert runner._usable_workers() == 2
+    assert runner._usable_workers() == 3
     runner.gpus = 0
-    assert runner._usable_workers() == 4
+    assert runner._usable_workers() == 5
 
 
 @pytest.mark.parametrize(("gpus", "kind", "start"), [
@@ -746,6 +755,48 @@ def test_a_bad_quiet_time_falls_back_to_the_default(monkeypatch):
     runner, _ = ready(FakeClient({}))
     said = watch(runner, lambda s: len(s) >= 1)
     assert said[0].startswith("no Dask worker has been connected for 0.2 s")
+
+
+def test_a_scheduler_that_did_not_answer_once_is_watched_on(monkeypatch):
+    monkeypatch.setenv("TRAINER_NO_WORKER_SECONDS", "0.2")
+    client, calls = FakeClient({}), []
+
+    def busy_once(n_workers=None):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("scheduler busy")
+        return {"workers": {}}
+
+    client.scheduler_info = busy_once
+    runner, _ = ready(client)
+    said = watch(runner, lambda s: len(s) >= 1)
+    assert len(calls) > 1 and said[0].startswith("no Dask worker has been connected for 0.2 s and 5 run(s) wait")
+
+
+def test_the_watch_counts_the_runs_still_waiting(tmp_path, monkeypatch):
+    """During a grid without workers the line says how many runs wait: the jobs less those finished."""
+    monkeypatch.setenv("TRAINER_NO_WORKER_SECONDS", "0.1")
+    said = []
+
+    def outcome(spec):
+        deadline = time.monotonic() + 10
+        while not said and time.monotonic() < deadline:  # the first run ends once the watch has spoken
+            time.sleep(0.02)
+        return done(spec)
+
+    client = FakeClient({}, outcome=outcome)
+    runner, _ = ready(client)
+    jobs = jobs_in(tmp_path)
+    finish(jobs[0])
+    real_write = cluster.threading.Thread
+
+    def spying(*args, target=None, daemon=None, **kwargs):
+        stop, _, runs_left = kwargs.pop("args")
+        return real_write(*args, target=target, daemon=daemon, args=(stop, said.append, runs_left), **kwargs)
+
+    monkeypatch.setattr(cluster.threading, "Thread", spying)
+    runner.run("s.h5", jobs, IDENTITY)
+    assert said and "and 2 run(s) wait" in said[0]
 
 
 def test_a_scheduler_that_does_not_answer_is_left_to_dask(monkeypatch):
