@@ -206,12 +206,30 @@ def test_without_a_parent_to_follow_the_process_goes_on(value, monkeypatch):
     assert len(__import__("threading").enumerate()) == threads  # no watchdog either
 
 
-def test_a_run_process_whose_parent_is_already_gone_ends_at_once():
-    # this test's process is its parent, not pid 1; no watchdog, so the check itself must end it
+@pytest.mark.parametrize("recorded", ["1", "4194303"])  # a pid below and one above this test's
+def test_a_run_process_whose_parent_is_already_gone_ends_at_once(recorded):
+    # this test's process is its parent, not the recorded one; no watchdog, so the check itself must end it
     done = child("import threading\nthreading.Thread.start = lambda self: None\n"
                  "from trainer.worker import _die_with_parent\n_die_with_parent()\nprint('alive')",
-                 {"TRAINER_PARENT_PID": "1"})
+                 {"TRAINER_PARENT_PID": recorded})
     assert done.returncode == 1 and "alive" not in done.stdout
+
+
+def test_the_watchdog_ends_the_process_whatever_pid_adopts_it():
+    """An orphan is adopted by pid 1 or by a subreaper, whose pid may be larger than its parent's was."""
+    done = child("""
+        import os, sys, time
+        parent = int(os.environ["TRAINER_PARENT_PID"])
+        answers = iter([parent, parent, parent + 100])  # the start's check, one watch, then adopted
+        os.getppid = lambda: next(answers, parent + 100)
+        real = time.sleep
+        time.sleep = lambda seconds: real(0.01)
+        from trainer.worker import _die_with_parent
+        _die_with_parent()
+        real(5)
+        print("alive", flush=True)
+    """, {"TRAINER_PARENT_PID": str(os.getpid())})
+    assert done.returncode == 1 and done.stdout == ""
 
 
 def test_the_watchdog_looks_at_its_parent_every_second():
