@@ -450,3 +450,31 @@ def test_the_estimate_uses_the_first_runs_own_time(tmp_path, monkeypatch, capsys
                                         identity())
     said = capsys.readouterr()
     assert "enh-cce-r0 took 7 s (2 epoch(s)); at that time each, the 1 run(s) left need about 7 s" in said.out + said.err
+
+
+def test_a_grid_of_the_base_model_and_another_records_both(store, tmp_path):
+    run_grid(store, tmp_path / "g", inputs=("enh",), repeats=1, base=RunConfig(epochs=3), runner=PlanningRunner(),
+             models=("vgg16", "resnet50"))
+    assert settings_of(tmp_path / "g")["models"] == ["vgg16", "resnet50"]
+
+
+@pytest.mark.parametrize("digest", ["0" * 64, "f" * 64])  # digests that sort before and after this config's
+def test_a_finished_run_of_any_other_config_is_refused(tmp_path, digest):
+    j = job(root=tmp_path)
+    finish(j, config_digest=digest)
+    with pytest.raises(GridError, match="was made with other settings"):
+        finished_run(j, identity())
+
+
+def test_a_planned_job_cannot_be_changed(tmp_path):
+    j = job(root=tmp_path)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        j.run_dir = tmp_path / "elsewhere"
+
+
+def test_the_sequential_runner_by_default_shows_progress_and_trains_quietly(tmp_path, monkeypatch, capsys):
+    calls = stub_training(monkeypatch)
+    SequentialRunner().run("s.h5", [job(root=tmp_path)], identity())
+    said = capsys.readouterr()
+    assert "grid: 1 run(s) of up to 20 epochs; 1 to train" in said.out + said.err
+    assert calls[0][3]["verbose"] == 0 and calls[0][3]["progress"] is True
