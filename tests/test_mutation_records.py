@@ -36,6 +36,7 @@ CHAINS = {
     "trainer/saved.py": ["saved-run", "saved-rerun", "saved-rerun2"],
     "trainer/report_summary.py": ["report-summary-run", "report-summary-rerun", "report-summary-rerun2"],
     "phasefeat/io/assemble.py": ["assemble-run", "assemble-rerun", "assemble-rerun2"],
+    "trainer/worker.py": ["worker-run", "worker-rerun", "worker-rerun2"],
 }
 
 
