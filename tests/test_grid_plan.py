@@ -26,6 +26,7 @@ from trainer.grid import (
     run_grid,
     run_or_reuse,
 )
+from trainer.progress import runs_left_estimate
 from trainer.splits import Split
 
 SPLIT = Split(np.array([0, 1]), np.array([2]), np.array([3]), 0, 0.3, 0.3, True)
@@ -444,12 +445,13 @@ def test_a_grids_settings_are_keywords(store, tmp_path):
 
 def test_the_estimate_uses_the_first_runs_own_time(tmp_path, monkeypatch, capsys):
     stub_training(monkeypatch)
-    clock = iter([100.0, 107.0, 200.0])  # the first run starts, ends; the second starts
+    clock = iter([100.0, 250.0, 300.0])  # the first run starts, ends; the second starts
     monkeypatch.setattr(grid, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     SequentialRunner(progress=True).run("s.h5", [job(n, root=tmp_path) for n in ("enh-cce-r0", "cxr-cce-r0")],
                                         identity())
     said = capsys.readouterr()
-    assert "enh-cce-r0 took 7 s (2 epoch(s)); at that time each, the 1 run(s) left need about 7 s" in said.out + said.err
+    assert runs_left_estimate("enh-cce-r0", 150.0, 2, 1) in said.out + said.err
+    assert "enh-cce-r0 took 2.5 min (2 epoch(s))" in said.out + said.err
 
 
 def test_a_grid_of_the_base_model_and_another_records_both(store, tmp_path):
