@@ -809,3 +809,59 @@ def test_a_scheduler_that_does_not_answer_is_left_to_dask(monkeypatch):
     client.scheduler_info = gone
     runner, _ = ready(client)
     assert watch(runner, lambda s: False, timeout=0.6) == []
+
+
+class CountedStop:
+    """A stop event that records each wait and is set after ``times`` of them."""
+
+    def __init__(self, times):
+        self.times, self.waits = times, []
+
+    def wait(self, timeout):
+        self.waits.append(timeout)
+        return len(self.waits) > self.times
+
+
+@pytest.mark.parametrize(("quiet", "interval"), [("4", 1.0), ("30", 2.0), ("0.2", 0.1), ("100", 2.0)])
+def test_the_watch_looks_a_quarter_of_the_quiet_time_apart_within_bounds(monkeypatch, quiet, interval):
+    monkeypatch.setenv("TRAINER_NO_WORKER_SECONDS", quiet)
+    runner, _ = ready(FakeClient(workers(1)))
+    stop = CountedStop(2)
+    runner._watch_workers(stop, print, lambda: 1)
+    assert stop.waits == [interval] * 3
+
+
+def test_by_default_the_watch_speaks_after_30_seconds_without_workers(monkeypatch):
+    import time as time_module
+
+    monkeypatch.delenv("TRAINER_NO_WORKER_SECONDS", raising=False)
+    clock = iter([1000.0, 1029.0, 1030.0])  # no worker since 1000 s; 29 s later; 30 s later
+    monkeypatch.setattr(time_module, "monotonic", lambda: next(clock))
+    runner, _ = ready(FakeClient({}))
+    said = []
+    runner._watch_workers(CountedStop(3), said.append, lambda: 4)
+    assert said == ["no Dask worker has been connected for 30 s and 4 run(s) wait: start one (dask worker "
+                    "tcp://10.0.0.1:8786) and the grid goes on, or press Ctrl-C (finished runs are kept; the same "
+                    "command resumes the others)"]
+
+
+def test_cores_are_this_processs_own_affinity(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2} if pid == 0 else {0})
+    assert cluster._cores() == 3
+
+
+def test_the_runs_read_with_one_thread_by_default(tmp_path):
+    client = FakeClient(workers(1))
+    runner, _ = ready(client)
+    runner.run("s.h5", jobs_in(tmp_path)[:1], IDENTITY)
+    assert client.submitted[0][1]["workers"] == 1
+
+
+def test_the_estimate_is_the_first_finished_runs_own_time(tmp_path, capsys):
+    def outcome(spec):
+        return {**done(spec), "started": 100.0, "finished": 250.0}
+
+    runner, _ = ready(FakeClient(workers(1), outcome=outcome), slots=1, progress=True)
+    runner.run("s.h5", jobs_in(tmp_path), IDENTITY)
+    assert "enh-cce-r0 took 2.5 min (2 epoch(s)); at that time each, the 2 run(s) left need about 5.0 min" \
+        in capsys.readouterr().out
