@@ -506,3 +506,32 @@ def test_the_command_lines_default_limits_are_the_librarys():
     params = {p.name: p for p in cli.commands["convert"].params}
     assert params["max_bytes"].default == pieces.DEFAULT_MAX_BYTES == ConvertOptions().max_bytes
     assert params["max_pixels"].default == DEFAULT_MAX_PIXELS == ConvertOptions().max_pixels
+
+
+def test_a_mask_pixel_at_exactly_one_half_is_outside_the_lung(tmp_path):
+    """Decided: a lung pixel is one above half the mask's range (a float mask may hold 0.5 exactly)."""
+    grey = np.zeros((8, 8), np.float32)
+    grey[:, 2:4], grey[:, 4:] = 0.5, 1.0
+    Image.fromarray(grey, mode="F").save(tmp_path / "m.tif")
+    mask = pieces._read_mask(tmp_path / "m.tif", ConvertOptions(size=8))
+    assert mask[0, :, 0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_options_are_values_that_can_key_a_lookup():
+    assert hash(ConvertOptions(size=64)) == hash(ConvertOptions(size=64))
+    assert {ConvertOptions(size=64): "a"}[ConvertOptions(size=64)] == "a"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ConvertOptions().size = 64
+
+
+def test_an_automatic_piece_size_is_for_local_workers_unless_asked():
+    assert auto_piece_size(18_685) == MAX_PIECE == 64
+
+
+def test_a_feature_image_is_clipped_whatever_it_is_given():
+    grey = np.array([[-0.5, 0.2], [0.7, 1.5]], np.float32)
+    for at in ("native", 8):
+        image = feature_image(grey, ConvertOptions(size=SIZE, features_at=at))
+        assert image.min() >= 0 and image.max() <= 1
+    assert feature_image(grey, ConvertOptions(size=SIZE)).tolist() == [[0.0, pytest.approx(0.2)],
+                                                                        [pytest.approx(0.7), 1.0]]
