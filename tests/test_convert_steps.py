@@ -902,3 +902,38 @@ def test_an_assembly_process_that_dies_is_one_line_or_a_full_disk(tmp_path, monk
                                                "the same command$"):
             convert_module._assemble_apart(tmp_path / "s.h5", paths, attrs={"x": DiesWhenUnpickled()}, **ASSEMBLY)
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_an_abandoned_lock_is_waited_for_at_most_a_fraction_of_a_second():
+    class Recording:
+        timeouts = []
+
+        def acquire(self, timeout):
+            self.timeouts.append(timeout)
+            return False
+
+        def release(self):
+            pass
+
+    lock = Recording()
+    convert_module._free_abandoned(lock)
+    assert lock.timeouts and 0 < lock.timeouts[0] <= 0.5
+
+
+def test_a_conversion_shows_its_progress_unless_told_not_to(raw, tmp_path, in_process, capsys):
+    convert(raw, tmp_path / "a.h5", options=OPTIONS, backend="numpy")
+    assert "convert:" in capsys.readouterr().err
+    convert(raw, tmp_path / "b.h5", options=OPTIONS, backend="numpy", progress=False)
+    assert "convert:" not in capsys.readouterr().err
+
+
+def test_the_times_logged_and_summed_are_durations(raw, tmp_path, in_process, caplog):
+    with caplog.at_level(logging.INFO, logger="phasefeat"):
+        summary = run(raw, tmp_path / "s.h5")
+    discovery = next(m for m in caplog.messages if m.startswith("discovery: "))
+    assert discovery.startswith("discovery: 6 files (0 already failed) in ")
+    assert 0 <= float(discovery.split(" in ")[1].split()[0]) < 0.5
+    assert 0 < summary.seconds < 30
+    (tmp_path / "s.h5.parts").mkdir()  # a run killed while it cleaned up: the store is complete
+    again = run(raw, tmp_path / "s.h5")
+    assert again.already_complete and 0 < again.seconds < 0.5
