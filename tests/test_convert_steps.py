@@ -937,3 +937,17 @@ def test_the_times_logged_and_summed_are_durations(raw, tmp_path, in_process, ca
     (tmp_path / "s.h5.parts").mkdir()  # a run killed while it cleaned up: the store is complete
     again = run(raw, tmp_path / "s.h5")
     assert again.already_complete and 0 < again.seconds < 0.5
+
+
+def test_the_pieces_time_is_the_time_they_took(raw, tmp_path, in_process, monkeypatch, caplog):
+    import time as real_time
+
+    ticks = iter(2.0 ** k for k in range(1, 60))  # a clock whose readings never divide into each other's gaps
+    monkeypatch.setattr(convert_module, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks),
+                                                                      strftime=real_time.strftime))
+    with caplog.at_level(logging.INFO, logger="phasefeat"):
+        run(raw, tmp_path / "s.h5")
+    pieces = next(m for m in caplog.messages if m.startswith("pieces: "))
+    seconds = float(pieces.split(" in ")[1].split()[0])
+    assert pieces.startswith("pieces: 3 of 3 in ") and seconds > 0
+    assert pieces.endswith(f"({6 / seconds:.1f} images/s; 0 finished earlier)")
