@@ -865,3 +865,21 @@ def test_the_estimate_is_the_first_finished_runs_own_time(tmp_path, capsys):
     runner.run("s.h5", jobs_in(tmp_path), IDENTITY)
     assert "enh-cce-r0 took 2.5 min (2 epoch(s)); at that time each, the 2 run(s) left need about 5.0 min" \
         in capsys.readouterr().out
+
+
+def test_workers_that_left_before_they_answered_are_one_line(store, store_id):
+    runner, _ = runner_with(FakeClient({}))
+    with pytest.raises(GridError, match=r"^no Dask worker is connected to tcp://10.0.0.1:8786 any more; start one "
+                                        "and run the same command again$"):
+        runner.prepare(store, store_id)
+
+
+def test_the_runner_shows_progress_by_default():
+    assert ClusterRunner("local:1").progress is True
+
+
+def test_no_gpu_per_run_never_asks_for_the_gpus(local_start, monkeypatch):
+    monkeypatch.setattr(cluster, "local_gpus", lambda: pytest.fail("nvidia-smi was asked"))
+    runner = ClusterRunner("local:1", gpus_per_run=0)
+    runner.connect()
+    assert FakeSpecCluster.made[0].workers["run-slot-0"]["options"]["resources"] == {}

@@ -249,6 +249,9 @@ class ClusterRunner:
         self.connect()
         store_path = str(Path(store_path).resolve())
         views = self.client.run(_worker_view, store_path)
+        if not views:  # the workers that joined left before they answered
+            raise GridError(f"no Dask worker is connected to {self.scheduler} any more; start one and run the same "
+                            "command again")
         for address, view in sorted(views.items()):
             if "error" in view:
                 raise GridError(f"worker {address} ({view['host']}) cannot open the store {store_path}: "
