@@ -215,8 +215,14 @@ def rerun_survivors(copy: Path, summary: list[dict], timeout: float) -> list[dic
             command = [str(bin_dir / "cosmic-ray"), "mutate-and-test", module["module"], survivor["operator"],
                        str(occurrence), f"timeout -s KILL {timeout:.0f} {PYTEST} {MODULES[module['module']]}"]
             done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
-            outcome = json.loads(done.stdout.strip().splitlines()[-1])["test_outcome"]
-            if outcome == "survived":
+            try:
+                outcome = json.loads(done.stdout.strip().splitlines()[-1])["test_outcome"]
+            except (IndexError, ValueError, KeyError):  # cosmic-ray itself failed: nothing was tested
+                outcome = "no outcome"
+            if outcome != "killed":  # only a test that failed kills: an incompetent or failed try does not
+                if outcome != "survived":
+                    print(f"  line {survivor['line']} {survivor['operator']}: {outcome}, kept as a survivor",
+                          flush=True)
                 still.append(survivor)
         result = {**module, "tests": MODULES[module["module"]], "rerun_of": len(module["survivors"]),
                   "occurrences_moved": moved, "survived": len(still), "survivors": still}
