@@ -480,3 +480,11 @@ def test_the_sequential_runner_by_default_shows_progress_and_trains_quietly(tmp_
     said = capsys.readouterr()
     assert "grid: 1 run(s) of up to 20 epochs; 1 to train" in said.out + said.err
     assert calls[0][3]["verbose"] == 0 and calls[0][3]["progress"] is True
+
+
+def test_a_grid_by_default_shows_its_progress(store, tmp_path, monkeypatch, capsys):
+    calls = stub_training(monkeypatch)
+    run_grid(store, tmp_path / "g", inputs=("enh",), losses=("cce",), repeats=1)
+    said = capsys.readouterr()
+    assert "grid: 1 run(s) of up to 20 epochs; 1 to train" in said.out + said.err
+    assert calls[0][3]["progress"] is True
