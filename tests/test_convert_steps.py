@@ -951,3 +951,10 @@ def test_the_pieces_time_is_the_time_they_took(raw, tmp_path, in_process, monkey
     seconds = float(pieces.split(" in ")[1].split()[0])
     assert pieces.startswith("pieces: 3 of 3 in ") and seconds > 0
     assert pieces.endswith(f"({6 / seconds:.1f} images/s; 0 finished earlier)")
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, True, 2.0])
+def test_a_batch_size_below_one_is_refused_before_any_work(raw, tmp_path, batch_size):
+    with pytest.raises(ConvertError, match=rf"^batch_size must be a positive integer, got {batch_size!r}$"):
+        run(raw, tmp_path / "s.h5", batch_size=batch_size)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]

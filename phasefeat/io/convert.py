@@ -482,6 +482,8 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
     output = Path(output)
     if compression not in COMPRESSIONS:
         raise ConvertError(f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConvertError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not Path(input_root).is_dir():
         raise ConvertError(f"input folder {input_root} does not exist or is not a folder")
     work = work_dir(output, shard_dir)
