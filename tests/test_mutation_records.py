@@ -37,6 +37,7 @@ CHAINS = {
     "trainer/report_summary.py": ["report-summary-run", "report-summary-rerun", "report-summary-rerun2"],
     "phasefeat/io/assemble.py": ["assemble-run", "assemble-rerun", "assemble-rerun2"],
     "trainer/worker.py": ["worker-run", "worker-rerun", "worker-rerun2"],
+    "phasefeat/io/pieces.py": ["pieces-run", "pieces-rerun"],
 }
 
 
