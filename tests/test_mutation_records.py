@@ -38,6 +38,7 @@ CHAINS = {
     "phasefeat/io/assemble.py": ["assemble-run", "assemble-rerun", "assemble-rerun2"],
     "trainer/worker.py": ["worker-run", "worker-rerun", "worker-rerun2"],
     "phasefeat/io/pieces.py": ["pieces-run", "pieces-rerun"],
+    "trainer/grid.py": ["grid-run", "grid-rerun", "grid-rerun3", "grid-rerun4"],
 }
 
 
