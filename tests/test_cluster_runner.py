@@ -883,3 +883,29 @@ def test_no_gpu_per_run_never_asks_for_the_gpus(local_start, monkeypatch):
     runner = ClusterRunner("local:1", gpus_per_run=0)
     runner.connect()
     assert FakeSpecCluster.made[0].workers["run-slot-0"]["options"]["resources"] == {}
+
+
+def test_nvidia_smi_is_given_20_seconds(monkeypatch):
+    asked = []
+
+    def run(argv, **kwargs):
+        asked.append((argv[1:], kwargs["timeout"]))
+        return types.SimpleNamespace(stdout="GPU 0: A (UUID: GPU-1)\n")
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(cluster.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(cluster.subprocess, "run", run)
+    assert local_gpus() == ["0"] and asked == [(["-L"], 20)]
+
+
+def test_a_probe_removed_meanwhile_is_not_an_error(tmp_path):
+    client = FakeClient(workers(1))
+
+    def removes_it(fn, folder, probe):
+        (Path(folder) / probe).unlink()
+        return {"tcp://w0": None}
+
+    client.run = removes_it
+    runner, _ = runner_with(client)
+    runner.check_out(tmp_path)
+    assert list(tmp_path.iterdir()) == []
