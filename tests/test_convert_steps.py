@@ -149,6 +149,8 @@ def test_a_difference_counts_files_added_removed_and_changed(raw):
                                   "input files changed: 1 (covid/0.png)")
     three = {**old, "listing": rows[3:]}
     assert describe(old, three) == "input files removed: 3 (covid/0.png, covid/1.png, covid/2.png)"
+    smaller = {**old, "listing": [rows[0][:5] + [rows[0][5] - 1, rows[0][6]], *rows[1:]]}  # a file grown shorter
+    assert describe(old, smaller) == "input files changed: 1 (covid/0.png)"
 
 
 def test_a_difference_in_discovery_failures_alone_is_named(raw):
@@ -402,6 +404,9 @@ def test_there_must_be_room_for_an_uncompressed_store(tmp_path, monkeypatch):
     piece = tmp_path / "p.npz"
     piece.write_bytes(b"x" * 1000)
     need = 1000 + 2**20
+    monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=10 * 2**20))
+    with pytest.raises(DiskFullError, match=r"^the store needs about 11 MB .*, 10 MB are free"):
+        convert_module._check_room(tmp_path / "s.h5", [piece] * 11000, "none")  # 11 MB of pieces
     monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=need - 1))
     with pytest.raises(DiskFullError) as raised:
         convert_module._check_room(tmp_path / "s.h5", [piece], "none")
@@ -958,3 +963,72 @@ def test_a_batch_size_below_one_is_refused_before_any_work(raw, tmp_path, batch_
     with pytest.raises(ConvertError, match=rf"^batch_size must be a positive integer, got {batch_size!r}$"):
         run(raw, tmp_path / "s.h5", batch_size=batch_size)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_a_leftover_removed_meanwhile_is_not_an_error(tmp_path, monkeypatch):
+    gone = tmp_path / ".s.h5.abc.partial"
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: iter([gone]))  # listed, then removed by another
+    convert_module._remove_leftovers(tmp_path / "s.h5")
+    assert not gone.exists()
+
+
+def test_several_pieces_and_workers_go_to_a_pool(monkeypatch):
+    used = []
+    monkeypatch.setattr(convert_module, "_pool_pieces", lambda tasks, workers, *a: used.append((len(tasks), workers)))
+    monkeypatch.setattr(convert_module, "process_piece", lambda task: used.append("here"))
+    convert_module._run_pieces(pool_tasks(3), 4, print, Counting())
+    assert used == [(3, 3)]  # no more workers than pieces
+    convert_module._run_pieces(pool_tasks(3), 1, print, Counting())
+    assert used == [(3, 3), "here", "here", "here"]
+
+
+def test_a_pool_of_many_workers_keeps_two_pieces_each_in_flight(fake_pool):
+    done = []
+    convert_module._pool_pieces(pool_tasks(600), 200, done.append, Counting(), fake_pool.context, None)
+    assert FakePool.made[0].most == 400 and len(done) == 600
+
+
+def test_closing_the_tick_channel_waits_up_to_five_seconds_for_its_counter():
+    joined = []
+    channel = convert_module._TickChannel.__new__(convert_module._TickChannel)
+    channel.queue = types.SimpleNamespace(_wlock=None, put=lambda item: joined.append(("put", item)))
+    channel._reader = types.SimpleNamespace(join=lambda timeout: joined.append(("join", timeout)))
+    channel.close()
+    assert joined == [("put", None), ("join", 5)]
+
+
+def test_a_failed_cleanup_does_not_hide_the_failure(tmp_path, monkeypatch):
+    work = tmp_path / "w"
+    work.mkdir()
+    real = convert_module.shutil.rmtree
+
+    def stubborn(path, ignore_errors=False):
+        if not ignore_errors:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        real(path, ignore_errors=True)
+
+    monkeypatch.setattr(convert_module.shutil, "rmtree", stubborn)
+    convert_module._forget(work, False)
+    assert not work.exists()
+
+
+@pytest.mark.parametrize(("backend", "devices", "device"), [
+    ("auto", [], "Dask workers (GPU where usable, else CPU)"), ("cupy", [], "Dask workers (GPU)"),
+    ("auto", ["numpy on CPU", "cupy on GPU 0"], "Dask workers: numpy on CPU; cupy on GPU 0"),
+])
+def test_a_conversion_on_dask_says_what_the_workers_computed_on(raw, tmp_path, in_process, monkeypatch, backend,
+                                                                devices, device):
+    from phasefeat.io import distributed
+
+    def on_dask(tasks, piece_paths, scheduler, backend_name, on_done, echo=print):
+        for task in tasks:
+            piece = convert_module.process_piece({**task, "enhance_here": True})
+            write_piece(piece_paths[task["piece_id"]], piece)
+            on_done(task["piece_id"], len(piece["failed_path"]))
+        return devices
+
+    monkeypatch.setattr(distributed, "run_pieces_on_dask", on_dask)
+    summary = run(raw, tmp_path / "s.h5", backend=backend, scheduler="local:1")
+    assert (summary.backend, summary.device) == (backend, device)
+    with open_store(tmp_path / "s.h5") as store:
+        assert store.attrs["engine"] == "dask local:1" and store.attrs["device"] == device
