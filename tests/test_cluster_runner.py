@@ -909,3 +909,78 @@ def test_a_probe_removed_meanwhile_is_not_an_error(tmp_path):
     runner, _ = runner_with(client)
     runner.check_out(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_runners_settings_are_keywords():
+    with pytest.raises(TypeError, match="positional"):
+        ClusterRunner("local:1", 2)
+
+
+def test_a_gpu_per_run_is_satisfied_by_more_gpus_than_workers(local_start, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    ClusterRunner("local:2", gpus_per_run=1).connect()
+    made = FakeSpecCluster.made[0].workers
+    assert [made[f"run-slot-{k}"]["options"]["env"]["CUDA_VISIBLE_DEVICES"] for k in range(2)] == ["0", "1"]
+
+
+class RecordingBar:
+    """Stands in for tqdm: records the postfixes and lines the driver shows."""
+
+    made = []
+
+    def __init__(self, total=None, initial=0, **kwargs):
+        self.total, self.n, self.postfixes, self.lines = total, initial, [], []
+        RecordingBar.made.append(self)
+
+    def set_postfix_str(self, text):
+        self.postfixes.append(text)
+
+    def update(self, n=1):
+        self.n += n
+
+    def write(self, line):
+        self.lines.append(line)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def recording_bar(monkeypatch):
+    import tqdm
+
+    RecordingBar.made = []
+    monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
+    return RecordingBar.made
+
+
+def test_the_bar_counts_runs_running_from_the_workers_events(tmp_path, recording_bar):
+    def outcome(spec):
+        client.handler(("t", {"event": "finished", "run": Path(spec["run_dir"]).name}))  # as the worker says it
+        return done(spec)
+
+    client = FakeClient(workers(1), outcome=outcome)
+    runner, _ = ready(client, progress=True)
+    runner.run("s.h5", jobs_in(tmp_path)[:1], IDENTITY)
+    assert recording_bar[0].postfixes == ["running 1, failed 0", "running 0, failed 0", "running 0, failed 0"]
+
+
+def test_the_first_estimate_counts_the_runs_after_it(tmp_path, recording_bar):
+    runner, _ = ready(FakeClient(workers(1)), slots=1, progress=True)
+    runner.run("s.h5", jobs_in(tmp_path, ("enh-cce-r0", "enh-scce-r0", "cxr-cce-r0", "cxr-scce-r0")), IDENTITY)
+    estimates = [line for line in recording_bar[0].lines if "left need about" in line]
+    assert len(estimates) == 1 and "the 3 run(s) left" in estimates[0]
+
+
+def test_workers_lost_after_they_were_there_are_said(monkeypatch):
+    monkeypatch.setenv("TRAINER_NO_WORKER_SECONDS", "0.1")
+    client, calls = FakeClient({}), []
+
+    def leaving(n_workers=None):
+        calls.append(1)
+        return {"workers": workers(1) if len(calls) <= 2 else {}}
+
+    client.scheduler_info = leaving
+    runner, _ = ready(client)
+    said = watch(runner, lambda s: len(s) >= 1)
+    assert said and said[0].startswith("no Dask worker has been connected for 0.1 s")
