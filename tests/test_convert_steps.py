@@ -947,15 +947,26 @@ def test_the_times_logged_and_summed_are_durations(raw, tmp_path, in_process, ca
 def test_the_pieces_time_is_the_time_they_took(raw, tmp_path, in_process, monkeypatch, caplog):
     import time as real_time
 
-    ticks = iter(2.0 ** k for k in range(1, 60))  # a clock whose readings never divide into each other's gaps
-    monkeypatch.setattr(convert_module, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks),
+    # 1.5 x 2^k: no reading divides another's gap, and no quotient or remainder equals a gap
+    readings = []
+
+    def clock():
+        readings.append(1.5 * 2.0 ** len(readings))
+        return readings[-1]
+
+    monkeypatch.setattr(convert_module, "time", types.SimpleNamespace(perf_counter=clock,
                                                                       strftime=real_time.strftime))
     with caplog.at_level(logging.INFO, logger="phasefeat"):
-        run(raw, tmp_path / "s.h5")
+        summary = run(raw, tmp_path / "s.h5")
+    gaps = {b - a for a, b in zip(readings, readings[1:], strict=False)}
     pieces = next(m for m in caplog.messages if m.startswith("pieces: "))
     seconds = float(pieces.split(" in ")[1].split()[0])
-    assert pieces.startswith("pieces: 3 of 3 in ") and seconds > 0
+    assert pieces.startswith("pieces: 3 of 3 in ") and seconds in gaps
     assert pieces.endswith(f"({6 / seconds:.1f} images/s; 0 finished earlier)")
+    assembly = next(m for m in caplog.messages if m.startswith("assembly: "))
+    assert assembly.startswith(f"assembly: 5 samples into {tmp_path / 's.h5'} in ")
+    assert float(assembly.split(" in ")[1].split()[0]) in gaps
+    assert summary.seconds == readings[-1] - readings[0]
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, True, 2.0])
