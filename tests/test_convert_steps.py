@@ -147,10 +147,17 @@ def test_a_difference_counts_files_added_removed_and_changed(raw):
     assert describe(old, new) == ("input files added: 5 (z/0.png, z/1.png, z/2.png, ...); "
                                   "input files removed: 2 (normal/1.png, normal/broken.png); "
                                   "input files changed: 1 (covid/0.png)")
+    four = {**old, "listing": rows[4:]}
+    assert describe(old, four) == "input files removed: 4 (covid/0.png, covid/1.png, covid/2.png, ...)"
     three = {**old, "listing": rows[3:]}
     assert describe(old, three) == "input files removed: 3 (covid/0.png, covid/1.png, covid/2.png)"
     smaller = {**old, "listing": [rows[0][:5] + [rows[0][5] - 1, rows[0][6]], *rows[1:]]}  # a file grown shorter
     assert describe(old, smaller) == "input files changed: 1 (covid/0.png)"
+
+
+def test_an_equal_identity_read_back_from_a_manifest_has_no_difference(raw):
+    old = identity_of(raw)
+    assert describe(old, json.loads(json.dumps(old))) == ""
 
 
 def test_a_difference_in_discovery_failures_alone_is_named(raw):
@@ -347,6 +354,7 @@ def test_the_leftovers_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
 
 def test_clearing_the_work_folder_keeps_its_lock(tmp_path):
     (tmp_path / ".lock").write_text("process 1")
+    (tmp_path / ".DS_Store").write_text("a stray file that sorts before the lock")
     (tmp_path / "piece-000000.npz").write_text("x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "f").write_text("x")
@@ -404,9 +412,9 @@ def test_there_must_be_room_for_an_uncompressed_store(tmp_path, monkeypatch):
     piece = tmp_path / "p.npz"
     piece.write_bytes(b"x" * 1000)
     need = 1000 + 2**20
-    monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=10 * 2**20))
-    with pytest.raises(DiskFullError, match=r"^the store needs about 11 MB .*, 10 MB are free"):
-        convert_module._check_room(tmp_path / "s.h5", [piece] * 11000, "none")  # 11 MB of pieces
+    monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=10.6 * 2**20))
+    with pytest.raises(DiskFullError, match=r"^the store needs about 12 MB .*, 11 MB are free"):
+        convert_module._check_room(tmp_path / "s.h5", [piece] * 11200, "none")  # 11.7 MB with the margin
     monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=need - 1))
     with pytest.raises(DiskFullError) as raised:
         convert_module._check_room(tmp_path / "s.h5", [piece], "none")
@@ -893,7 +901,7 @@ def test_the_store_is_assembled_in_a_process_of_its_own(tmp_path):
         assert len(store) == 1 and store.attrs["k"] == "v"
 
 
-@pytest.mark.parametrize("free", [2**20 - 1, 2**20])
+@pytest.mark.parametrize("free", [2**20 - 1, 2**20, 2**30])
 def test_an_assembly_process_that_dies_is_one_line_or_a_full_disk(tmp_path, monkeypatch, free):
     paths = small_piece(tmp_path)
     monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=free))
@@ -989,8 +997,12 @@ def test_several_pieces_and_workers_go_to_a_pool(monkeypatch):
     monkeypatch.setattr(convert_module, "process_piece", lambda task: used.append("here"))
     convert_module._run_pieces(pool_tasks(3), 4, print, Counting())
     assert used == [(3, 3)]  # no more workers than pieces
+    convert_module._run_pieces(pool_tasks(2), 4, print, Counting())
+    assert used == [(3, 3), (2, 2)]
     convert_module._run_pieces(pool_tasks(3), 1, print, Counting())
-    assert used == [(3, 3), "here", "here", "here"]
+    assert used == [(3, 3), (2, 2), "here", "here", "here"]
+    convert_module._run_pieces([], 4, print, Counting())  # nothing left to do: no pool either
+    assert used == [(3, 3), (2, 2), "here", "here", "here"]
 
 
 def test_a_pool_of_many_workers_keeps_two_pieces_each_in_flight(fake_pool):
@@ -1043,3 +1055,79 @@ def test_a_conversion_on_dask_says_what_the_workers_computed_on(raw, tmp_path, i
     assert (summary.backend, summary.device) == (backend, device)
     with open_store(tmp_path / "s.h5") as store:
         assert store.attrs["engine"] == "dask local:1" and store.attrs["device"] == device
+
+
+def test_memory_is_said_in_gib(monkeypatch):
+    monkeypatch.setattr(convert_module, "conversion_memory", lambda options, workers: 1.25 * 2**30)
+    monkeypatch.setattr(convert_module, "available_memory", lambda: 2**30)
+    with pytest.raises(ConvertError, match=r"^--size 299 needs about 1.2 GB of memory .*, 1.0 GB are available"):
+        convert_module._check_memory(ConvertOptions(), 1)
+
+
+def test_the_tick_channel_counts_every_tick_and_lets_the_process_end():
+    import multiprocessing
+
+    ticks = Counting()
+    channel = convert_module._TickChannel(multiprocessing.get_context("spawn"), ticks)
+    for piece_id in (0, 0, 2):
+        channel.queue.put(piece_id)
+    channel.close()
+    assert ticks.ticks == {0: 2, 2: 1}
+    assert not channel._reader.is_alive() and channel._reader.daemon
+
+
+def test_the_first_file_of_a_piece_is_named_when_its_worker_keeps_dying(fake_pool):
+    FakePool.deaths = 10
+    tasks = [{"piece_id": 0, "entries": [(0, "first.png", 0, "", ""), (1, "second.png", 0, "", "")]}]
+    with pytest.raises(ConvertError, match=r"converting piece 0 \(from first.png\)"):
+        convert_module._pool_pieces(tasks, 1, print, Counting(), fake_pool.context, None)
+
+
+def test_features_are_batched_64_by_default(raw, tmp_path, in_process, monkeypatch):
+    seen = []
+    monkeypatch.setattr(convert_module, "_run_pieces", lambda tasks, workers, on_result, progress: seen.extend(
+        tasks) or [on_result(convert_module.process_piece(t)) for t in tasks])
+    convert(raw, tmp_path / "s.h5", options=OPTIONS, backend="numpy", progress=False)
+    assert {t["batch_size"] for t in seen} == {64}
+
+
+def test_a_local_conversion_resolves_auto_here(raw, tmp_path, in_process):
+    summary = run(raw, tmp_path / "s.h5", backend="auto")
+    assert summary.backend in ("numpy", "cupy") and not summary.device.startswith("Dask")
+
+
+def test_a_read_only_file_system_is_not_called_a_full_disk(raw, tmp_path, monkeypatch):
+    def read_only(output, piece_paths, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(convert_module, "_assemble_apart", read_only)
+    with pytest.raises(OSError, match="Read-only file system") as raised:
+        run(raw, tmp_path / "s.h5")
+    assert not isinstance(raised.value, DiskFullError)
+
+
+def test_an_unfinished_conversion_of_other_settings_is_not_called_resumable(raw, tmp_path, in_process):
+    out = tmp_path / "s.h5"
+    run(raw, out, options=dataclasses.replace(OPTIONS, size=8))
+    (tmp_path / "s.h5.parts").mkdir()
+    (tmp_path / "s.h5.parts" / "manifest.json").write_text(json.dumps({"another": "conversion"}))
+    with pytest.raises(ConvertError) as raised:
+        run(raw, out)
+    assert str(raised.value).endswith("holds an unfinished conversion: pass --overwrite to replace the store")
+
+
+@pytest.mark.parametrize(("workers", "scheduler", "warmup"), [(1, None, 1), (2, None, 2), (8, None, 3),
+                                                               (4, "local:1", 1)])
+def test_the_rate_is_measured_after_one_image_per_worker(raw, tmp_path, in_process, monkeypatch, workers, scheduler,
+                                                        warmup):
+    from phasefeat.io import distributed
+
+    bars = []
+    real = convert_module.SteadyRateBar
+    monkeypatch.setattr(convert_module, "SteadyRateBar", lambda *a, **k: bars.append(k) or real(*a, **k))
+    monkeypatch.setattr(convert_module, "_run_pieces", lambda tasks, w, on_result, progress: [
+        on_result(convert_module.process_piece(t)) for t in tasks])
+    monkeypatch.setattr(distributed, "run_pieces_on_dask", lambda tasks, paths, *a, **k: [
+        write_piece(paths[t["piece_id"]], convert_module.process_piece(t)) for t in tasks] and [])
+    run(raw, tmp_path / "s.h5", workers=workers, scheduler=scheduler)
+    assert bars[0]["warmup"] == warmup  # 3 pieces: never more workers than pieces
