@@ -39,6 +39,7 @@ CHAINS = {
     "trainer/worker.py": ["worker-run", "worker-rerun", "worker-rerun2"],
     "phasefeat/io/pieces.py": ["pieces-run", "pieces-rerun"],
     "trainer/grid.py": ["grid-run", "grid-rerun", "grid-rerun3", "grid-rerun4"],
+    "trainer/cluster.py": ["cluster-run", "cluster-rerun", "cluster-rerun2"],
 }
 
 
