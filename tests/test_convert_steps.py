@@ -1146,3 +1146,9 @@ def test_pieces_finished_out_of_order_before_a_worker_died_are_kept(fake_pool):
     convert_module._pool_pieces(pool_tasks(4), 2, done.append, progress, fake_pool.context, None)
     assert done[:2] == [0, 2] and sorted(done) == [0, 1, 2, 3]
     assert progress.restarts == [1, 3]  # piece 2 had finished: it is kept, not started again
+
+
+def test_a_conversions_settings_are_keywords(raw, tmp_path):
+    with pytest.raises(TypeError, match="positional"):
+        convert(raw, tmp_path / "s.h5", PhaseParams())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
