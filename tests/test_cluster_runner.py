@@ -43,8 +43,10 @@ def store_id(store):
 
 
 @pytest.fixture(autouse=True)
-def backend(monkeypatch):
+def backend_from_environment(monkeypatch):
+    """A worker's backend from ``KERAS_BACKEND`` alone (once Keras is loaded in a process, the loaded one)."""
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    monkeypatch.setattr("trainer.experiment.keras_backend", lambda: os.environ["KERAS_BACKEND"])
 
 
 class FakeFuture:

@@ -7,6 +7,7 @@ are trained by ``test_trainer.py`` and on clusters by ``test_grid.py``.
 
 import dataclasses
 import json
+import os
 import types
 from pathlib import Path
 
@@ -39,8 +40,11 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def backend(monkeypatch):
+def backend_from_environment(monkeypatch):
+    """The backend this process would train with, from ``KERAS_BACKEND`` alone: once Keras is loaded
+    (by another test in the process) ``keras_backend`` answers with the loaded one instead."""
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    monkeypatch.setattr(grid, "keras_backend", lambda: os.environ["KERAS_BACKEND"])
 
 
 class PlanningRunner:
