@@ -900,15 +900,25 @@ class DiesWhenUnpickled:
         return os._exit, (9,)
 
 
-def test_the_store_is_assembled_in_a_process_of_its_own(tmp_path):
+@pytest.fixture
+def stopped_pools(monkeypatch):
+    """How the assembly's pool was stopped: its worker count, and whether it was unjammed first."""
+    stops, real = [], convert_module._stop_pool
+    monkeypatch.setattr(convert_module, "_stop_pool", lambda pool, died: stops.append((len(pool._pool), died))
+                        or real(pool, died))
+    return stops
+
+
+def test_the_store_is_assembled_in_a_process_of_its_own(tmp_path, stopped_pools):
     paths = small_piece(tmp_path)
     assert convert_module._assemble_apart(tmp_path / "s.h5", paths, attrs={"k": "v"}, **ASSEMBLY) == 1
+    assert stopped_pools == [(1, False)]  # one process, stopped as it is
     with open_store(tmp_path / "s.h5") as store:
         assert len(store) == 1 and store.attrs["k"] == "v"
 
 
 @pytest.mark.parametrize("free", [2**20 - 1, 2**20, 2**30])
-def test_an_assembly_process_that_dies_is_one_line_or_a_full_disk(tmp_path, monkeypatch, free):
+def test_an_assembly_process_that_dies_is_one_line_or_a_full_disk(tmp_path, monkeypatch, free, stopped_pools):
     paths = small_piece(tmp_path)
     monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=free))
     if free < 2**20:
@@ -921,6 +931,7 @@ def test_an_assembly_process_that_dies_is_one_line_or_a_full_disk(tmp_path, monk
                                                "the same command$"):
             convert_module._assemble_apart(tmp_path / "s.h5", paths, attrs={"x": DiesWhenUnpickled()}, **ASSEMBLY)
     assert not (tmp_path / "s.h5").exists()
+    assert stopped_pools == [(1, True)]  # unjammed before it is stopped: a dead worker may hold a lock
 
 
 def test_an_abandoned_lock_is_waited_for_at_most_a_fraction_of_a_second():
@@ -961,11 +972,12 @@ def test_the_times_logged_and_summed_are_durations(raw, tmp_path, in_process, ca
 def test_the_pieces_time_is_the_time_they_took(raw, tmp_path, in_process, monkeypatch, caplog):
     import time as real_time
 
-    # 1.5 x 2^k: no reading divides another's gap, and no quotient or remainder equals a gap
+    # 0.7 x 2^k: a reading's remainder by an earlier one is 0, a quotient is a power of two, a product is
+    # no gap, and 6 images over a gap is no whole number
     readings = []
 
     def clock():
-        readings.append(1.5 * 2.0 ** len(readings))
+        readings.append(0.7 * 2.0 ** len(readings))
         return readings[-1]
 
     monkeypatch.setattr(convert_module, "time", types.SimpleNamespace(perf_counter=clock,
@@ -981,12 +993,19 @@ def test_the_pieces_time_is_the_time_they_took(raw, tmp_path, in_process, monkey
     assert assembly.startswith(f"assembly: 5 samples into {tmp_path / 's.h5'} in ")
     assert float(assembly.split(" in ")[1].split()[0]) in gaps
     assert summary.seconds == readings[-1] - readings[0]
+    discovery = next(m for m in caplog.messages if m.startswith("discovery: "))
+    assert float(discovery.split(" in ")[1].split()[0]) in gaps
+    (tmp_path / "s.h5.parts").mkdir()  # killed while it cleaned up: complete, and timed alike
+    readings.clear()
+    again = run(raw, tmp_path / "s.h5")
+    assert again.already_complete and again.seconds == readings[-1] - readings[0]
 
 
-@pytest.mark.parametrize("batch_size", [0, -1, True, 2.0])
-def test_a_batch_size_below_one_is_refused_before_any_work(raw, tmp_path, batch_size):
-    with pytest.raises(ConvertError, match=rf"^batch_size must be a positive integer, got {batch_size!r}$"):
-        run(raw, tmp_path / "s.h5", batch_size=batch_size)
+@pytest.mark.parametrize("name", ["batch_size", "workers"])
+@pytest.mark.parametrize("value", [0, -1, True, 2.0])
+def test_a_batch_size_or_worker_count_below_one_is_refused_before_any_work(raw, tmp_path, name, value):
+    with pytest.raises(ConvertError, match=rf"^{name} must be a positive integer, got {value!r}$"):
+        run(raw, tmp_path / "s.h5", **{name: value})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
 
@@ -1005,6 +1024,9 @@ def test_several_pieces_and_workers_go_to_a_pool(monkeypatch):
     assert used == [(3, 3)]  # no more workers than pieces
     convert_module._run_pieces(pool_tasks(2), 4, print, Counting())
     assert used == [(3, 3), (2, 2)]
+    convert_module._run_pieces(pool_tasks(3), 2, print, Counting())
+    assert used == [(3, 3), (2, 2), (3, 2)]
+    used.remove((3, 2))
     convert_module._run_pieces(pool_tasks(3), 1, print, Counting())
     assert used == [(3, 3), (2, 2), "here", "here", "here"]
     convert_module._run_pieces([], 4, print, Counting())  # nothing left to do: no pool either
@@ -1138,6 +1160,7 @@ def test_the_rate_is_measured_after_one_image_per_worker(raw, tmp_path, in_proce
         write_piece(paths[t["piece_id"]], convert_module.process_piece(t)) for t in tasks] and [])
     run(raw, tmp_path / "s.h5", workers=workers, scheduler=scheduler)
     assert bars[0]["warmup"] == warmup  # 3 pieces: never more workers than pieces
+    assert (bars[0]["desc"], bars[0]["unit"], bars[0]["total"], bars[0]["dynamic_ncols"]) == ("convert", "img", 6, True)
 
 
 def test_pieces_finished_out_of_order_before_a_worker_died_are_kept(fake_pool):

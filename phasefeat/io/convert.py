@@ -482,8 +482,9 @@ def convert(input_root, output, *, params: PhaseParams | None = None,
     output = Path(output)
     if compression not in COMPRESSIONS:
         raise ConvertError(f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConvertError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, value in (("batch_size", batch_size), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConvertError(f"{name} must be a positive integer, got {value!r}")
     if not Path(input_root).is_dir():
         raise ConvertError(f"input folder {input_root} does not exist or is not a folder")
     work = work_dir(output, shard_dir)
