@@ -40,6 +40,7 @@ CHAINS = {
     "phasefeat/io/pieces.py": ["pieces-run", "pieces-rerun"],
     "trainer/grid.py": ["grid-run", "grid-rerun", "grid-rerun3", "grid-rerun4"],
     "trainer/cluster.py": ["cluster-run", "cluster-rerun", "cluster-rerun2"],
+    "phasefeat/io/convert.py": ["convert-run", "convert-rerun", "convert-rerun2", "convert-rerun3"],
 }
 
 
