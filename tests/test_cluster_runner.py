@@ -222,7 +222,7 @@ def test_the_runner_keeps_its_options(gpus):
     assert runner.client is None and runner.cluster is None and runner.echo is print
 
 
-def test_closing_closes_client_and_cluster_once(monkeypatch):
+def test_closing_closes_client_and_cluster_once():
     client, local = FakeClient(workers()), FakeClient(workers())
     with ClusterRunner("local:1") as runner:
         runner.client, runner.cluster = client, local

@@ -8,6 +8,7 @@ are trained by ``test_trainer.py`` and on clusters by ``test_grid.py``.
 import dataclasses
 import json
 import os
+import re
 import types
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def test_a_grid_trained_with_other_threads_or_backend_is_refused_once_they_are_k
     out = tmp_path / "g"
     run_grid(store, out, repeats=1, base=RunConfig(epochs=3), runner=PlanningRunner(**was))
     runner = PlanningRunner(**now)
-    with pytest.raises(GridError, match="^" + __import__("re").escape(f"{out} holds runs {message}")):
+    with pytest.raises(GridError, match="^" + re.escape(f"{out} holds runs {message}")):
         run_grid(store, out, repeats=1, base=RunConfig(epochs=3), runner=runner)
     assert runner.calls == [("prepare", store)]  # refused before any run
 

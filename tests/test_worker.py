@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import types
 from pathlib import Path
@@ -201,9 +202,9 @@ def test_without_a_parent_to_follow_the_process_goes_on(value, monkeypatch):
         monkeypatch.delenv("TRAINER_PARENT_PID", raising=False)
     else:
         monkeypatch.setenv("TRAINER_PARENT_PID", value)
-    threads = len(__import__("threading").enumerate())
+    threads = len(threading.enumerate())
     worker._die_with_parent()
-    assert len(__import__("threading").enumerate()) == threads  # no watchdog either
+    assert len(threading.enumerate()) == threads  # no watchdog either
 
 
 @pytest.mark.parametrize("recorded", ["1", "4194303"])  # a pid below and one above this test's

@@ -132,12 +132,17 @@ def check_values(store_path, what: str) -> None:
                         f"{len(bad)} sample(s): {shown}; convert those images again")
 
 
+def check_input(what: str) -> None:
+    """Refuse an input name other than ``cxr`` and ``enh`` in one line."""
+    if what not in ("cxr", "enh"):
+        raise GridError(f"input must be cxr or enh, got {what!r}")
+
+
 def store_info(store_path, what: str, target: str = "class") -> dict:
     """Labels (of the class or of the source), names, patients, sources, shape and identity."""
     from phasefeat.io.store import StoreError, open_store
 
-    if what not in ("cxr", "enh"):
-        raise GridError(f"input must be cxr or enh, got {what!r}")
+    check_input(what)
     try:
         with open_store(store_path) as store:
             info = {"labels": store.labels.copy(), "class_names": store.class_names,

@@ -20,6 +20,7 @@ from phasefeat.io.identity import describe_difference
 from .experiment import (
     GridError,
     RunConfig,
+    check_input,
     check_values,
     keras_backend,
     prepare_split,
@@ -142,8 +143,7 @@ def run_grid(store_path, out, *, inputs=("cxr", "enh"), losses=("cce", "scce"), 
     if not inputs:
         raise GridError("a grid needs at least one input (cxr, enh)")
     for what in inputs:  # all of them before the store is read (store_info checks only the first)
-        if what not in ("cxr", "enh"):
-            raise GridError(f"input must be cxr or enh, got {what!r}")
+        check_input(what)
     info = store_info(store_path, inputs[0], base.target)
     for what in inputs:  # once here, not in every run
         check_values(store_path, what)
