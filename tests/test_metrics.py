@@ -146,6 +146,48 @@ def test_bootstrap_draws_follow_their_seed_and_default_to_the_documented_count()
     assert m["accuracy_ci"] == percentile_interval(acc) and m["macro_auc_ci"] == percentile_interval(auc)
 
 
+def _draws_one_by_one(y, probs, seed, resamples):
+    """The hierarchical bootstrap as its docstring defines it, one resample at a time (scipy's ranks)."""
+    from scipy.stats import rankdata
+
+    def macro_auc(labels, p):
+        values = []
+        for c in sorted(set(y.tolist())):
+            positive = labels == c
+            n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+            if n_pos and n_neg:
+                values.append((rankdata(p[:, c])[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        return float(np.mean(values)) if values else float("nan")
+
+    rng = np.random.default_rng(seed)
+    runs = rng.integers(0, len(probs), size=(resamples, len(probs)))
+    images = rng.integers(0, len(y), size=(resamples, len(y)))
+    acc, auc = [], []
+    for r, d in zip(runs, images, strict=True):
+        acc.append(np.mean([probs[k][d].argmax(axis=1) == y[d] for k in r]))
+        picked, counts = np.unique(r, return_counts=True)
+        values = np.array([macro_auc(y[d], probs[k][d]) for k in picked])
+        keep = ~np.isnan(values)
+        if keep.any():
+            auc.append(float(np.average(values[keep], weights=counts[keep])))
+    return np.array(acc), np.array(auc)
+
+
+@pytest.mark.parametrize(("n", "classes", "runs"), [(2, 2, 1), (7, 3, 2), (30, 3, 3), (41, 4, 2)])
+@pytest.mark.parametrize("scores", ["continuous", "tied", "one class mostly"])
+def test_bootstrap_draws_are_those_of_one_resample_at_a_time_to_the_bit(n, classes, runs, scores):
+    """All resamples' AUCs are ranked at once; each draw is still the one its resample defines."""
+    rng = np.random.default_rng(n * 10 + classes)
+    y = rng.integers(0, classes, n) if scores != "one class mostly" else (rng.random(n) < 0.15).astype(int)
+    probs = [rng.dirichlet(np.ones(classes), n) for _ in range(runs)]
+    if scores == "tied":
+        probs = [np.round(p, 1) for p in probs]
+    for seed in (0, 7):
+        acc, auc = bootstrap_draws(y, probs, seed=seed, resamples=200)
+        want_acc, want_auc = _draws_one_by_one(y, probs, seed, 200)
+        assert np.array_equal(acc, want_acc) and np.array_equal(auc, want_auc)
+
+
 def test_resamples_of_a_single_class_have_no_auc():
     """Two images of class 1 among three: a resample of the class-0 image alone (or none of it) has no AUC."""
     y = np.array([0, 1, 1])

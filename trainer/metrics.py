@@ -180,14 +180,49 @@ def bootstrap_draws(labels, runs_probabilities, *, seed: int = 0, resamples: int
     runs = rng.integers(0, len(probs), size=(resamples, len(probs)))
     images = rng.integers(0, len(y), size=(resamples, len(y)))
     acc_draws = np.array([correct[r][:, d].mean() for r, d in zip(runs, images, strict=True)])
+    if not with_auc:
+        return acc_draws, np.array([])
+    # Every run's AUC on every resample's images at once (what each resample picks is read from it):
+    # the same ranks and sums as _macro_auc, so the same values to the bit, ~100x sooner.
+    by_run = np.stack([_macro_auc_rows(y, p, classes, images) for p in probs])  # (runs, resamples)
     auc_draws = []
-    for r, d in zip(runs, images, strict=True) if with_auc else []:
+    for b, r in enumerate(runs):
         picked, counts = np.unique(r, return_counts=True)
-        values = np.array([_macro_auc(y[d], probs[k][d], classes) for k in picked])
+        values = by_run[picked, b]
         keep = ~np.isnan(values)
         if keep.any():
             auc_draws.append(float(np.average(values[keep], weights=counts[keep])))
     return acc_draws, np.array(auc_draws)
+
+
+def _macro_auc_rows(y: np.ndarray, probabilities: np.ndarray, classes, images: np.ndarray) -> np.ndarray:
+    """:func:`_macro_auc` of ``y[d]`` and ``probabilities[d]`` for each row ``d`` of ``images``.
+
+    The ranks of all rows come from one call (in blocks of about a million drawn images, so memory
+    stays bounded for a large test set); each row's mean over its classes is then taken as
+    :func:`_macro_auc` takes it, so every value is the same to the bit.
+    """
+    from scipy.stats import rankdata
+
+    out = np.empty(len(images))
+    block = max(1, 2**20 // max(1, images.shape[1]))
+    for start in range(0, len(images), block):
+        d = images[start:start + block]
+        labels = y[d]
+        per_class = np.full((len(d), len(classes)), np.nan)
+        for j, c in enumerate(classes):
+            positive = labels == c
+            n_pos = positive.sum(axis=1)
+            n_neg = positive.shape[1] - n_pos
+            both = (n_pos > 0) & (n_neg > 0)
+            ranks = rankdata(probabilities[d[both], c], axis=1)
+            n_pos, n_neg = n_pos[both], n_neg[both]
+            per_class[both, j] = ((np.where(positive[both], ranks, 0.0).sum(axis=1) - n_pos * (n_pos + 1) / 2)
+                                  / (n_pos * n_neg))
+        for i, row in enumerate(per_class, start):
+            values = row[~np.isnan(row)]
+            out[i] = float(np.mean(values)) if values.size else float("nan")
+    return out
 
 
 def percentile_interval(draws) -> list[float]:
