@@ -8,8 +8,9 @@ OUT ?= out
 DATA ?=
 # Extra pytest options for make test, e.g. PYTEST_ARGS="-x -k checkpoint".
 PYTEST_ARGS ?=
-# make test runs the suite in this many processes (pytest-xdist; one per core by default, 0: in one process).
-TEST_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
+# make test runs the suite in this many processes (pytest-xdist; 0: in one process). By default one more than
+# the cores: while a process waits on a child, a socket or a timer, the others keep every core busy.
+TEST_PROCESSES ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 PARALLEL = -n $(TEST_PROCESSES) --dist loadgroup
 # With DATA: a regular expression whose first group is each file's source (hospital, archive), e.g.
 # DEMO_SOURCES='^[^/]+/([a-z]+)_' for names like covid/ieee_1.png; without it the audit cannot probe or

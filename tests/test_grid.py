@@ -21,14 +21,25 @@ psutil = pytest.importorskip("psutil")
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-# Ten epochs of 4-image batches: a run trains for ~5 s here, long enough to be killed mid-run.
-GRID = ["--epochs", "10", "--patience", "10", "--width", "0.125", "--repeats", "1", "--batch-size", "4",
+# Five epochs of 4-image batches: a run trains for ~3 s on a quiet 2-core machine (longer while other
+# tests share it), long enough to be killed mid-run; every epoch more costs each of the module's ~30 runs.
+EPOCHS = 5
+GRID = ["--epochs", str(EPOCHS), "--patience", str(EPOCHS), "--width", "0.125", "--repeats", "1", "--batch-size", "4",
         "--threads-per-run", "1"]
 
 
-def compare(store, out, *args, check=True, env=None, **popen):
-    cmd = [sys.executable, "-m", "trainer", "compare", "--store", str(store), "--out", str(out), *GRID,
-           *map(str, args)]
+#: ``python -m trainer ARGS`` that writes, as it exits, whether it loaded Keras into the file named first.
+KERAS_PROBE = ("import atexit, runpy, sys; flag = sys.argv.pop(1); "
+               "atexit.register(lambda: open(flag, 'w').write(str('keras' in sys.modules))); "
+               "runpy.run_module('trainer', run_name='__main__', alter_sys=True)")
+
+
+def compare(store, out, *args, check=True, env=None, keras_probe=None, **popen):
+    """``trainer compare`` with GRID in a process of its own; with ``keras_probe`` (a file), through
+    KERAS_PROBE."""
+    launch = [sys.executable, "-m", "trainer"] if keras_probe is None else [sys.executable, "-c", KERAS_PROBE,
+                                                                             str(keras_probe)]
+    cmd = [*launch, "compare", "--store", str(store), "--out", str(out), *GRID, *map(str, args)]
     if popen:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, **popen)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -90,7 +101,8 @@ def _run_process(run_dir: Path):
 @pytest.mark.slow
 def test_local_1_and_local_2_give_identical_runs(reference, store, tmp_path):
     out = tmp_path / "local2"
-    done = compare(store, out, "--scheduler", "local:2")
+    done = compare(store, out, "--scheduler", "local:2", keras_probe=tmp_path / "keras-loaded")
+    assert (tmp_path / "keras-loaded").read_text() == "False"  # the runs load it; the driver never does
     assert "2 run(s) at once, 1 thread(s) per run" in done.stdout
     assert "trained: 4 run(s) on CPU (tensorflow backend, 1 thread(s) per run)" in done.stdout
     assert rows(out) == rows(reference)  # every column: metrics, weights digests, device, threads
@@ -108,7 +120,9 @@ def test_a_grid_of_another_thread_count_or_backend_is_refused_before_any_run(ref
     out = tmp_path / "grid"
     shutil.copytree(reference, out)
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
-    done = compare(store, out, "--scheduler", "local:1", "--threads-per-run", "2", check=False)
+    done = compare(store, out, "--scheduler", "local:1", "--threads-per-run", "2", check=False,
+                   keras_probe=tmp_path / "keras-loaded")
+    assert (tmp_path / "keras-loaded").read_text() == "False"
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert (f"{out} holds runs trained with 1 thread(s) per run; this grid would train with 2 thread(s) per "
             "run, and results depend on it: set --threads-per-run as before") in done.stderr
@@ -133,7 +147,7 @@ def test_a_worker_killed_mid_run_costs_at_most_its_epoch(reference, store, tmp_p
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
     assert attempts(victim) == 2
     result = json.loads((victim / "result.json").read_text())
-    assert result["resumed_at_epochs"] and 1 <= result["resumed_at_epochs"][0] < 10
+    assert result["resumed_at_epochs"] and 1 <= result["resumed_at_epochs"][0] < EPOCHS
     assert not (victim / "checkpoint.npz").exists()
     enh = {name: digest for name, digest in digests(reference).items() if name.startswith("enh-")}
     assert len(enh) == 2 and digests(out) == enh  # resumed from its checkpoint to the same weights

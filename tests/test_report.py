@@ -9,6 +9,7 @@ import csv
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -562,3 +563,48 @@ def test_the_audit_section_explains_itself_without_a_path_into_the_project(tmp_p
     lines = audit_markdown(record)
     assert READING_GUIDE[0] in lines and "`docs/shortcut-audit.md`" not in "\n".join(lines)
     assert "docs/shortcut-audit.md in the phasefeat source" in READING_GUIDE[0]
+
+
+def test_figures_are_drawn_again_only_when_what_they_show_changed(tmp_path, monkeypatch):
+    """A rerun that reuses every run keeps its figures; new results or predictions, a figure changed or
+    missing, a damaged record or other drawing code draw them again."""
+    from trainer import report as report_module
+    from trainer import report_figures
+
+    drawn = []
+
+    def counting(results, out):
+        drawn.append(len(results))
+        return report_figures.draw_figures(results, out)
+
+    monkeypatch.setattr(report_module, "draw_figures", counting)
+
+    def draws(results=None) -> int:
+        before = len(drawn)
+        write_report(_results() if results is None else results, tmp_path)
+        return len(drawn) - before
+
+    assert draws() == 1
+    page = (tmp_path / "report.md").read_text()
+    assert draws() == 0 and (tmp_path / "report.md").read_text() == page  # the same names and captions
+    (tmp_path / "per_seed_losses.png").write_bytes(b"not the figure")
+    assert draws() == 1 and (tmp_path / "per_seed_losses.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "learning_curves.png").unlink()
+    assert draws() == 1 and (tmp_path / "learning_curves.png").exists()
+    numbers = json.loads(json.dumps(NUMBERS))
+    numbers["enh"]["val_loss"][0] = 0.2  # another best run
+    assert draws(_results(numbers=numbers)) == 1 and draws() == 1
+    for r in _results():  # predictions appear: the ROC curves can be drawn
+        (tmp_path / "runs" / r["run"]).mkdir(parents=True)
+        np.savez(tmp_path / "runs" / r["run"] / "predictions.npz", labels=np.array([0, 1, 2, 0]),
+                 probabilities=np.eye(3)[[0, 1, 2, 1]])
+    assert draws() == 1 and "roc_curves.png" in (tmp_path / "report.md").read_text()
+    np.savez(tmp_path / "runs" / "cxr-cce-r1" / "predictions.npz", labels=np.array([0, 1, 2, 0]),
+             probabilities=np.eye(3)[[0, 1, 2, 0]])
+    assert draws() == 1 and draws() == 0
+    (tmp_path / "figures.json").write_text("{")
+    assert draws() == 1 and draws() == 0
+    other = tmp_path / "other_drawing_code.py"
+    other.write_text(Path(report_figures.__file__).read_text() + "\n# changed\n")
+    monkeypatch.setattr(report_figures, "__file__", str(other))
+    assert draws() == 1 and draws() == 0

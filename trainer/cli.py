@@ -222,9 +222,13 @@ def cli(ctx, verbose):
     ctx.obj = {"verbose": verbose}
 
 
-def _load_framework(*stores):
+def _load_framework(*stores, trains_here: bool = True):
     """Open ``stores``, then import Keras (and its backend): ``--help``, a wrong option and a wrong
-    path are answered in a fraction of a second, not after a deep-learning framework has loaded."""
+    path are answered in a fraction of a second, not after a deep-learning framework has loaded.
+
+    Where the runs train on a Dask cluster (``trains_here`` false), the driver never loads Keras:
+    its run processes do, and the driver starts (or refuses) seconds sooner.
+    """
     import os
 
     from phasefeat.io.store import StoreError, open_store
@@ -235,6 +239,8 @@ def _load_framework(*stores):
                 pass
         except StoreError as exc:
             raise click.ClickException(str(exc)) from None
+    if not trains_here:
+        return
     verbose = click.get_current_context().find_root().obj.get("verbose")
     if not verbose:
         # TensorFlow's C++ start-up chatter (oneDNN, absl, CPU features) is noise for a CLI user. Its
@@ -286,7 +292,7 @@ def compare(inputs, losses, repeats, seed, out, with_audit, occlude_fractions, a
     if not allow_other_files:
         _check_out(out, marker=("grid.json",), own=GRID_FILES)
     runner = _runner(kw)
-    _load_framework(kw["store"])
+    _load_framework(kw["store"], trains_here=kw["scheduler"] is None)
     record = None
     try:
         with runner:
@@ -323,7 +329,7 @@ RUN_FILES = {"model.keras", "result.json", "predictions.npz", "checkpoint.npz", 
 #: What `trainer compare` writes into its --out.
 GRID_FILES = {"grid.json", "split.json", "runs", "runs.csv", "results.json", "report.md", "report.html", "audit",
               "schedule.json", "schedule.json.damaged", "learning_curves.png", "confusion_matrices.png", "per_seed_losses.png",
-              "roc_curves.png"}
+              "roc_curves.png", "figures.json"}
 
 
 def _check_out(out, marker: tuple[str, ...], own: set[str]) -> None:
@@ -407,7 +413,7 @@ def audit(inputs, repeats, seed, occlude_fractions, out, **kw):
     _models(kw, single=True)
     base = _base(kw)
     runner = _runner(kw)
-    _load_framework(kw["store"])
+    _load_framework(kw["store"], trains_here=kw["scheduler"] is None)
     try:
         with runner:
             record = _audit(kw["store"], out, inputs, repeats, seed, base, occlude_fractions,

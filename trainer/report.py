@@ -9,6 +9,7 @@ titles say which run they show.
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import json
 import math
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import report_figures
 from .report_figures import arm_key, arm_of, draw_figures
 from .report_html import markdown_to_html
 from .report_summary import headline, learned_arms, summary_lines
@@ -191,6 +193,49 @@ def _provenance(store_path) -> tuple[list[str], dict]:
     return lines, {"labels": labels, "names": names, "sha256": digests}
 
 
+#: What the report's figures were drawn from (a digest of the runs, their predictions and the drawing
+#: code) and each figure's file digest: a rerun that reuses every run does not draw them again.
+FIGURES_RECORD = "figures.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _figures_source(results, out: Path) -> str:
+    """A digest of everything the figures show: the runs' results and predictions, the code drawing them."""
+    import matplotlib
+
+    h = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode())
+    for r in results:
+        predictions = out / "runs" / r["run"] / "predictions.npz"
+        h.update(f"{r['run']}:{_sha256(predictions) if predictions.exists() else '-'};".encode())
+    h.update(Path(report_figures.__file__).read_bytes())
+    h.update(matplotlib.__version__.encode())
+    return h.hexdigest()
+
+
+def _figures(results, out: Path) -> list[tuple[str, str]]:
+    """The figures of :func:`draw_figures`: drawn, or those in ``out`` when they were drawn from the
+    same runs by the same code and are unchanged since (drawing them costs seconds per report)."""
+    from phasefeat.io._atomic import atomic_path
+
+    source = _figures_source(results, out)
+    record = out / FIGURES_RECORD
+    try:
+        earlier = json.loads(record.read_text())
+        if earlier["source"] == source and all((out / name).is_file() and _sha256(out / name) == digest
+                                               for name, _, digest in earlier["figures"]):
+            return [(name, caption) for name, caption, _ in earlier["figures"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or unreadable: draw them
+    figures = draw_figures(results, out)
+    with atomic_path(record) as tmp:
+        Path(tmp).write_text(json.dumps({"source": source, "figures": [
+            [name, caption, _sha256(out / name)] for name, caption in figures]}, indent=1))
+    return figures
+
+
 def write_report(results: list[dict], out, store_path=None, failures=(), appendix=(), audit=None) -> Path:
     """Write runs.csv, results.json, report.md, report.html and figures into ``out``; returns report.md.
 
@@ -213,7 +258,7 @@ def write_report(results: list[dict], out, store_path=None, failures=(), appendi
     (out / "results.json").write_text(json.dumps(
         {"runs": rows, "summary": summary, "comparisons": comparisons, "failures": list(failures)},
         indent=1, default=float))
-    figures = draw_figures(results, out)
+    figures = _figures(results, out)
     split_path = out / "split.json"
     split = json.loads(split_path.read_text()) if split_path.exists() else None
     provenance, data = _provenance(store_path)
