@@ -228,9 +228,12 @@ def test_split_and_provenance_from_the_store(store, tmp_path):
     parts = {"train": order[:len(order) // 2], "val": order[len(order) // 2:3 * len(order) // 4],
              "test": order[3 * len(order) // 4:]}
     (tmp_path / "split.json").write_text(json.dumps({k: v.tolist() for k, v in parts.items()} | {"grouped": False}))
-    results = [dict(r, class_names=names) for r in _results()]
+    results = [dict(r, class_names=names, backend="jax") for r in _results()]  # the backend the runs recorded
     write_report(results, tmp_path, store_path=store)
     text = (tmp_path / "report.md").read_text()
+    from importlib import metadata
+
+    assert f"* trained with Keras {metadata.version('keras')} on the jax backend; store libraries: " in text
     rows = _section(text, "Data split")
     for c, name in enumerate(names):
         assert _cells(rows[c]) == [name, *(str(int((labels[parts[p]] == c).sum())) for p in ("train", "val", "test"))]

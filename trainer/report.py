@@ -169,7 +169,22 @@ def _split_table(split: dict | None, labels, names, digests=()) -> list[str]:
     return lines
 
 
-def _provenance(store_path) -> tuple[list[str], dict]:
+def _keras_version() -> str:
+    """The Keras the runs' software holds, without loading it: a driver whose runs train on a Dask
+    cluster never imports Keras (seconds of start-up), and may not have it installed at all ("?")."""
+    import sys
+    from importlib import metadata
+
+    if "keras" in sys.modules:
+        return sys.modules["keras"].__version__
+    try:
+        return metadata.version("keras")
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _provenance(store_path, results=()) -> tuple[list[str], dict]:
+    """The store's and the software's lines of the report; the backend is the one the runs recorded."""
     if store_path is None:
         return [], {}
     from phasefeat.io.store import StoreError, open_store
@@ -181,14 +196,15 @@ def _provenance(store_path) -> tuple[list[str], dict]:
     except StoreError:
         return [], {}
     versions = attrs.get("library_versions", {})
-    import keras
+    from .experiment import keras_backend
 
+    backends = sorted({r["backend"] for r in results if r.get("backend")}) or [keras_backend()]
     lines = [f"* store `{store_path}`: {len(labels)} images, classes {', '.join(names)}",
              f"* features: preset `{attrs.get('preset', '?')}`, computed at {attrs.get('features_at', '?')}, "
              f"params digest `{str(attrs.get('params_digest', '?'))[:16]}`",
              f"* converted by phasefeat {attrs.get('phasefeat_version', '?')} on {attrs.get('device', '?')}, "
              f"{attrs.get('created', '?')}",
-             f"* trained with Keras {keras.__version__} on the {keras.backend.backend()} backend; "
+             f"* trained with Keras {_keras_version()} on the {', '.join(backends)} backend; "
              f"store libraries: {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}"]
     return lines, {"labels": labels, "names": names, "sha256": digests}
 
@@ -261,7 +277,7 @@ def write_report(results: list[dict], out, store_path=None, failures=(), appendi
     figures = _figures(results, out)
     split_path = out / "split.json"
     split = json.loads(split_path.read_text()) if split_path.exists() else None
-    provenance, data = _provenance(store_path)
+    provenance, data = _provenance(store_path, results)
     seeds = sorted({r["seed"] for r in rows})
     lines = ["# Loss comparison report", "",
              f"{len(rows)} runs: {len(arms)} arms ({', '.join(_arm(a) for a in arms)}) x {len(seeds)} "
