@@ -162,7 +162,11 @@ def main(argv=None) -> int:
             results[label] = run_steps(label, steps, tree, venv, out / label.replace(" ", "-"), work,
                                        args.venv is not None)
             if any(r["exit_status"] != 0 for r in results[label].values()):
-                return 1
+                if label != "baseline":
+                    return 1
+                # An older revision may fail a test on this machine (a test since fixed): its time is
+                # still the time of the whole suite, recorded with its exit status.
+                print("the baseline failed (its exit status is recorded); this tree runs next", flush=True)
         venv_gb = disk_gb(venv) if venv.exists() and args.venv is None else None
         out_gb = disk_gb(out) if out.exists() and args.venv is None else None
     finally:

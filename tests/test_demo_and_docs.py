@@ -325,3 +325,34 @@ def test_every_demo_knob_of_the_makefile_is_in_the_readme():
     table = readme.split("### The demo on your own radiographs", 1)[1].split("\n## ", 1)[0]
     assert {"DEMO_SOURCES", "DEMO_PATIENTS", "DEMO_LABELS", "DEMO_TRAIN", "DEMO_AUDIT"} <= set(knobs)
     assert [k for k in knobs if k not in ("DEMO_DIR", "DEMO_PER_CLASS") and f"| `{k}` |" not in table] == []
+
+
+@pytest.mark.parametrize(("failing", "status"), [("baseline", 0), ("this tree", 1)])
+def test_bench_setup_times_a_failing_baseline_but_never_a_failing_tree(monkeypatch, tmp_path, failing, status):
+    """An older revision may fail a test on a newer machine: its time is recorded with its exit status.
+    This tree failing ends the run with no record."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_setup", REPO / "benchmarks" / "bench_setup.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ran, written = [], {}
+
+    def run_steps(label, steps, *args):
+        ran.append(label)
+        return {step: {"command": f"make {step}", "exit_status": int(label == failing), "seconds": 60.0 * len(ran),
+                       "peak_tree_rss_gb": 1.0} for step in steps}
+
+    monkeypatch.setattr(bench, "run_steps", run_steps)
+    monkeypatch.setattr(bench, "checkout", lambda rev, into: tmp_path)
+    monkeypatch.setattr(bench, "link_venv", lambda tree, venv: None)
+    monkeypatch.setattr(bench, "write_record", lambda path, name, cpu, **fields: written.update(fields))
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "python").touch()
+    code = bench.main(["--steps", "test", "--venv", str(tmp_path / "venv"), "--baseline", "HEAD", "--cpu", "x",
+                       "--out", str(tmp_path / "record.json")])
+    assert code == status and ran == ["baseline", "this tree"]
+    if status == 0:
+        assert written["baseline"]["steps"]["test"]["exit_status"] == 1
+        assert written["steps"]["test"]["exit_status"] == 0
+    else:
+        assert written == {}
