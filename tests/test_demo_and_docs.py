@@ -346,6 +346,9 @@ def test_bench_setup_times_a_failing_baseline_but_never_a_failing_tree(monkeypat
     monkeypatch.setattr(bench, "checkout", lambda rev, into: tmp_path)
     monkeypatch.setattr(bench, "link_venv", lambda tree, venv: None)
     monkeypatch.setattr(bench, "write_record", lambda path, name, cpu, **fields: written.update(fields))
+    git = subprocess.CompletedProcess([], 0, stdout="0" * 40 + "\n", stderr="")  # a checkout may have no .git
+    monkeypatch.setattr(bench, "subprocess", type(subprocess)("git_only"))
+    bench.subprocess.run = lambda command, **kwargs: git
     (tmp_path / "venv" / "bin").mkdir(parents=True)
     (tmp_path / "venv" / "bin" / "python").touch()
     code = bench.main(["--steps", "test", "--venv", str(tmp_path / "venv"), "--baseline", "HEAD", "--cpu", "x",
