@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -347,8 +348,7 @@ def test_bench_setup_times_a_failing_baseline_but_never_a_failing_tree(monkeypat
     monkeypatch.setattr(bench, "link_venv", lambda tree, venv: None)
     monkeypatch.setattr(bench, "write_record", lambda path, name, cpu, **fields: written.update(fields))
     git = subprocess.CompletedProcess([], 0, stdout="0" * 40 + "\n", stderr="")  # a checkout may have no .git
-    monkeypatch.setattr(bench, "subprocess", type(subprocess)("git_only"))
-    bench.subprocess.run = lambda command, **kwargs: git
+    monkeypatch.setattr(bench, "subprocess", SimpleNamespace(run=lambda command, **kwargs: git))
     (tmp_path / "venv" / "bin").mkdir(parents=True)
     (tmp_path / "venv" / "bin" / "python").touch()
     code = bench.main(["--steps", "test", "--venv", str(tmp_path / "venv"), "--baseline", "HEAD", "--cpu", "x",
